@@ -1,0 +1,90 @@
+"""The physical ceiling of decode speed: every byte read at peak memory bandwidth.
+
+For one stream, a token must pass through every pipeline stage in turn, and inside a stage the
+tensor ranks read their shares in parallel. So the fastest possible time per token is
+
+    sum over stages of  max over the stage's devices of  bytes_read(device) / peak_bandwidth
+
+plus the offloaded layers read at host-memory bandwidth. Bytes read per step are the device's
+weights (for MoE, only the experts the step's tokens hit) and the KV cache of every resident
+sequence at the average context of the run (llama-bench tg N averages over a growing cache).
+Communication, compute and every overhead are taken as free, so no engine can beat it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator import model as mm
+from simulator.config import RunConfig
+from simulator.memory import device_kv_bytes, kv_heads_per_device
+from simulator.placement import Placement, Stage, place
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    decode_tok_s: float
+    step_time_s: float
+    gpu_time_s: float
+    host_time_s: float
+    bottleneck: str
+
+
+def mean_decode_context(cfg: RunConfig) -> float:
+    """Average tokens in the cache while decoding: C + P + (N - 1) / 2 (tg N from depth C + P)."""
+    return cfg.context_tokens + cfg.prompt_tokens + max(cfg.output_tokens - 1, 0) / 2
+
+
+def stage_decode_read_bytes(cfg: RunConfig, stage: Stage, context: float) -> float:
+    """Bytes one device of ``stage`` must read for one decode step of the resident streams."""
+    m, q, t = cfg.model, cfg.quant, cfg.tensor
+    streams = cfg.concurrent_sequences
+    total = 0.0
+    for i in stage.layers:
+        w = mm.layer_work(m, q, i, 1, 0, sequences=streams)
+        # layer_work reads the (hit) weights of the whole layer; a rank reads its 1/t share,
+        # except the K/V projections, which are replicated beyond the KV-head count
+        kv_proj = 2 * m.hidden_size * m.head_dim * q.layer_bits_per_weight / 8
+        extra = kv_proj * (kv_heads_per_device(m, t) - m.kv_heads / t)
+        total += w.weight_bytes / t + extra
+    if stage.holds_output:
+        total += mm.output_bytes(m, q) / t
+    kv = device_kv_bytes(cfg, stage, round(context)) if stage.layers else 0.0
+    return total + kv
+
+
+def ceiling(cfg: RunConfig, placement: Placement | None = None) -> Ceiling:
+    """The decode tokens/s per stream no engine can beat on this hardware and strategy."""
+    pl = placement or place(cfg)
+    ctx = mean_decode_context(cfg)
+    gpu_time = 0.0
+    for stage in pl.stages(0):
+        gpu_time += max(
+            stage_decode_read_bytes(cfg, stage, ctx) / d.gpu.memory_bandwidth_bytes_per_s
+            for d in stage.devices
+        )
+    host_time = 0.0
+    if pl.cpu_layers and cfg.host_memory is not None:
+        m, q = cfg.model, cfg.quant
+        host_bytes = sum(
+            mm.layer_work(m, q, i, 1, 0, sequences=cfg.concurrent_sequences).weight_bytes
+            for i in pl.cpu_layers
+        )
+        host_bytes += (
+            len(pl.cpu_layers)
+            * mm.kv_bytes_per_token_per_layer(m, cfg.kv_dtype_bytes)
+            * mm.kv_cached_tokens(m, round(ctx))
+            * cfg.concurrent_sequences
+        )
+        if pl.output_on_host:
+            host_bytes += mm.output_bytes(m, q)
+        host_time = host_bytes / cfg.host_memory.bandwidth_bytes_per_s
+    step = gpu_time + host_time
+    bottleneck = "host-memory-bandwidth" if host_time > gpu_time else "memory-bandwidth"
+    return Ceiling(
+        decode_tok_s=1.0 / step if step > 0 else float("inf"),
+        step_time_s=step,
+        gpu_time_s=gpu_time,
+        host_time_s=host_time,
+        bottleneck=bottleneck,
+    )

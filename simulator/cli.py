@@ -1,0 +1,142 @@
+"""The ``sim`` command: the only module that prints or writes files.
+
+Exit codes (interface.md §2): 0 success; 2 invalid config or command line; 3 valid config that
+cannot run (does not fit, strategy cannot apply). Errors are one line on stderr, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from simulator import config as config_mod
+from simulator.catalog import shelf
+from simulator.errors import CannotRun, ConfigError, SimError
+from simulator.result import evaluate, table
+
+LIST_KINDS = ("gpus", "links", "models", "quants", "profiles", "host_memory")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"sim: error: {message} (see 'sim --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sim", description="Performance simulator for multi-GPU LLM inference.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="simulate one or more configs")
+    run.add_argument("--config", action="append", required=True, metavar="FILE")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted path, TOML value)",
+    )
+    run.add_argument("--json", action="store_true", help="one JSON object per config")
+    run.add_argument("--trace", metavar="FILE", help="write a Chrome trace of the timeline")
+    run.add_argument("--requests-out", metavar="FILE", help="write per-request records (CSV)")
+
+    val = sub.add_parser("validate", help="check a config without running it")
+    val.add_argument("--config", action="append", required=True, metavar="FILE")
+    val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    lst = sub.add_parser("list", help="print a catalogue with sources")
+    lst.add_argument("kind", choices=LIST_KINDS)
+    lst.add_argument("--json", action="store_true")
+    return p
+
+
+def _emit_error(err: SimError) -> int:
+    print(f"sim: error: {err}", file=sys.stderr)
+    return err.exit_code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    worst = 0
+    for path in args.config:
+        try:
+            cfg = config_mod.load(path, args.set)
+        except SimError as err:
+            worst = max(worst, _emit_error(err))
+            continue
+        result = evaluate(cfg)
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            print(table(result), flush=True)
+        if not result["fits"]:
+            if not args.json:
+                print(f"sim: error: {result['reason']}", file=sys.stderr)
+            worst = max(worst, CannotRun.exit_code)
+    return worst
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    worst = 0
+    for path in args.config:
+        try:
+            cfg = config_mod.load(path, args.set)
+            result = evaluate(cfg)
+        except SimError as err:
+            worst = max(worst, _emit_error(err))
+            continue
+        if result["fits"]:
+            print(f"{path}: ok ({cfg.name})")
+        else:
+            print(f"sim: error: {path}: {result['reason']}", file=sys.stderr)
+            worst = max(worst, CannotRun.exit_code)
+    return worst
+
+
+def _list_rows(kind: str) -> list[dict[str, Any]]:
+    return [entry.as_dict() for entry in shelf(kind).values()]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = _list_rows(args.kind)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for row in rows:
+        figs = row.get("figures", {})
+        summary = ", ".join(f"{k}={v['value']}" for k, v in list(figs.items())[:6])
+        aliases = row.get("aliases")
+        alias_txt = f" (aliases: {', '.join(aliases)})" if aliases else ""
+        print(f"{row['id']:<28} {row.get('name', '')}{alias_txt}")
+        if summary:
+            print(f"{'':<28} {summary}")
+    print(f"\n{len(rows)} {args.kind}; every figure's source: sim list {args.kind} --json")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "validate":
+            return cmd_validate(args)
+        if args.command == "list":
+            return cmd_list(args)
+    except ConfigError as err:
+        return _emit_error(err)
+    except SimError as err:
+        return _emit_error(err)
+    except KeyboardInterrupt:
+        print("sim: interrupted", file=sys.stderr)
+        return 130
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

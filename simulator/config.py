@@ -1,0 +1,521 @@
+"""TOML config -> validated, resolved run config (interface.md §3).
+
+Strict: an unknown key, an unknown catalogue id, a wrong type or an impossible value is a
+:class:`ConfigError` (exit 2) whose one-line message names the key, the value and the valid
+choices. A valid config that cannot run on its hardware (tensor degree not dividing the heads,
+an NVLink bridge on cards without the connector, ...) is :class:`CannotRun` (exit 3).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simulator import hardware, links, model, profiles
+from simulator.catalog import shelf
+from simulator.errors import CannotRun, ConfigError, choices_hint
+from simulator.hardware import GpuSpec, HostMemorySpec
+from simulator.links import LinkSpec
+from simulator.model import ModelSpec, QuantSpec
+from simulator.profiles import EngineProfile
+
+REQUIRED = object()
+KV_CACHE_DTYPES = {"f16": 2.0, "bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its TOML type, default and an optional extra check."""
+
+    kind: str  # int | float | bool | str | list[str] | list[float] | float|list[float] | bool|str
+    default: Any = None
+    check: Callable[[Any], str | None] | None = None
+    doc: str = ""
+
+
+def _min(lo: float) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        values = v if isinstance(v, list) else [v]
+        return None if all(x >= lo for x in values) else f"must be >= {lo:g}"
+
+    return check
+
+
+def _positive(v: Any) -> str | None:
+    values = v if isinstance(v, list) else [v]
+    return None if all(x > 0 for x in values) else "must be > 0"
+
+
+def _nonempty(v: Any) -> str | None:
+    return None if v else "must not be empty"
+
+
+SCHEMA: dict[str, Key | dict[str, Key]] = {
+    "name": Key("str", None, doc="a human description; defaults to the file name"),
+    "hardware": {
+        "gpus": Key("list[str]", REQUIRED, _nonempty, "GPU ids in one machine"),
+        "gpu_link": Key("str", None, doc="link id between the GPUs of a machine"),
+        "nodes": Key("int", 1, _min(1), "identical machines"),
+        "node_link": Key("str", None, doc="link id between machines"),
+        "host_memory": Key("str", None, doc="system RAM id, for CPU offload"),
+        "p2p": Key(
+            "bool|str",
+            "auto",
+            doc="GPU peer-to-peer over PCIe: auto (stock driver), true (patched driver) or false",
+        ),
+        "power_limit_w": Key("float|list[float]", None, _positive, "per-GPU power cap"),
+        "unified_memory_gib": Key("float", None, _positive, "Apple: unified memory size"),
+    },
+    "model": {
+        "name": Key("str", REQUIRED, doc="model id"),
+        "quant": Key("str", REQUIRED, doc="quant id"),
+    },
+    "parallel": {
+        "tensor": Key("int", None, _min(1), "tensor-parallel degree"),
+        "pipeline": Key("int", None, _min(1), "pipeline stages (llama.cpp layer split)"),
+        "replicas": Key("int", None, _min(1), "independent copies"),
+        "layer_split": Key("list[float]", None, _positive, "ratios per stage"),
+        "offload_layers": Key("int", 0, _min(0), "layers kept in host memory, run by the CPU"),
+    },
+    "engine": {
+        "profile": Key("str", "llama.cpp", doc="engine profile id"),
+        "ubatch_tokens": Key("int", None, _min(1), "micro-batch size (llama.cpp n_ubatch)"),
+        "flash_attention": Key("bool", None, doc="fused attention (no score matrix)"),
+        "kv_cache_dtype": Key("str", None, doc="f16, bf16, fp8, q8_0 or q4_0"),
+    },
+    "workload": {
+        "prompt_tokens": Key("int", 512, _min(0)),
+        "output_tokens": Key("int", 128, _min(0)),
+        "context_tokens": Key("int", 0, _min(0), "tokens already cached before the prompt"),
+        "concurrency": Key("int", 1, _min(1), "requests in flight (closed loop)"),
+        "requests": Key("int", None, _min(1), "total requests; defaults to concurrency"),
+        "arrival_rate": Key("float", 0.0, _min(0), "requests/s, Poisson; 0: closed loop"),
+        "seed": Key("int", 0, _min(0)),
+    },
+}
+
+
+def all_keys() -> list[str]:
+    """Every dotted config key the schema accepts."""
+    out = []
+    for section, body in SCHEMA.items():
+        if isinstance(body, Key):
+            out.append(section)
+        else:
+            out.extend(f"{section}.{k}" for k in body)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Type checking
+
+
+def _type_name(v: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(v), type(v).__name__)
+
+
+def _coerce(path: str, key: Key, v: Any) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{path}: expected {expected}, got {v!r} ({_type_name(v)})")
+
+    def as_float(x: Any) -> float:
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise bad("a number")
+        return float(x)
+
+    kind = key.kind
+    if kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad("an integer")
+        return v
+    if kind == "float":
+        return as_float(v)
+    if kind == "bool":
+        if not isinstance(v, bool):
+            raise bad("true or false")
+        return v
+    if kind == "str":
+        if not isinstance(v, str):
+            raise bad("a string")
+        return v
+    if kind == "bool|str":
+        if isinstance(v, bool) or v == "auto":
+            return v
+        raise bad('true, false or "auto"')
+    if kind == "list[str]":
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise bad("a list of strings")
+        return list(v)
+    if kind == "list[float]":
+        if not isinstance(v, list):
+            raise bad("a list of numbers")
+        return [as_float(x) for x in v]
+    if kind == "float|list[float]":
+        if isinstance(v, list):
+            return [as_float(x) for x in v]
+        return as_float(v)
+    raise AssertionError(kind)
+
+
+def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Type-check every key and fill defaults; returns a nested plain dict."""
+    out: dict[str, Any] = {}
+    for top in raw:
+        if top not in SCHEMA:
+            raise ConfigError(f"unknown key '{top}'; {choices_hint(top, list(SCHEMA))}")
+    for section, spec in SCHEMA.items():
+        if isinstance(spec, Key):
+            v = raw.get(section, spec.default)
+            out[section] = None if v is None else _coerce(section, spec, v)
+            continue
+        body = raw.get(section, {})
+        if not isinstance(body, dict):
+            raise ConfigError(f"{section}: expected a table [{section}], got {body!r}")
+        for k in body:
+            if k not in spec:
+                full = [f"{section}.{x}" for x in spec]
+                raise ConfigError(
+                    f"unknown key '{section}.{k}'; {choices_hint(f'{section}.{k}', full)}"
+                )
+        sec: dict[str, Any] = {}
+        for k, key in spec.items():
+            path = f"{section}.{k}"
+            if k in body:
+                v = _coerce(path, key, body[k])
+                if key.check is not None and (msg := key.check(v)) is not None:
+                    raise ConfigError(f"{path}: {msg}, got {body[k]!r}")
+                sec[k] = v
+            elif key.default is REQUIRED:
+                raise ConfigError(f"{path}: required key is missing")
+            else:
+                sec[k] = copy.deepcopy(key.default)
+        out[section] = sec
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a TOML value; a bare word is taken as a string (``model.quant=Q8_0``)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. workload.context_tokens=4096")
+    key, _, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if key not in all_keys():
+        raise ConfigError(f"--set: unknown key '{key}'; {choices_hint(key, all_keys())}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key, parsed
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with each ``KEY=VALUE`` set."""
+    out = copy.deepcopy(dict(raw))
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The resolved config
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated config with every id resolved to its spec and every default filled."""
+
+    name: str
+    gpus: tuple[GpuSpec, ...]  # one machine's GPUs
+    nodes: int
+    gpu_link: LinkSpec | None
+    node_link: LinkSpec | None
+    host_memory: HostMemorySpec | None
+    p2p: bool  # GPU-to-GPU DMA over PCIe inside a machine
+    power_limit_w: tuple[float, ...] | None
+    model: ModelSpec
+    quant: QuantSpec
+    tensor: int
+    pipeline: int
+    replicas: int
+    layer_split: tuple[float, ...] | None
+    offload_layers: int
+    profile: EngineProfile
+    ubatch_tokens: int
+    flash_attention: bool
+    kv_cache_dtype: str
+    prompt_tokens: int
+    output_tokens: int
+    context_tokens: int
+    concurrency: int
+    requests: int
+    arrival_rate: float
+    seed: int
+    resolved: dict[str, Any] = field(compare=False, hash=False)
+
+    @property
+    def gpus_per_node(self) -> int:
+        return len(self.gpus)
+
+    @property
+    def total_gpus(self) -> int:
+        return len(self.gpus) * self.nodes
+
+    @property
+    def kv_dtype_bytes(self) -> float:
+        return KV_CACHE_DTYPES[self.kv_cache_dtype]
+
+    @property
+    def max_sequence_tokens(self) -> int:
+        """The longest a sequence gets: cached context + prompt + output."""
+        return self.context_tokens + self.prompt_tokens + self.output_tokens
+
+    @property
+    def concurrent_sequences(self) -> int:
+        """Sequences whose KV cache must be resident at once on one replica."""
+        per_replica = -(-self.concurrency // self.replicas)
+        return max(1, min(per_replica, self.requests))
+
+    def gpu_at(self, index: int) -> GpuSpec:
+        """The GPU of global index ``index`` (node-major)."""
+        return self.gpus[index % self.gpus_per_node]
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file (ConfigError if missing or malformed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from exc
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load, override and resolve a config file."""
+    raw = apply_overrides(load_file(path), overrides or [])
+    if raw.get("name") is None:
+        raw["name"] = Path(path).stem
+    return resolve(raw)
+
+
+def resolve(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate a config mapping and resolve every id (ConfigError / CannotRun on problems)."""
+    c = _check_keys(raw)
+    hw, mdl, par, eng, wl = (c[s] for s in ("hardware", "model", "parallel", "engine", "workload"))
+
+    gpus = tuple(hardware.gpu(g, "hardware.gpus") for g in hw["gpus"])
+    canonical_gpus = [g.id for g in gpus]
+    nodes = hw["nodes"]
+    n_per_node = len(gpus)
+    total = n_per_node * nodes
+
+    gpu_link = None
+    if hw["gpu_link"] is not None:
+        gpu_link = links.link(hw["gpu_link"], "hardware.gpu_link")
+    elif n_per_node > 1:
+        raise ConfigError(
+            f"hardware.gpu_link: required when hardware.gpus lists {n_per_node} GPUs; "
+            f"valid choices: {', '.join(shelf('links'))}"
+        )
+    node_link = None
+    if hw["node_link"] is not None:
+        node_link = links.link(hw["node_link"], "hardware.node_link")
+    elif nodes > 1:
+        raise ConfigError(
+            f"hardware.node_link: required when hardware.nodes = {nodes}; "
+            f"valid choices: {', '.join(shelf('links'))}"
+        )
+    host_mem = None
+    if hw["host_memory"] is not None:
+        host_mem = hardware.host_memory(hw["host_memory"])
+
+    if hw["unified_memory_gib"] is not None:
+        size = hw["unified_memory_gib"]
+        non_apple = [g.id for g in gpus if not g.is_apple]
+        if non_apple:
+            raise ConfigError(
+                f"hardware.unified_memory_gib: only for Apple GPUs, but hardware.gpus has "
+                f"{', '.join(non_apple)}"
+            )
+        for g in gpus:
+            options = [o / 2**30 for o in g.memory_options_bytes]
+            if options and not any(abs(size - o) < 1e-6 for o in options):
+                sizes = ", ".join(f"{o:g}" for o in options)
+                raise ConfigError(
+                    f"hardware.unified_memory_gib: {size:g} is not sold with {g.id}; "
+                    f"valid choices: {sizes}"
+                )
+        gpus = tuple(g.with_memory_gib(size) for g in gpus)
+
+    power = hw["power_limit_w"]
+    power_limits: tuple[float, ...] | None = None
+    if power is not None:
+        power_limits = tuple(power) if isinstance(power, list) else (power,) * n_per_node
+        if len(power_limits) != n_per_node:
+            raise ConfigError(
+                f"hardware.power_limit_w: {len(power_limits)} values for {n_per_node} GPUs; "
+                "give one number or one per GPU"
+            )
+
+    m = model.model(mdl["name"], "model.name")
+    q = model.quant(mdl["quant"], "model.quant")
+    profile = profiles.profile(eng["profile"], "engine.profile")
+
+    # parallel degrees: an unset degree is 1; all unset means llama.cpp's default layer split
+    t, p, r = par["tensor"], par["pipeline"], par["replicas"]
+    if t is None and p is None and r is None:
+        t, p, r = 1, total, 1
+    t, p, r = t or 1, p or 1, r or 1
+    if t * p * r != total:
+        raise ConfigError(
+            f"parallel: tensor x pipeline x replicas = {t} x {p} x {r} = {t * p * r}, but the "
+            f"config has {total} GPUs ({n_per_node} per node x {nodes} node(s))"
+        )
+    split = par["layer_split"]
+    if split is not None and len(split) != p:
+        raise ConfigError(
+            f"parallel.layer_split: {len(split)} ratios {split} for {p} pipeline stage(s); "
+            f"give exactly {p}"
+        )
+    if par["offload_layers"] > m.layers:
+        raise ConfigError(
+            f"parallel.offload_layers: {par['offload_layers']} but {m.id} has {m.layers} layers"
+        )
+    if par["offload_layers"] > 0 and host_mem is None:
+        raise ConfigError(
+            f"hardware.host_memory: required when parallel.offload_layers = "
+            f"{par['offload_layers']}; valid choices: {', '.join(shelf('host_memory'))}"
+        )
+
+    kv_dtype = eng["kv_cache_dtype"] or profile.default_kv_cache_dtype
+    if kv_dtype not in KV_CACHE_DTYPES:
+        raise ConfigError(
+            f"engine.kv_cache_dtype: {kv_dtype!r}; {choices_hint(kv_dtype, KV_CACHE_DTYPES)}"
+        )
+    ubatch = eng["ubatch_tokens"] or profile.ubatch_tokens
+    flash = profile.flash_attention if eng["flash_attention"] is None else eng["flash_attention"]
+
+    if wl["prompt_tokens"] == 0 and wl["output_tokens"] == 0:
+        raise ConfigError(
+            "workload: prompt_tokens and output_tokens are both 0; nothing to simulate"
+        )
+    requests = wl["requests"] if wl["requests"] is not None else wl["concurrency"]
+
+    p2p_setting = hw["p2p"]
+    p2p = all(g.p2p_over_pcie for g in gpus) if p2p_setting == "auto" else bool(p2p_setting)
+
+    resolved = {
+        "name": c["name"],
+        "hardware": {
+            **hw,
+            "gpus": canonical_gpus,
+            "p2p": p2p,
+            "gpu_link": gpu_link.id if gpu_link else None,
+            "node_link": node_link.id if node_link else None,
+            "host_memory": host_mem.id if host_mem else None,
+        },
+        "model": {"name": m.id, "quant": q.id},
+        "parallel": {**par, "tensor": t, "pipeline": p, "replicas": r},
+        "engine": {
+            **eng,
+            "profile": profile.id,
+            "ubatch_tokens": ubatch,
+            "flash_attention": flash,
+            "kv_cache_dtype": kv_dtype,
+        },
+        "workload": {**wl, "requests": requests},
+    }
+    cfg = RunConfig(
+        name=c["name"] or "config",
+        gpus=gpus,
+        nodes=nodes,
+        gpu_link=gpu_link,
+        node_link=node_link,
+        host_memory=host_mem,
+        p2p=p2p,
+        power_limit_w=power_limits,
+        model=m,
+        quant=q,
+        tensor=t,
+        pipeline=p,
+        replicas=r,
+        layer_split=None if split is None else tuple(split),
+        offload_layers=par["offload_layers"],
+        profile=profile,
+        ubatch_tokens=ubatch,
+        flash_attention=flash,
+        kv_cache_dtype=kv_dtype,
+        prompt_tokens=wl["prompt_tokens"],
+        output_tokens=wl["output_tokens"],
+        context_tokens=wl["context_tokens"],
+        concurrency=wl["concurrency"],
+        requests=requests,
+        arrival_rate=wl["arrival_rate"],
+        seed=wl["seed"],
+        resolved=resolved,
+    )
+    check_runnable(cfg)
+    return cfg
+
+
+def check_runnable(cfg: RunConfig) -> None:
+    """Raise CannotRun if the hardware or model cannot run this strategy (exit 3)."""
+    m = cfg.model
+    if m.attention_heads % cfg.tensor != 0:
+        raise CannotRun(
+            f"parallel.tensor = {cfg.tensor} does not divide {m.id}'s {m.attention_heads} "
+            f"attention heads; use a divisor such as "
+            f"{', '.join(str(d) for d in range(1, 9) if m.attention_heads % d == 0)}"
+        )
+    gpu_layers = m.layers - cfg.offload_layers
+    if cfg.pipeline > max(gpu_layers, 1):
+        raise CannotRun(
+            f"parallel.pipeline = {cfg.pipeline} stages but only {gpu_layers} layers run on "
+            "GPUs; use fewer stages"
+        )
+    apple = [g for g in cfg.gpus if g.is_apple]
+    if apple and cfg.gpus_per_node > 1:
+        raise CannotRun(
+            f"hardware.gpus: an Apple machine has one GPU ({apple[0].id}); "
+            "use hardware.nodes for several Macs"
+        )
+    link = cfg.gpu_link
+    if link is not None and link.is_bridge:
+        lacking = sorted({g.id for g in cfg.gpus if g.nvlink is None})
+        if lacking:
+            raise CannotRun(
+                f"hardware.gpu_link = {link.id}: {', '.join(lacking)} has no NVLink; "
+                "use a PCIe link id such as pcie4-x16"
+            )
+        if link.max_devices is not None and cfg.gpus_per_node > link.max_devices:
+            raise CannotRun(
+                f"hardware.gpu_link = {link.id} joins at most {link.max_devices} GPUs, but "
+                f"hardware.gpus lists {cfg.gpus_per_node}"
+            )
+    if cfg.max_sequence_tokens > m.max_context_tokens:
+        raise CannotRun(
+            f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "
+            f"{m.id}'s maximum context of {m.max_context_tokens:,}"
+        )

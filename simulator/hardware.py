@@ -1,0 +1,134 @@
+"""GPU and host-memory specs (frozen), built from the catalogue data files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from simulator import units
+from simulator.catalog import Entry, shelf
+
+# Matmul precisions an engine may run its GEMMs in (see GpuSpec.matmul_flops_per_s).
+MatmulDtype = Literal["fp16_fp16acc", "fp16_fp32acc", "bf16", "fp8", "int8", "fp32"]
+MATMUL_DTYPES: tuple[str, ...] = ("fp16_fp16acc", "fp16_fp32acc", "bf16", "fp8", "int8", "fp32")
+
+_DTYPE_FIGURE = {
+    "fp16_fp16acc": "fp16_tensor_fp16acc_tflops",
+    "fp16_fp32acc": "fp16_tensor_fp32acc_tflops",
+    "bf16": "bf16_tensor_tflops",
+    "fp8": "fp8_tensor_fp32acc_tflops",
+    "int8": "int8_tensor_tops",
+    "fp32": "fp32_tflops",
+}
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU's datasheet figures in SI units (bytes, bytes/s, FLOP/s, W).
+
+    ``matmul_flops`` maps a precision to the dense peak; a precision the GPU lacks is absent and
+    :meth:`matmul_flops_per_s` falls back as an engine would (FP8 weights upcast to FP16; Apple
+    GPUs run everything at their FP32 rate).
+    """
+
+    id: str
+    name: str
+    vendor: str
+    architecture: str
+    segment: str
+    memory_bytes: float
+    memory_bandwidth_bytes_per_s: float
+    matmul_flops: dict[str, float]
+    tdp_w: float
+    idle_power_w: float | None
+    pcie_generation: int | None
+    pcie_lanes: int | None
+    p2p_over_pcie: bool
+    nvlink: str | None
+    gpu_memory_fraction: float
+    memory_options_bytes: tuple[float, ...]
+    launch_price_usd: float | None
+
+    @property
+    def is_apple(self) -> bool:
+        return self.vendor == "apple"
+
+    @property
+    def usable_memory_bytes(self) -> float:
+        """Memory the GPU may allocate before the runtime's own overhead (Apple: wired limit)."""
+        return self.memory_bytes * self.gpu_memory_fraction
+
+    def matmul_flops_per_s(self, dtype: str) -> float:
+        """Dense peak FLOP/s for GEMMs in ``dtype``, with the fallbacks engines use."""
+        if dtype in self.matmul_flops:
+            return self.matmul_flops[dtype]
+        if dtype == "fp8":
+            return self.matmul_flops_per_s("fp16_fp32acc")
+        if dtype == "fp16_fp16acc" and "fp16_fp32acc" in self.matmul_flops:
+            return self.matmul_flops["fp16_fp32acc"]
+        if dtype in ("fp16_fp32acc", "bf16") and "fp16_fp16acc" in self.matmul_flops:
+            return self.matmul_flops["fp16_fp16acc"]
+        return self.matmul_flops["fp32"]
+
+    def with_memory_gib(self, gib: float) -> GpuSpec:
+        """The same GPU with another memory size (Apple unified-memory options)."""
+        return replace(self, memory_bytes=gib * units.GiB)
+
+    @classmethod
+    def from_entry(cls, e: Entry) -> GpuSpec:
+        flops = {
+            dtype: float(e.value(fig)) * units.TFLOPS
+            for dtype, fig in _DTYPE_FIGURE.items()
+            if fig in e.figures
+        }
+        options = e.value("memory_options_gib", ())
+        idle = e.value("idle_power_w", None)
+        price = e.value("launch_price_usd", None)
+        gen = e.value("pcie_generation", None)
+        lanes = e.value("pcie_lanes", None)
+        return cls(
+            id=e.id,
+            name=e.name,
+            vendor=str(e.identity.get("vendor", "")),
+            architecture=str(e.identity.get("architecture", "")),
+            segment=str(e.identity.get("segment", "")),
+            memory_bytes=float(e.value("memory_gib")) * units.GiB,
+            memory_bandwidth_bytes_per_s=float(e.value("memory_bandwidth_gb_per_s")) * units.GBPS,
+            matmul_flops=flops,
+            tdp_w=float(e.value("tdp_w")),
+            idle_power_w=None if idle is None else float(idle),
+            pcie_generation=None if gen is None else int(gen),
+            pcie_lanes=None if lanes is None else int(lanes),
+            p2p_over_pcie=bool(e.value("p2p_over_pcie", False)),
+            nvlink=e.value("nvlink", None),
+            gpu_memory_fraction=float(e.value("gpu_memory_fraction", 1.0)),
+            memory_options_bytes=tuple(float(g) * units.GiB for g in options),
+            launch_price_usd=None if price is None else float(price),
+        )
+
+
+@dataclass(frozen=True)
+class HostMemorySpec:
+    """System RAM: the bandwidth a CPU running offloaded layers can stream weights at."""
+
+    id: str
+    name: str
+    bandwidth_bytes_per_s: float
+
+    @classmethod
+    def from_entry(cls, e: Entry) -> HostMemorySpec:
+        return cls(
+            id=e.id,
+            name=e.name,
+            bandwidth_bytes_per_s=float(e.value("bandwidth_gb_per_s")) * units.GBPS,
+        )
+
+
+def gpu(gpu_id: str, config_key: str = "hardware.gpus") -> GpuSpec:
+    """The GPU spec for a catalogue id or alias (ConfigError naming ``config_key`` if unknown)."""
+    return GpuSpec.from_entry(shelf("gpus").lookup(gpu_id, config_key))
+
+
+def host_memory(mem_id: str, config_key: str = "hardware.host_memory") -> HostMemorySpec:
+    """The host-memory spec for a catalogue id."""
+    return HostMemorySpec.from_entry(shelf("host_memory").lookup(mem_id, config_key))

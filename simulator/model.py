@@ -1,0 +1,445 @@
+"""Model architecture and quantization specs, and the pure math of sizes, FLOPs and bytes.
+
+Formulas (docs/physics.md):
+
+* parameters per decoder layer = attention (Wq, Wk, Wv, Wo [+ qkv bias]) + MLP (SwiGLU:
+  3 x hidden x intermediate) or, for MoE layers, router + experts x 3 x hidden x expert_size;
+  RMSNorm weights (2 x hidden) are counted too.
+* weight bytes = parameters x bits per weight / 8, with the token embedding and the output
+  head at the types the quantizer really gives them.
+* KV bytes per token = 2 (K and V) x layers x kv_heads x head_dim x bytes per element.
+* matmul FLOPs = 2 x tokens x active parameters; attention FLOPs = 4 x heads x head_dim x
+  (query, key) pairs (QK^T and PV).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from functools import cache
+
+from simulator import units
+from simulator.catalog import Entry, shelf
+from simulator.errors import ConfigError, DataError, choices_hint
+
+# ---------------------------------------------------------------------------------------------
+# Specs
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer's shape, as its config.json gives it."""
+
+    id: str
+    name: str
+    layers: int
+    hidden_size: int
+    intermediate_size: int  # dense SwiGLU MLP; 0 if every layer is MoE
+    attention_heads: int
+    kv_heads: int
+    head_dim: int
+    vocab_size: int
+    tied_embeddings: bool
+    max_context_tokens: int
+    qkv_bias: bool = False
+    experts_total: int = 0
+    experts_active: int = 0
+    shared_experts: int = 0
+    moe_intermediate_size: int = 0
+    moe_layer_interval: int = 1
+    sliding_window_tokens: int | None = None
+    params_reference_b: float | None = None
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts_total > 0
+
+    def layer_is_moe(self, layer: int) -> bool:
+        """Whether decoder layer ``layer`` (0-based) has routed experts.
+
+        With an interval k, layers k-1, 2k-1, ... are MoE (transformers' Llama 4 rule).
+        """
+        return self.is_moe and (layer + 1) % self.moe_layer_interval == 0
+
+    @classmethod
+    def from_entry(cls, e: Entry) -> ModelSpec:
+        window = e.value("sliding_window_tokens", None)
+        ref = e.value("params_reference_b", None)
+        hidden = int(e.value("hidden_size"))
+        heads = int(e.value("attention_heads"))
+        return cls(
+            id=e.id,
+            name=e.name,
+            layers=int(e.value("layers")),
+            hidden_size=hidden,
+            intermediate_size=int(e.value("intermediate_size", 0)),
+            attention_heads=heads,
+            kv_heads=int(e.value("kv_heads")),
+            head_dim=int(e.value("head_dim", hidden // heads)),
+            vocab_size=int(e.value("vocab_size")),
+            tied_embeddings=bool(e.value("tied_embeddings")),
+            max_context_tokens=int(e.value("max_context_tokens")),
+            qkv_bias=bool(e.value("qkv_bias", False)),
+            experts_total=int(e.value("experts_total", 0)),
+            experts_active=int(e.value("experts_active", 0)),
+            shared_experts=int(e.value("shared_experts", 0)),
+            moe_intermediate_size=int(e.value("moe_intermediate_size", 0)),
+            moe_layer_interval=int(e.value("moe_layer_interval", 1)),
+            sliding_window_tokens=None if window is None else int(window),
+            params_reference_b=None if ref is None else float(ref),
+        )
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """A weight format: how many bits each kind of tensor takes, and what the matmuls read.
+
+    ``layer_bits_per_weight`` is the average over the decoder layers' tensors. For GGUF
+    K-quant mixes it is derived from a real file's size (some tensors are kept at Q6_K), see
+    :func:`quant`.
+    """
+
+    id: str
+    name: str
+    format: str
+    block_bits_per_weight: float
+    layer_bits_per_weight: float
+    token_embedding_bits_per_weight: float
+    output_bits_per_weight: float
+    compute_dtype_bytes: int
+    weight_dtype: str
+    derivation: str
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.format == "gguf"
+
+
+def model(model_id: str, config_key: str = "model.name") -> ModelSpec:
+    """The model spec for a catalogue id or alias."""
+    return ModelSpec.from_entry(shelf("models").lookup(model_id, config_key))
+
+
+_EXL2 = re.compile(r"^EXL2-(\d+(?:\.\d+)?)$", re.IGNORECASE)
+
+
+def quant_ids() -> list[str]:
+    """Every accepted quant id (EXL2 appears as its family pattern)."""
+    return [q for q in shelf("quants").names() if q != "EXL2"] + ["EXL2-<bits>"]
+
+
+@cache
+def quant(quant_id: str, config_key: str = "model.quant") -> QuantSpec:
+    """The quant spec for an id: a catalogue entry, or ``EXL2-<bits>`` (2.0 to 8.0 bits)."""
+    quants = shelf("quants")
+    m = _EXL2.match(quant_id)
+    if m:
+        bits = float(m.group(1))
+        if not 2.0 <= bits <= 8.0:
+            raise ConfigError(f"{config_key}: EXL2 bits {bits} out of range; valid: 2.0 to 8.0")
+        base = _quant_from_entry(quants["EXL2"])
+        return replace(
+            base,
+            id=f"EXL2-{m.group(1)}",
+            name=f"ExLlamaV2 {m.group(1)} bpw",
+            block_bits_per_weight=bits,
+            layer_bits_per_weight=bits,
+            derivation=f"EXL2 target average {bits} bits per weight over the decoder layers",
+        )
+    if quant_id not in quants or quants.canonical(quant_id) == "EXL2":
+        raise ConfigError(
+            f"{config_key}: unknown quant id {quant_id!r}; {choices_hint(quant_id, quant_ids())}"
+        )
+    return _quant_from_entry(quants[quant_id])
+
+
+def _quant_from_entry(e: Entry) -> QuantSpec:
+    block = float(e.value("block_bits_per_weight"))
+    emb = float(e.value("token_embedding_bits_per_weight"))
+    out = float(e.value("output_bits_per_weight"))
+    layer_bits = block
+    derivation = f"block format, {block:g} bits per weight"
+    ref = e.figures.get("reference_file_gb")
+    if ref is not None:
+        ref_model_id = ref.extra.get("model")
+        if not isinstance(ref_model_id, str):
+            raise DataError(f"{e.path.name}: reference_file_gb needs model = '<model id>'")
+        m = model(ref_model_id)
+        file_bytes = float(ref.value) * units.GB  # type: ignore[arg-type]
+        fixed = embedding_params(m) * emb / 8 + (
+            0 if m.tied_embeddings else output_params(m) * out / 8
+        )
+        layers_params = sum(layer_params(m, i).total for i in range(m.layers))
+        layer_bits = (file_bytes - fixed) * 8 / layers_params
+        derivation = (
+            f"from the {ref.value:g} GB {ref_model_id} file: (file - embedding - output) x 8"
+            f" / decoder-layer parameters = {layer_bits:.3f} bits per weight"
+        )
+    return QuantSpec(
+        id=e.id,
+        name=e.name,
+        format=str(e.identity.get("format", "")),
+        block_bits_per_weight=block,
+        layer_bits_per_weight=layer_bits,
+        token_embedding_bits_per_weight=emb,
+        output_bits_per_weight=out,
+        compute_dtype_bytes=int(e.value("compute_dtype_bytes")),
+        weight_dtype=str(e.value("weight_dtype")),
+        derivation=derivation,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter counts
+
+
+@dataclass(frozen=True)
+class LayerParams:
+    """Parameter counts of one decoder layer, split by what a forward pass touches."""
+
+    attention: int  # Wq, Wk, Wv, Wo (+ bias)
+    norms: int
+    dense_mlp: int  # 0 on MoE layers
+    router: int
+    per_expert: int  # one routed expert's SwiGLU MLP
+    experts: int  # routed experts in the layer
+    shared: int  # always-active shared experts' MLP parameters
+    experts_active: int  # routed experts each token uses
+
+    @property
+    def total(self) -> int:
+        return (
+            self.attention
+            + self.norms
+            + self.dense_mlp
+            + self.router
+            + self.per_expert * self.experts
+            + self.shared
+        )
+
+    @property
+    def active(self) -> int:
+        """Parameters one token's forward pass multiplies with."""
+        return (
+            self.attention
+            + self.norms
+            + self.dense_mlp
+            + self.router
+            + self.per_expert * self.experts_active
+            + self.shared
+        )
+
+    @property
+    def always_read(self) -> int:
+        """Parameters read whatever the routing: everything but the routed experts."""
+        return self.attention + self.norms + self.dense_mlp + self.router + self.shared
+
+
+def attention_params(m: ModelSpec) -> int:
+    """Wq + Wk + Wv + Wo (+ q/k/v bias) of one layer."""
+    q = m.hidden_size * m.attention_heads * m.head_dim
+    kv = 2 * m.hidden_size * m.kv_heads * m.head_dim
+    o = m.attention_heads * m.head_dim * m.hidden_size
+    bias = (m.attention_heads + 2 * m.kv_heads) * m.head_dim if m.qkv_bias else 0
+    return q + kv + o + bias
+
+
+def layer_params(m: ModelSpec, layer: int) -> LayerParams:
+    """Parameter counts of decoder layer ``layer`` (0-based)."""
+    attn = attention_params(m)
+    norms = 2 * m.hidden_size
+    if m.layer_is_moe(layer):
+        per_expert = 3 * m.hidden_size * m.moe_intermediate_size
+        return LayerParams(
+            attention=attn,
+            norms=norms,
+            dense_mlp=0,
+            router=m.hidden_size * m.experts_total,
+            per_expert=per_expert,
+            experts=m.experts_total,
+            shared=per_expert * m.shared_experts,
+            experts_active=m.experts_active,
+        )
+    return LayerParams(
+        attention=attn,
+        norms=norms,
+        dense_mlp=3 * m.hidden_size * m.intermediate_size,
+        router=0,
+        per_expert=0,
+        experts=0,
+        shared=0,
+        experts_active=0,
+    )
+
+
+def embedding_params(m: ModelSpec) -> int:
+    return m.vocab_size * m.hidden_size
+
+
+def output_params(m: ModelSpec) -> int:
+    """The output head (lm_head); shares the embedding's storage when tied."""
+    return m.vocab_size * m.hidden_size
+
+
+def total_params(m: ModelSpec) -> int:
+    """All parameters stored (tied embeddings counted once), final norm included."""
+    layers = sum(layer_params(m, i).total for i in range(m.layers))
+    head = 0 if m.tied_embeddings else output_params(m)
+    return embedding_params(m) + layers + head + m.hidden_size
+
+
+def active_params(m: ModelSpec) -> int:
+    """Parameters one token multiplies with (MoE: active experts only), output head included."""
+    layers = sum(layer_params(m, i).active for i in range(m.layers))
+    return layers + output_params(m)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bytes
+
+
+def layer_weight_bytes(m: ModelSpec, q: QuantSpec, layer: int) -> float:
+    """Bytes of decoder layer ``layer``'s weights stored at the quant's layer bits per weight."""
+    return layer_params(m, layer).total * q.layer_bits_per_weight / units.BITS_PER_BYTE
+
+
+def embedding_bytes(m: ModelSpec, q: QuantSpec) -> float:
+    return embedding_params(m) * q.token_embedding_bits_per_weight / units.BITS_PER_BYTE
+
+
+def output_bytes(m: ModelSpec, q: QuantSpec) -> float:
+    """Bytes of the output head; a tied head reads the embedding at the embedding's type."""
+    bits = q.token_embedding_bits_per_weight if m.tied_embeddings else q.output_bits_per_weight
+    return output_params(m) * bits / units.BITS_PER_BYTE
+
+
+def total_weight_bytes(m: ModelSpec, q: QuantSpec) -> float:
+    """Bytes of the whole model file's tensors (tied embeddings stored once)."""
+    layers = sum(layer_weight_bytes(m, q, i) for i in range(m.layers))
+    head = 0.0 if m.tied_embeddings else output_bytes(m, q)
+    return embedding_bytes(m, q) + layers + head
+
+
+def kv_bytes_per_token_per_layer(m: ModelSpec, kv_dtype_bytes: float) -> float:
+    """K and V of one token in one layer: 2 x kv_heads x head_dim x bytes."""
+    return 2 * m.kv_heads * m.head_dim * kv_dtype_bytes
+
+
+def kv_bytes_per_token(m: ModelSpec, kv_dtype_bytes: float) -> float:
+    """K and V of one token over all layers (Llama 3 70B at f16: 327,680 bytes)."""
+    return m.layers * kv_bytes_per_token_per_layer(m, kv_dtype_bytes)
+
+
+def kv_cached_tokens(m: ModelSpec, context_tokens: int) -> int:
+    """Tokens a sequence of ``context_tokens`` keeps in its KV cache (a sliding window caps it)."""
+    if m.sliding_window_tokens is not None:
+        return min(context_tokens, m.sliding_window_tokens)
+    return context_tokens
+
+
+def expected_experts_hit(experts_total: int, experts_active: int, tokens: float) -> float:
+    """Expected number of distinct routed experts used by ``tokens`` tokens in one layer.
+
+    Each token picks ``experts_active`` of ``experts_total`` experts; with routing taken as
+    uniform and independent across tokens, an expert is missed by one token with probability
+    1 - k/E, so E x (1 - (1 - k/E)^tokens) are hit. Real routers are skewed, which hits fewer.
+    """
+    if experts_total == 0 or tokens <= 0:
+        return 0.0
+    miss = 1.0 - experts_active / experts_total
+    return float(experts_total * (1.0 - miss**tokens))
+
+
+# ---------------------------------------------------------------------------------------------
+# Work per layer
+
+
+@dataclass(frozen=True)
+class Work:
+    """FLOPs and bytes one operation needs (additive)."""
+
+    flops: float = 0.0
+    weight_bytes: float = 0.0
+    kv_read_bytes: float = 0.0
+    kv_write_bytes: float = 0.0
+    activation_bytes: float = 0.0
+
+    @property
+    def bytes(self) -> float:
+        return self.weight_bytes + self.kv_read_bytes + self.kv_write_bytes + self.activation_bytes
+
+    def __add__(self, other: Work) -> Work:
+        return Work(
+            self.flops + other.flops,
+            self.weight_bytes + other.weight_bytes,
+            self.kv_read_bytes + other.kv_read_bytes,
+            self.kv_write_bytes + other.kv_write_bytes,
+            self.activation_bytes + other.activation_bytes,
+        )
+
+    def scaled(self, factor: float) -> Work:
+        return Work(
+            self.flops * factor,
+            self.weight_bytes * factor,
+            self.kv_read_bytes * factor,
+            self.kv_write_bytes * factor,
+            self.activation_bytes * factor,
+        )
+
+
+def attention_pairs(n_tokens: int, context_tokens: int, causal_skip: bool) -> float:
+    """(query, key) pairs scored when ``n_tokens`` new tokens follow ``context_tokens`` cached.
+
+    ``causal_skip``: the kernel skips the masked upper triangle (FlashAttention-style);
+    otherwise every new token is scored against all C + N keys and the mask is applied after.
+    """
+    n, c = n_tokens, context_tokens
+    if causal_skip:
+        return n * c + n * (n + 1) / 2
+    return n * (c + n)
+
+
+def layer_work(
+    m: ModelSpec,
+    q: QuantSpec,
+    layer: int,
+    n_tokens: int,
+    context_tokens: int,
+    sequences: int = 1,
+    kv_dtype_bytes: float = 2,
+    causal_skip: bool = True,
+) -> Work:
+    """Work of one decoder layer for ``sequences`` sequences each adding ``n_tokens`` tokens.
+
+    Prefill of N tokens at context C is ``n_tokens=N, context_tokens=C``; one decode step at
+    context C is ``n_tokens=1, context_tokens=C``. Weights are read once per call (the batch
+    shares them); routed experts are read only if some token hits them.
+    """
+    p = layer_params(m, layer)
+    tokens = n_tokens * sequences
+    if p.experts:
+        hit = expected_experts_hit(p.experts, p.experts_active, tokens)
+        params_read = p.always_read + p.per_expert * hit
+    else:
+        params_read = p.total
+    weight_bytes = params_read * q.layer_bits_per_weight / units.BITS_PER_BYTE
+    cached = kv_cached_tokens(m, context_tokens)
+    pairs = attention_pairs(n_tokens, cached, causal_skip) * sequences
+    kv_token = kv_bytes_per_token_per_layer(m, kv_dtype_bytes)
+    act_bytes = 2 * tokens * m.hidden_size * q.compute_dtype_bytes  # layer input and output
+    return Work(
+        flops=2 * tokens * p.active + 4 * m.attention_heads * m.head_dim * pairs,
+        weight_bytes=weight_bytes,
+        kv_read_bytes=cached * kv_token * sequences,
+        kv_write_bytes=tokens * kv_token,
+        activation_bytes=act_bytes,
+    )
+
+
+def output_work(m: ModelSpec, q: QuantSpec, tokens_with_logits: int) -> Work:
+    """The output head producing logits for ``tokens_with_logits`` tokens (f32 logits written)."""
+    return Work(
+        flops=2 * tokens_with_logits * output_params(m),
+        weight_bytes=output_bytes(m, q),
+        activation_bytes=tokens_with_logits * m.vocab_size * 4,
+    )

@@ -1,0 +1,103 @@
+"""Engine profiles: how an inference engine uses the hardware, as named, sourced parameters.
+
+A profile file (``data/profiles/<id>.toml``) gives each parameter a value, a unit, a source and
+a note. Fitted values written by ``sim calibrate`` to ``calibration/params/<id>.toml`` take
+precedence over the starting values in the profile file; nothing here is edited by hand to make
+a prediction match.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from simulator.catalog import Entry, shelf
+from simulator.errors import DataError
+
+CALIBRATED_DIR = Path(__file__).resolve().parent.parent / "calibration" / "params"
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """An engine's behaviour and efficiencies; ``params`` maps parameter name -> value."""
+
+    id: str
+    name: str
+    params: dict[str, Any]
+    units: dict[str, str]
+    calibrated_from: str | None = None
+    param_sources: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str) -> Any:
+        if key not in self.params:
+            raise DataError(f"engine profile {self.id}: parameter '{key}' is missing")
+        return self.params[key]
+
+    def num(self, key: str) -> float:
+        return float(self.get(key))
+
+    # Behaviour the config and memory model need --------------------------------------------
+
+    @property
+    def ubatch_tokens(self) -> int:
+        return int(self.get("ubatch_tokens"))
+
+    @property
+    def flash_attention(self) -> bool:
+        return bool(self.get("flash_attention"))
+
+    @property
+    def default_kv_cache_dtype(self) -> str:
+        return str(self.get("kv_cache_dtype"))
+
+    @property
+    def token_embedding_on_host(self) -> bool:
+        """llama.cpp keeps the input embedding in host memory (the lookup runs on the CPU)."""
+        return bool(self.get("token_embedding_on_host"))
+
+    def with_params(self, **updates: Any) -> EngineProfile:
+        return replace(self, params={**self.params, **updates})
+
+
+def _from_entry(e: Entry) -> EngineProfile:
+    params: dict[str, Any] = {}
+    units: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for key, fig in e.figures.items():
+        params[key] = fig.value
+        units[key] = str(fig.extra.get("unit", ""))
+        sources[key] = fig.source.key
+    return EngineProfile(id=e.id, name=e.name, params=params, units=units, param_sources=sources)
+
+
+def _calibrated(profile_id: str) -> tuple[dict[str, float], str] | None:
+    path = CALIBRATED_DIR / f"{profile_id}.toml"
+    if not path.exists():
+        return None
+    with path.open("rb") as fh:
+        raw = tomllib.load(fh)
+    values = {k: float(v["value"]) for k, v in raw.get("parameters", {}).items()}
+    return values, str(path.name)
+
+
+@cache
+def profile(profile_id: str, config_key: str = "engine.profile") -> EngineProfile:
+    """The engine profile for an id, with calibrated parameters applied when they exist."""
+    entry = shelf("profiles").lookup(profile_id, config_key)
+    base = _from_entry(entry)
+    cal = _calibrated(entry.id)
+    if cal is None:
+        return base
+    values, name = cal
+    unknown = set(values) - set(base.params)
+    if unknown:
+        raise DataError(f"{name}: parameters not in the profile: {sorted(unknown)}")
+    return replace(base, params={**base.params, **values}, calibrated_from=name)
+
+
+def uncalibrated(profile_id: str) -> EngineProfile:
+    """The profile's starting values, ignoring calibration (what the fit starts from)."""
+    return _from_entry(shelf("profiles").lookup(profile_id, "engine.profile"))

@@ -1,0 +1,127 @@
+"""Build the JSON result of interface.md §4 and its human-readable table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulator import units
+from simulator.bound import Ceiling, ceiling
+from simulator.config import RunConfig
+from simulator.memory import MemoryPlan, not_fit_reason, plan
+from simulator.placement import place
+
+METRIC_KEYS = (
+    "prefill_tok_s",
+    "decode_tok_s",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "output_throughput_tok_s",
+    "request_throughput_rps",
+    "ttft_s_p50",
+    "ttft_s_p99",
+    "tpot_s_p50",
+    "tpot_s_p99",
+    "energy_j_per_token",
+    "avg_power_w",
+)
+
+
+def evaluate(cfg: RunConfig) -> dict[str, Any]:
+    """The result object for ``cfg``: memory plan, ceiling and (once simulated) metrics."""
+    pl = place(cfg)
+    mem = plan(cfg, pl)
+    ceil = ceiling(cfg, pl)
+    reason = None if mem.fits else not_fit_reason(cfg, mem)
+    return build(cfg, mem, ceil, metrics=None, utilization=None, reason=reason)
+
+
+def build(
+    cfg: RunConfig,
+    mem: MemoryPlan,
+    ceil: Ceiling,
+    metrics: dict[str, Any] | None,
+    utilization: dict[str, float] | None,
+    reason: str | None,
+) -> dict[str, Any]:
+    return {
+        "name": cfg.name,
+        "fits": mem.fits,
+        "reason": reason,
+        "config": cfg.resolved,
+        "memory": [d.as_json() for d in mem.devices],
+        "host_weights_gb": round(mem.host_weights_bytes / units.GB, 3),
+        "metrics": {k: None for k in METRIC_KEYS} | (metrics or {}),
+        "utilization": utilization or {},
+        "bound": {
+            "ceiling_decode_tok_s": round(ceil.decode_tok_s, 3),
+            "bottleneck": ceil.bottleneck,
+            "ceiling_step_time_s": ceil.step_time_s,
+        },
+        "quant": {
+            "id": cfg.quant.id,
+            "layer_bits_per_weight": round(cfg.quant.layer_bits_per_weight, 4),
+            "derivation": cfg.quant.derivation,
+        },
+    }
+
+
+def _fmt(v: Any, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(result: dict[str, Any]) -> str:
+    """A readable summary of a result object."""
+    c = result["config"]
+    hw, par, wl = c["hardware"], c["parallel"], c["workload"]
+    lines = [f"== {result['name']}"]
+    gpus = " + ".join(hw["gpus"])
+    link = f" over {hw['gpu_link']}" if hw["gpu_link"] else ""
+    nodes = f" x {hw['nodes']} nodes over {hw['node_link']}" if hw["nodes"] > 1 else ""
+    lines.append(f"hardware : {gpus}{link}{nodes}  (p2p: {'yes' if hw['p2p'] else 'no'})")
+    lines.append(
+        f"model    : {c['model']['name']} {c['model']['quant']} "
+        f"({result['quant']['layer_bits_per_weight']:.2f} bits/weight in the layers)"
+    )
+    lines.append(
+        f"strategy : tensor {par['tensor']} x pipeline {par['pipeline']} x replicas "
+        f"{par['replicas']}, offload {par['offload_layers']} layers, engine "
+        f"{c['engine']['profile']}"
+    )
+    lines.append(
+        f"workload : prompt {wl['prompt_tokens']} + output {wl['output_tokens']} tokens at "
+        f"depth {wl['context_tokens']}, concurrency {wl['concurrency']}, "
+        f"requests {wl['requests']}"
+    )
+    lines.append("")
+    lines.append("memory (GB = 1e9 bytes)")
+    head = (
+        f"  {'device':<12} {'gpu':<14} {'capacity':>9} {'weights':>8} {'KV':>7} "
+        f"{'buffers':>8} {'runtime':>8} {'free':>8}"
+    )
+    lines.append(head)
+    for d in result["memory"]:
+        flag = "" if d["free_gb"] >= 0 else "  <- does not fit"
+        lines.append(
+            f"  {d['device']:<12} {d['gpu']:<14} {d['capacity_gb']:>9.2f} {d['weights_gb']:>8.2f}"
+            f" {d['kv_cache_gb']:>7.2f} {d['compute_buffer_gb']:>8.2f} {d['runtime_gb']:>8.2f}"
+            f" {d['free_gb']:>8.2f}{flag}"
+        )
+    if result["host_weights_gb"]:
+        lines.append(f"  host RAM holds {result['host_weights_gb']:.2f} GB of weights")
+    lines.append("")
+    b = result["bound"]
+    lines.append(
+        f"ceiling  : {b['ceiling_decode_tok_s']:.1f} decode tok/s per stream "
+        f"(every byte at peak bandwidth; bottleneck: {b['bottleneck']})"
+    )
+    m = result["metrics"]
+    if any(m[k] is not None for k in METRIC_KEYS):
+        lines.append(
+            f"simulated: prefill {_fmt(m['prefill_tok_s'])} tok/s, decode "
+            f"{_fmt(m['decode_tok_s'])} tok/s, TTFT {_fmt(m['ttft_s'], '.3f')} s"
+        )
+    if not result["fits"]:
+        lines.append("")
+        lines.append(result["reason"].replace("does not fit:", "DOES NOT FIT:", 1))
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""The catalogue: every id interface.md requires exists, every figure has a source."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from simulator import hardware, links, model
+from simulator.catalog import KINDS, shelf
+
+REQUIRED = {
+    "gpus": [
+        "rtx3060-12g",
+        "rtx3070",
+        "rtx3080",
+        "rtx3080ti",
+        "rtx3090",
+        "rtx3090ti",
+        "rtx4070ti",
+        "rtx4070tis",
+        "rtx4080",
+        "rtx4090",
+        "rtx5080",
+        "rtx5090",
+        "rtx-a6000",
+        "rtx4000-ada",
+        "rtx5000-ada",
+        "rtx6000-ada",
+        "rtx-pro-6000",
+        "a40",
+        "l40s",
+        "a100-40g-pcie",
+        "a100-80g-pcie",
+        "a100-80g-sxm",
+        "h100-pcie",
+        "h100-sxm",
+        "h200-sxm",
+        "m1",
+        "m1-max",
+        "m2-ultra",
+        "m3-max",
+        "m3-ultra",
+        "m4-max",
+        "m4-pro",
+    ],
+    "links": [
+        "pcie3-x16",
+        "pcie3-x8",
+        "pcie3-x4",
+        "pcie4-x16",
+        "pcie4-x8",
+        "pcie4-x4",
+        "pcie5-x16",
+        "pcie5-x8",
+        "nvlink3-bridge",
+        "nvlink3",
+        "nvlink4",
+        "nvlink5",
+        "thunderbolt3",
+        "thunderbolt4",
+        "thunderbolt5",
+        "eth-1g",
+        "eth-2.5g",
+        "eth-10g",
+        "eth-25g",
+        "eth-100g",
+        "ib-hdr",
+        "ib-ndr",
+    ],
+    "models": [
+        "llama-3.1-8b",
+        "llama-3-8b",
+        "llama-3.3-70b",
+        "llama-3-70b",
+        "llama-3.1-70b",
+        "llama-2-70b",
+        "llama-3.1-405b",
+        "qwen2.5-32b",
+        "qwen2.5-72b",
+        "qwen3-32b",
+        "qwen3-30b-a3b",
+        "mistral-7b",
+        "mixtral-8x7b",
+        "mixtral-8x22b",
+        "llama-4-scout",
+        "llama-4-maverick",
+        "deepseek-r1-distill-llama-70b",
+    ],
+    "quants": [
+        "F32",
+        "F16",
+        "BF16",
+        "Q8_0",
+        "Q6_K",
+        "Q5_K_M",
+        "Q5_K_S",
+        "Q4_K_M",
+        "Q4_K_S",
+        "Q4_0",
+        "Q3_K_L",
+        "Q3_K_M",
+        "Q3_K_S",
+        "Q2_K",
+        "AWQ-INT4",
+        "GPTQ-INT4",
+        "FP8",
+    ],
+    "profiles": ["llama.cpp", "vllm", "exllamav2", "mlx", "ideal"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REQUIRED))
+def test_required_ids_exist(kind: str) -> None:
+    missing = [i for i in REQUIRED[kind] if i not in shelf(kind)]
+    assert not missing
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_figure_has_a_source_with_a_url(kind: str) -> None:
+    entries = shelf(kind)
+    assert len(entries) > 0
+    for entry in entries.values():
+        assert entry.figures, entry.id
+        for key, fig in entry.figures.items():
+            assert fig.source.url and fig.source.title, (entry.id, key)
+            assert "shared/data/reference" not in fig.source.url, (entry.id, key)
+
+
+def test_every_spec_builds() -> None:
+    for gid in shelf("gpus"):
+        g = hardware.gpu(gid)
+        assert g.memory_bytes > 0 and g.memory_bandwidth_bytes_per_s > 0 and g.tdp_w > 0
+        assert g.matmul_flops_per_s("fp16_fp16acc") > 0
+    for lid in shelf("links"):
+        lk = links.link(lid)
+        assert lk.bandwidth_per_direction_bytes_per_s > 0 and lk.latency_s > 0
+    for mid in shelf("models"):
+        m = model.model(mid)
+        assert m.attention_heads % m.kv_heads == 0
+    for qid in shelf("quants"):
+        if qid != "EXL2":
+            q = model.quant(qid)
+            assert 2.0 < q.layer_bits_per_weight <= 32.0
+
+
+def test_geforce_fp32_accumulate_is_half_rate() -> None:
+    for gid in ("rtx3090", "rtx4090", "rtx5090"):
+        g = hardware.gpu(gid)
+        assert g.matmul_flops["fp16_fp32acc"] == pytest.approx(
+            g.matmul_flops["fp16_fp16acc"] / 2, rel=0.01
+        )
+
+
+def test_datasheet_spot_checks() -> None:
+    assert hardware.gpu("rtx3090").memory_bandwidth_bytes_per_s == 936e9
+    assert hardware.gpu("rtx4090").memory_bandwidth_bytes_per_s == 1008e9
+    assert hardware.gpu("rtx4090").p2p_over_pcie is False
+    # the RTX 3090 NVLink bridge: 4 links x 14.0625 GB/s = 56.25 GB/s per direction
+    assert links.link("nvlink3-bridge").bandwidth_per_direction_bytes_per_s == pytest.approx(
+        56.25e9
+    )
+    assert links.link("pcie4-x16").bandwidth_per_direction_bytes_per_s == pytest.approx(
+        31.5e9, rel=0.01
+    )
+
+
+def test_list_gpus_json_has_sources(run_cli: Any) -> None:
+    rc, out, _ = run_cli("list", "gpus", "--json")
+    assert rc == 0
+    rows = json.loads(out)
+    ids = {r["id"] for r in rows}
+    assert set(REQUIRED["gpus"]) <= ids
+    for r in rows:
+        for key, fig in r["figures"].items():
+            assert fig["source"]["url"], (r["id"], key)
+
+
+@pytest.mark.parametrize("kind", ["links", "models", "quants", "profiles", "host_memory"])
+def test_list_other_kinds(run_cli: Any, kind: str) -> None:
+    rc, out, _ = run_cli("list", kind)
+    assert rc == 0 and out.strip()
