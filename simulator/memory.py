@@ -235,8 +235,8 @@ def suggestions(cfg: RunConfig) -> list[str]:
     for q in quants:
         if q.layer_bits_per_weight >= cfg.quant.layer_bits_per_weight:
             continue
-        if q.format != cfg.quant.format and cfg.quant.format in ("gguf",):
-            continue
+        if (q.format == "gguf") != (cfg.quant.format == "gguf"):
+            continue  # stay within the engine's family: GGUF, or vLLM-style formats
         if _fits_with(cfg, quant=q):
             out.append(f"model.quant = {q.id} ({q.layer_bits_per_weight:.2f} bits/weight)")
             break
