@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/dual4090_pcie4.toml
+PY_DIRS := $(wildcard simulator tests calibration experiments benchmarks)
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,17 +20,14 @@ run: $(STAMP)
 	$(BIN)/sim run --config $(CONFIG)
 
 lint: $(STAMP)
-	$(BIN)/ruff check simulator tests calibration experiments
-	$(BIN)/ruff format --check simulator tests calibration experiments
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
 	$(BIN)/python -m pytest
-
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
