@@ -12,12 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from simulator import config as config_mod
 from simulator.catalog import shelf
 from simulator.errors import CannotRun, ConfigError, SimError
-from simulator.result import evaluate, table
+from simulator.export import write_requests, write_trace
+from simulator.result import evaluate, run, table
 
 LIST_KINDS = ("gpus", "links", "models", "quants", "profiles", "host_memory")
 
@@ -62,15 +64,30 @@ def _emit_error(err: SimError) -> int:
     return err.exit_code
 
 
+def _numbered(path: str, index: int, total: int) -> str:
+    """With several configs, FILE.ext becomes FILE.<n>.ext so no output overwrites another."""
+    if total == 1:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}.{index}{p.suffix}"))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     worst = 0
-    for path in args.config:
+    total = len(args.config)
+    for index, path in enumerate(args.config):
         try:
             cfg = config_mod.load(path, args.set)
         except SimError as err:
             worst = max(worst, _emit_error(err))
             continue
-        result = evaluate(cfg)
+        result, out = run(
+            cfg, detail="layer" if args.trace else "stage", record_spans=bool(args.trace)
+        )
+        if out is not None and args.trace:
+            write_trace(_numbered(args.trace, index, total), out, cfg.name)
+        if out is not None and args.requests_out:
+            write_requests(_numbered(args.requests_out, index, total), out)
         if args.json:
             print(json.dumps(result), flush=True)
         else:

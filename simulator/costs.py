@@ -7,10 +7,14 @@ Kernel time (docs/physics.md "Time"), per layer and phase:
     t = max(FLOPs / (peak x compute efficiency(tokens)), bytes / (peak bandwidth x memory
         efficiency)) + per-layer overhead
 
-Compute efficiency grows with the tokens in the batch, ``eff_max x n / (n + n_half)``: a GEMM
-with a handful of rows cannot fill the tensor cores. Transfers follow the alpha-beta model:
-``latency + bytes / (bandwidth x link efficiency)``; a ring all-reduce over n ranks costs
-``2(n-1) x latency + 2(n-1)/n x bytes / bandwidth`` (Thakur, Rabenseifner & Gropp 2005).
+Matmul kernels work on tiles of ``compute_tile_tokens`` rows: a batch of n < tile tokens costs
+as much compute as a full tile (mma tiles are 16 rows; Marlin pads decode batches to 16), so
+compute time is FLOPs x max(1, tile / n) / (peak x efficiency). Decode at batch 1 therefore
+stays memory-bound, as GEMV kernels are, while a large prompt runs at the GEMM efficiency.
+
+Transfers follow the alpha-beta model: ``latency + bytes / (bandwidth x link efficiency)``;
+a ring all-reduce over n ranks costs ``2(n-1) x latency + 2(n-1)/n x bytes / bandwidth``
+(Thakur, Rabenseifner & Gropp 2005).
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ class KernelTime:
 
 
 def compute_efficiency(profile: EngineProfile, tokens: float) -> float:
-    """Achieved fraction of peak matmul FLOP/s for a batch of ``tokens`` rows."""
-    n_half = profile.num("compute_half_efficiency_tokens")
-    return profile.num("compute_efficiency") * tokens / (tokens + n_half)
+    """Useful fraction of peak matmul FLOP/s for a batch of ``tokens`` rows (tile padding)."""
+    tile = profile.num("compute_tile_tokens")
+    padding = max(1.0, tile / tokens) if tokens > 0 else 1.0
+    return profile.num("compute_efficiency") / padding
 
 
 def matmul_peak_flops(gpu: GpuSpec, profile: EngineProfile) -> float:

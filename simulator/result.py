@@ -7,7 +7,9 @@ from typing import Any
 from simulator import units
 from simulator.bound import Ceiling, ceiling
 from simulator.config import RunConfig
+from simulator.engine import Detail, Engine, SimOutput
 from simulator.memory import MemoryPlan, not_fit_reason, plan
+from simulator.metrics import bottleneck, summarize, utilization
 from simulator.placement import place
 
 METRIC_KEYS = (
@@ -27,13 +29,23 @@ METRIC_KEYS = (
 )
 
 
-def evaluate(cfg: RunConfig) -> dict[str, Any]:
-    """The result object for ``cfg``: memory plan, ceiling and (once simulated) metrics."""
+def evaluate(cfg: RunConfig, detail: Detail = "stage") -> dict[str, Any]:
+    """The result object for ``cfg``: memory plan, ceiling and, if it fits, simulated metrics."""
+    result, _ = run(cfg, detail=detail)
+    return result
+
+
+def run(
+    cfg: RunConfig, detail: Detail = "stage", record_spans: bool = False
+) -> tuple[dict[str, Any], SimOutput | None]:
+    """Evaluate ``cfg`` and also return the raw simulation output (None if it does not fit)."""
     pl = place(cfg)
     mem = plan(cfg, pl)
     ceil = ceiling(cfg, pl)
-    reason = None if mem.fits else not_fit_reason(cfg, mem)
-    return build(cfg, mem, ceil, metrics=None, utilization=None, reason=reason)
+    if not mem.fits:
+        return build(cfg, mem, ceil, None, None, not_fit_reason(cfg, mem), None), None
+    out = Engine(cfg, pl, detail=detail, record_spans=record_spans).run()
+    return build(cfg, mem, ceil, summarize(out), utilization(out), None, bottleneck(out)), out
 
 
 def build(
@@ -43,6 +55,7 @@ def build(
     metrics: dict[str, Any] | None,
     utilization: dict[str, float] | None,
     reason: str | None,
+    simulated_bottleneck: str | None,
 ) -> dict[str, Any]:
     return {
         "name": cfg.name,
@@ -55,7 +68,7 @@ def build(
         "utilization": utilization or {},
         "bound": {
             "ceiling_decode_tok_s": round(ceil.decode_tok_s, 3),
-            "bottleneck": ceil.bottleneck,
+            "bottleneck": simulated_bottleneck or ceil.bottleneck,
             "ceiling_step_time_s": ceil.step_time_s,
         },
         "quant": {
@@ -113,13 +126,27 @@ def table(result: dict[str, Any]) -> str:
     b = result["bound"]
     lines.append(
         f"ceiling  : {b['ceiling_decode_tok_s']:.1f} decode tok/s per stream "
-        f"(every byte at peak bandwidth; bottleneck: {b['bottleneck']})"
+        "(every byte read at peak memory bandwidth; no engine can beat it)"
     )
     m = result["metrics"]
     if any(m[k] is not None for k in METRIC_KEYS):
+        lines.append("")
+        lines.append("simulated (per request; times in s)")
         lines.append(
-            f"simulated: prefill {_fmt(m['prefill_tok_s'])} tok/s, decode "
-            f"{_fmt(m['decode_tok_s'])} tok/s, TTFT {_fmt(m['ttft_s'], '.3f')} s"
+            f"  prefill  {_fmt(m.get('prefill_time_s'), '.3f'):>8} s   "
+            f"{_fmt(m['prefill_tok_s']):>9} tok/s   TTFT {_fmt(m['ttft_s'], '.3f')} s"
+        )
+        lines.append(
+            f"  decode   {_fmt(m.get('decode_time_s'), '.3f'):>8} s   "
+            f"{_fmt(m['decode_tok_s']):>9} tok/s   TPOT {_fmt(m['tpot_s'], '.4f')} s"
+        )
+        lines.append(
+            f"  total    {_fmt(m['e2e_s'], '.3f'):>8} s   "
+            f"{_fmt(m['output_throughput_tok_s']):>9} output tok/s over all requests"
+        )
+        lines.append(f"  bottleneck: {b['bottleneck']}")
+        lines.append(
+            "  utilisation: " + ", ".join(f"{k} {v:.0%}" for k, v in result["utilization"].items())
         )
     if not result["fits"]:
         lines.append("")

@@ -31,9 +31,11 @@ def test_efficiencies_and_overheads_slow_a_kernel() -> None:
 
 def test_compute_efficiency_grows_with_batch() -> None:
     p = profile("llama.cpp")
-    effs = [costs.compute_efficiency(p, n) for n in (1, 8, 64, 512, 4096)]
+    effs = [costs.compute_efficiency(p, n) for n in (1, 2, 8, 64, 512, 4096)]
     assert effs == sorted(effs)
-    assert effs[-1] < p.num("compute_efficiency")
+    assert effs[-1] == p.num("compute_efficiency")
+    # below a tile, the padded rows are wasted work
+    assert effs[0] == pytest.approx(p.num("compute_efficiency") / p.num("compute_tile_tokens"))
 
 
 def test_point_to_point_alpha_beta() -> None:

@@ -1,0 +1,106 @@
+"""Files a run writes: the Chrome trace of the timeline and the per-request records.
+
+Pure builders (``chrome_trace``, ``request_rows``) and one atomic writer: a file is written to
+a temporary name beside its target and renamed, so an interrupted run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from simulator.engine import SimOutput
+
+REQUEST_COLUMNS = (
+    "request_id",
+    "replica",
+    "arrival_s",
+    "prefill_start_s",
+    "first_token_s",
+    "end_s",
+    "ttft_s",
+    "e2e_s",
+    "tpot_s",
+    "prompt_tokens",
+    "output_tokens",
+)
+
+
+def chrome_trace(out: SimOutput, name: str) -> dict[str, Any]:
+    """The run as Chrome trace events (opens in Perfetto): one track per GPU / link direction."""
+    tracks = sorted({s.track for s in out.spans}, key=lambda t: (t.startswith("link:"), t))
+    tid = {t: i for i, t in enumerate(tracks)}
+    events: list[dict[str, Any]] = [
+        {"ph": "M", "name": "process_name", "pid": 0, "args": {"name": name}},
+    ]
+    events += [
+        {"ph": "M", "name": "thread_name", "pid": 0, "tid": tid[t], "args": {"name": t}}
+        for t in tracks
+    ]
+    events += [
+        {
+            "ph": "X",
+            "name": s.name,
+            "pid": 0,
+            "tid": tid[s.track],
+            "ts": s.start_s * 1e6,  # microseconds
+            "dur": (s.end_s - s.start_s) * 1e6,
+        }
+        for s in out.spans
+    ]
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def request_rows(out: SimOutput) -> list[dict[str, Any]]:
+    rows = []
+    for r in out.requests:
+        n = len(r.token_times_s)
+        tpot = (r.end_s - r.first_token_s) / (n - 1) if n > 1 else math.nan
+        rows.append(
+            {
+                "request_id": r.id,
+                "replica": r.replica,
+                "arrival_s": r.arrival_s,
+                "prefill_start_s": r.prefill_start_s,
+                "first_token_s": r.first_token_s,
+                "end_s": r.end_s,
+                "ttft_s": r.ttft_s,
+                "e2e_s": r.e2e_s,
+                "tpot_s": tpot,
+                "prompt_tokens": r.prompt_tokens,
+                "output_tokens": r.output_tokens,
+            }
+        )
+    return rows
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_trace(path: str | Path, out: SimOutput, name: str) -> None:
+    write_atomic(path, json.dumps(chrome_trace(out, name)))
+
+
+def write_requests(path: str | Path, out: SimOutput) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=REQUEST_COLUMNS)
+    w.writeheader()
+    w.writerows(request_rows(out))
+    write_atomic(path, buf.getvalue())

@@ -1,0 +1,152 @@
+"""Per-stage costs of one prefill micro-batch or one decode step (pure, no SimPy).
+
+The engine steps one pipeline stage at a time and asks this module how long the stage's GPUs
+compute and how long its tensor-parallel all-reduces hold the links. The per-layer split of the
+same numbers (for the per-layer timeline) comes from :meth:`StageCoster.layers`, so both levels
+of detail add up to the same durations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator import costs
+from simulator import model as mm
+from simulator.config import RunConfig
+from simulator.placement import Placement, Stage
+from simulator.topology import route
+
+ACTIVATION_BYTES = 2  # f16/bf16 activations between layers and GPUs
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One decoder layer on one tensor rank: kernel time and its two all-reduces."""
+
+    compute_s: float
+    compute_bound_s: float
+    memory_bound_s: float
+    overhead_s: float
+    allreduce_s: float
+    allreduce_bytes: float  # bytes each rank sends for this layer's all-reduces
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """A whole stage for one micro-batch or step: sums of its layers (+ the output head)."""
+
+    compute_s: float
+    compute_bound_s: float
+    memory_bound_s: float
+    overhead_s: float
+    allreduce_s: float
+    allreduce_bytes: float
+    layer_costs: tuple[tuple[LayerCost, int], ...]  # (cost, how many identical layers)
+    head_s: float
+
+
+class StageCoster:
+    """Memoised per-stage costs for one config (costs depend only on shapes, not on time)."""
+
+    def __init__(self, cfg: RunConfig, placement: Placement):
+        self.cfg = cfg
+        self.placement = placement
+        self._cache: dict[tuple[object, ...], StageCost] = {}
+
+    def stage(
+        self, stage: Stage, n_tokens: int, context: int, sequences: int, logits_tokens: int
+    ) -> StageCost:
+        """Cost of ``stage`` for ``sequences`` x ``n_tokens`` new tokens at ``context``.
+
+        ``logits_tokens``: tokens whose logits the output head computes (if the stage has it).
+        """
+        key = (stage.index, stage.first_layer, n_tokens, context, sequences, logits_tokens)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._compute(stage, n_tokens, context, sequences, logits_tokens)
+            self._cache[key] = hit
+        return hit
+
+    def _compute(self, stage: Stage, n: int, ctx: int, seqs: int, logits: int) -> StageCost:
+        cfg = self.cfg
+        m, q, prof = cfg.model, cfg.quant, cfg.profile
+        t = cfg.tensor
+        gpu = stage.devices[0].gpu
+        tokens = n * seqs
+        groups: dict[bool, int] = {}
+        for i in stage.layers:
+            moe = m.layer_is_moe(i)
+            groups[moe] = groups.get(moe, 0) + 1
+        ar_path = None
+        if t > 1:
+            r = route(cfg, stage.devices[0], stage.devices[1])
+            ar_path = None if r is None else r.path
+        ar_size = tokens * m.hidden_size * ACTIVATION_BYTES
+        ar_time = 0.0 if ar_path is None else 2 * costs.allreduce_time(ar_path, ar_size, t, prof)
+        ar_bytes = 2 * costs.ring_bytes_per_rank(ar_size, t)
+        layer_costs = []
+        for moe, count in groups.items():
+            layer = next(i for i in stage.layers if m.layer_is_moe(i) == moe)
+            work = mm.layer_work(
+                m,
+                q,
+                layer,
+                n,
+                ctx,
+                sequences=seqs,
+                kv_dtype_bytes=cfg.kv_dtype_bytes,
+                causal_skip=cfg.flash_attention,
+            )
+            extra = 0.0
+            if n > 1:  # prefill: score matrix and dequantization traffic
+                pairs = mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx), False) * seqs
+                params = work.weight_bytes * 8 / q.layer_bits_per_weight
+                extra = costs.extra_prefill_bytes(
+                    prof,
+                    params / t,
+                    pairs,
+                    m.attention_heads // t,
+                    cfg.flash_attention,
+                    quantized=q.layer_bits_per_weight < 16,
+                )
+            k = costs.kernel_time(work, gpu, prof, tokens, extra_bytes=extra, compute_share=1 / t)
+            layer_costs.append(
+                (
+                    LayerCost(k.seconds, k.compute_s, k.memory_s, k.overhead_s, ar_time, ar_bytes),
+                    count,
+                )
+            )
+        head_s = 0.0
+        if stage.holds_output and logits > 0:
+            w = mm.output_work(m, q, logits)
+            head_s = costs.kernel_time(w, gpu, prof, logits, compute_share=1 / t).seconds
+        return StageCost(
+            compute_s=sum(c.compute_s * k for c, k in layer_costs) + head_s,
+            compute_bound_s=sum(c.compute_bound_s * k for c, k in layer_costs),
+            memory_bound_s=sum(c.memory_bound_s * k for c, k in layer_costs),
+            overhead_s=sum(c.overhead_s * k for c, k in layer_costs),
+            allreduce_s=sum(c.allreduce_s * k for c, k in layer_costs),
+            allreduce_bytes=sum(c.allreduce_bytes * k for c, k in layer_costs),
+            layer_costs=tuple(layer_costs),
+            head_s=head_s,
+        )
+
+    def host_layers_s(self, n_tokens: int, context: int, sequences: int) -> float:
+        """Offloaded layers run by the CPU at host-memory bandwidth (decode)."""
+        cfg = self.cfg
+        if not self.placement.cpu_layers or cfg.host_memory is None:
+            return 0.0
+        m, q = cfg.model, cfg.quant
+        total = mm.Work()
+        for i in self.placement.cpu_layers:
+            total = total + mm.layer_work(
+                m, q, i, n_tokens, context, sequences=sequences, kv_dtype_bytes=cfg.kv_dtype_bytes
+            )
+        if self.placement.output_on_host:
+            total = total + mm.output_work(m, q, sequences)
+        return costs.host_kernel_time(total, cfg.host_memory.bandwidth_bytes_per_s, cfg.profile)
+
+    def host_weight_bytes(self) -> float:
+        """Weights of the offloaded layers (prefill copies them to the GPU per micro-batch)."""
+        m, q = self.cfg.model, self.cfg.quant
+        return sum(mm.layer_weight_bytes(m, q, i) for i in self.placement.cpu_layers)
