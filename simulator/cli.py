@@ -20,8 +20,9 @@ from simulator.catalog import shelf
 from simulator.errors import CannotRun, ConfigError, SimError
 from simulator.export import write_requests, write_trace
 from simulator.result import evaluate, run, table
+from simulator.strategies import registry
 
-LIST_KINDS = ("gpus", "links", "models", "quants", "profiles", "host_memory")
+LIST_KINDS = ("gpus", "links", "models", "quants", "profiles", "host_memory", "strategies")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,6 +118,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _list_rows(kind: str) -> list[dict[str, Any]]:
+    if kind == "strategies":
+        return [
+            {"id": s.id, "name": s.name, "description": s.description} for s in registry().values()
+        ]
     return [entry.as_dict() for entry in shelf(kind).values()]
 
 
@@ -133,7 +138,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{row['id']:<28} {row.get('name', '')}{alias_txt}")
         if summary:
             print(f"{'':<28} {summary}")
-    print(f"\n{len(rows)} {args.kind}; every figure's source: sim list {args.kind} --json")
+        if "description" in row:
+            print(f"{'':<28} {row['description']}")
+    if args.kind != "strategies":
+        print(f"\n{len(rows)} {args.kind}; every figure's source: sim list {args.kind} --json")
     return 0
 
 

@@ -11,6 +11,7 @@ from simulator.engine import Detail, Engine, SimOutput
 from simulator.memory import MemoryPlan, not_fit_reason, plan
 from simulator.metrics import bottleneck, summarize, utilization
 from simulator.placement import place
+from simulator.strategies import strategies_of
 
 METRIC_KEYS = (
     "prefill_tok_s",
@@ -62,6 +63,7 @@ def build(
         "fits": mem.fits,
         "reason": reason,
         "config": cfg.resolved,
+        "strategies": strategies_of(cfg),
         "memory": [d.as_json() for d in mem.devices],
         "host_weights_gb": round(mem.host_weights_bytes / units.GB, 3),
         "metrics": {k: None for k in METRIC_KEYS} | (metrics or {}),
@@ -99,7 +101,7 @@ def table(result: dict[str, Any]) -> str:
     lines.append(
         f"strategy : tensor {par['tensor']} x pipeline {par['pipeline']} x replicas "
         f"{par['replicas']}, offload {par['offload_layers']} layers, engine "
-        f"{c['engine']['profile']}"
+        f"{c['engine']['profile']}  [{', '.join(result['strategies'])}]"
     )
     lines.append(
         f"workload : prompt {wl['prompt_tokens']} + output {wl['output_tokens']} tokens at "

@@ -1,0 +1,1 @@
+"""Speed benchmarks: tables, never timed assertions (see run.py)."""

@@ -1,0 +1,139 @@
+"""Build calibration/data/measured.csv from the published measurements.
+
+    python calibration/build_measured.py ../shared/data/measured_calibration.csv
+
+Keeps every column of the source file (source, hardware, notes, ...) and adds how each row maps
+onto a simulator config: catalogue ids, the llama-bench test as prompt/output/depth tokens,
+the power cap, and the metric in the simulator's units. Rows are never edited or dropped; a row
+the simulator cannot yet reproduce says why in ``fit_excluded_reason``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+OUT = Path(__file__).parent / "data" / "measured.csv"
+
+GPU_IDS = {
+    "NVIDIA GeForce RTX 3070 8GB": "rtx3070",
+    "NVIDIA GeForce RTX 3080 10GB": "rtx3080",
+    "NVIDIA GeForce RTX 3080 Ti 12GB": "rtx3080ti",
+    "NVIDIA GeForce RTX 3090 24GB": "rtx3090",
+    "NVIDIA GeForce RTX 4070 Ti 12GB": "rtx4070ti",
+    "NVIDIA GeForce RTX 4080 16GB": "rtx4080",
+    "NVIDIA GeForce RTX 4090 24GB": "rtx4090",
+    "NVIDIA A100 80GB PCIe": "a100-80g-pcie",
+    "NVIDIA A100 SXM4 80GB": "a100-80g-sxm",
+    "NVIDIA H100 PCIe 80GB": "h100-pcie",
+    "NVIDIA RTX 6000 Ada 48GB": "rtx6000-ada",
+    "NVIDIA RTX A6000 48GB": "rtx-a6000",
+    "Apple M1 (7-core GPU, 8GB)": "m1-7c",
+    "Apple M1 Max (32-core GPU, 64GB)": "m1-max",
+    "Apple M3 Max (40-core GPU, 64GB)": "m3-max",
+}
+UNIFIED_GIB = {"m1-7c": 8, "m1-max": 64, "m3-max": 64}
+
+
+def model_id(name: str) -> str:
+    if "70B" in name:
+        return "llama-3-70b"
+    if "8B" in name:
+        return "llama-3-8b"
+    raise ValueError(name)
+
+
+def quant_id(q: str) -> str:
+    if q.startswith("FP16/BF16"):
+        return "F16"
+    return q
+
+
+def test_tokens(test: str, depth: int) -> tuple[int, int, str]:
+    """llama-bench test name -> (prompt tokens, output tokens, metric)."""
+    if m := re.fullmatch(r"pp(\d+)\+tg(\d+)", test):
+        return int(m.group(1)), int(m.group(2)), "pp_tg_tok_s"
+    if m := re.fullmatch(r"pp(\d+)", test):
+        return int(m.group(1)), 0, "prefill_tok_s"
+    if m := re.fullmatch(r"tg(\d+)", test):
+        return 0, int(m.group(1)), "decode_tok_s"
+    raise ValueError(test)
+
+
+def build(src: Path) -> pd.DataFrame:
+    d = pd.read_csv(src)
+    rows = []
+    for i, r in d.iterrows():
+        out = r.to_dict()
+        out["row_id"] = f"m{i:03d}"
+        out["gpu"] = GPU_IDS[r["hardware"]]
+        out["gpu_count"] = int(r["gpu_count"])
+        out["unified_memory_gib"] = UNIFIED_GIB.get(out["gpu"])
+        cap = re.search(r"power limit per GPU \(nvidia-smi\): ([0-9.]+) W", str(r["notes"]))
+        out["power_limit_w"] = float(cap.group(1)) if cap else None
+        out["model_id"] = model_id(str(r["model"]))
+        out["quant_id"] = quant_id(str(r["quant"]))
+        out["suspect"] = "ANOMALY" in str(r["notes"])
+        if "vLLM" in str(r["software"]):
+            out["profile"] = "vllm"
+            qps = re.search(r"QPS=(\d+)", str(r["test"]))
+            out["arrival_rate"] = float(qps.group(1)) if qps else None
+            out["prompt_tokens"], out["output_tokens"], out["context_tokens"] = (None, None, 0)
+            metric = str(r["metric"])
+            out["metric_kind"] = {
+                "output tokens/s": "output_throughput_tok_s",
+                "mean TTFT ms": "ttft_s",
+                "mean TPOT ms": "tpot_s",
+            }[metric]
+            scale = 1e-3 if metric.endswith("ms") else 1.0
+            out["measured"] = float(r["value"]) * scale
+            out["fit_excluded_reason"] = (
+                "serving workload: needs the continuous-batching scheduler (issue 4)"
+            )
+        else:
+            out["profile"] = "llama.cpp"
+            out["arrival_rate"] = None
+            p, n, kind = test_tokens(str(r["test"]), int(r["context_depth"]))
+            out["prompt_tokens"], out["output_tokens"] = p, n
+            out["context_tokens"] = int(r["context_depth"])
+            out["metric_kind"] = kind
+            out["measured"] = float(r["value"])
+            out["fit_excluded_reason"] = (
+                "suspect: flagged ANOMALY in the source notes" if out["suspect"] else ""
+            )
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str]) -> int:
+    src = Path(argv[1]) if len(argv) > 1 else Path("../shared/data/measured_calibration.csv")
+    df = build(src)
+    first = [
+        "row_id",
+        "gpu",
+        "gpu_count",
+        "unified_memory_gib",
+        "power_limit_w",
+        "model_id",
+        "quant_id",
+        "profile",
+        "prompt_tokens",
+        "output_tokens",
+        "context_tokens",
+        "arrival_rate",
+        "metric_kind",
+        "measured",
+        "suspect",
+        "fit_excluded_reason",
+    ]
+    df = df[first + [c for c in df.columns if c not in first]]
+    df.to_csv(OUT, index=False)
+    print(f"wrote {OUT} ({len(df)} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,89 @@
+"""The measured rows (calibration/data/measured.csv) as configs, and the simulator's predictions.
+
+Each llama-bench row becomes the config llama-bench ran: one machine with ``gpu_count`` GPUs
+in the default layer split (``-sm layer``), the row's model and quant, ``pp N`` as a prompt of
+N tokens, ``tg N`` as N generated tokens from an empty cache (``-d`` as context). The
+interconnect was never reported; layer split moves only a few KB per token, so PCIe 4.0 x16
+stands in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from simulator import config as cfgmod
+from simulator.engine import simulate
+from simulator.metrics import summarize
+from simulator.profiles import EngineProfile
+
+MEASURED_CSV = Path(__file__).resolve().parent.parent / "calibration" / "data" / "measured.csv"
+DEFAULT_LINK = "pcie4-x16"
+
+
+def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
+    """The measured rows; ``fit_only`` keeps those the simulator can reproduce today."""
+    d = pd.read_csv(path)
+    if fit_only:
+        d = d[d["fit_excluded_reason"].isna()]
+    return d.reset_index(drop=True)
+
+
+def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConfig:
+    """The config a measured row ran."""
+    n = int(row.gpu_count)
+    hw: dict[str, Any] = {"gpus": [row.gpu] * n}
+    if n > 1:
+        hw["gpu_link"] = DEFAULT_LINK
+    if not pd.isna(row.unified_memory_gib):
+        hw["unified_memory_gib"] = float(row.unified_memory_gib)
+    if not pd.isna(row.power_limit_w):
+        hw["power_limit_w"] = float(row.power_limit_w)
+    raw = {
+        "name": f"{row.row_id} {row.hardware} x{n} {row.model_id} {row.quant_id} {row.test}",
+        "hardware": hw,
+        "model": {"name": row.model_id, "quant": row.quant_id},
+        "parallel": {"pipeline": n},
+        "engine": {"profile": row.profile},
+        "workload": {
+            "prompt_tokens": int(row.prompt_tokens),
+            "output_tokens": int(row.output_tokens),
+            "context_tokens": int(row.context_tokens),
+        },
+    }
+    cfg = cfgmod.resolve(raw)
+    if profile is not None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, profile=profile)
+    return cfg
+
+
+@dataclass(frozen=True)
+class Prediction:
+    row_id: str
+    metric: str
+    measured: float
+    simulated: float
+
+    @property
+    def rel_error(self) -> float:
+        return self.simulated / self.measured - 1.0
+
+
+def predict(row: Any, profile: EngineProfile | None = None) -> Prediction:
+    """Simulate one measured row and read off the metric it reports."""
+    cfg = row_config(row, profile)
+    out = simulate(cfg)
+    m = summarize(out)
+    kind = row.metric_kind
+    if kind == "pp_tg_tok_s":  # llama-bench pp+tg: all tokens over the whole run
+        value = (cfg.prompt_tokens + cfg.output_tokens) / out.makespan_s
+    elif kind == "decode_tok_s":  # tg N from an empty prompt: N tokens / N steps
+        value = cfg.output_tokens / out.makespan_s
+    else:
+        value = float(m[kind])
+    return Prediction(str(row.row_id), str(kind), float(row.measured), value)
