@@ -54,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--config", action="append", required=True, metavar="FILE")
     val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
 
+    cal = sub.add_parser("calibrate", help="fit engine profiles to calibration/data/measured.csv")
+    cal.add_argument(
+        "--profile",
+        action="append",
+        metavar="ID",
+        help="fit only this profile (default: every profile with measured rows)",
+    )
+    cal.add_argument(
+        "--cv",
+        action="store_true",
+        help="also leave each GPU out in turn and report the predicted errors",
+    )
+
     lst = sub.add_parser("list", help="print a catalogue with sources")
     lst.add_argument("kind", choices=LIST_KINDS)
     lst.add_argument("--json", action="store_true")
@@ -145,6 +158,43 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import datetime
+
+    from simulator import calibrate
+
+    ids = args.profile or list(calibrate.FITTED)
+    unknown = [p for p in ids if p not in calibrate.FITTED]
+    if unknown:
+        raise ConfigError(
+            f"--profile {unknown[0]!r}: no fitted parameters defined; valid choices: "
+            f"{', '.join(calibrate.FITTED)}"
+        )
+    today = datetime.date.today().isoformat()
+    for pid in ids:
+        fit = calibrate.fit_profile(pid)
+        path = calibrate.write_params(fit, today)
+        s = calibrate.summary(fit)
+        print(f"== {pid}: {len(fit.rows)} rows -> {path}")
+        for name, v in s["parameters"].items():
+            print(f"  {name:<28} {v['value']:>12.6g} +- {v['stderr']:.3g}")
+        for metric, err in s["mean_abs_rel_error"].items():
+            print(f"  mean |error| {metric:<16} {err:.1%}")
+        if args.cv:
+            cv = calibrate.cross_validate(pid)
+            table = cv.pivot_table(
+                index="gpu",
+                columns="metric_kind",
+                values="rel_error",
+                aggfunc=lambda e: e.abs().mean(),
+            )
+            print("  leave-one-GPU-out mean |error|:")
+            print(table.round(3).to_string())
+            overall = cv.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
+            print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in overall.items()))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -154,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_validate(args)
         if args.command == "list":
             return cmd_list(args)
+        if args.command == "calibrate":
+            return cmd_calibrate(args)
     except ConfigError as err:
         return _emit_error(err)
     except SimError as err:

@@ -1,8 +1,9 @@
 """Simulated vs measured on every calibration row the simulator can reproduce: the error table.
 
-Prints the table (run with -s to see it). The engine profiles still hold their starting values
-(the calibration issue fits them), so the asserted bounds are today's accuracy, kept from
-getting worse; the targets are 10% mean absolute error on decode and 20% on prompt tokens/s.
+Prints the table (run with -s to see it). The llama.cpp profile is fitted to these rows
+(calibration/params/llama.cpp.toml: 15.6% decode, 31% prompt mean absolute error; leave one
+GPU out: 19% and 36%). The asserted bounds keep today's accuracy from getting worse; the
+targets are 10% on decode and 20% on prompt tokens/s.
 """
 
 from __future__ import annotations
@@ -56,5 +57,5 @@ def test_error_table_against_measurements() -> None:
     mae = table.groupby("metric")["error"].apply(lambda e: e.abs().mean())
     print("\nmean absolute relative error:", mae.round(3).to_dict())
     assert len(table) == len(rows) > 250
-    assert mae["decode_tok_s"] < 0.30
-    assert mae["prefill_tok_s"] < 0.60
+    assert mae["decode_tok_s"] < 0.18
+    assert mae["prefill_tok_s"] < 0.35

@@ -1,0 +1,138 @@
+"""The engine's single-stream results in closed form, for fitting.
+
+For one replica serving one request at a time (every llama-bench row), the discrete-event run
+has no contention to resolve, so its timeline follows from the same per-stage costs:
+
+* prefill: micro-batch k passes the resources of the pipeline in order (host copy of
+  offloaded weights, stage 0, the link to stage 1, stage 1, ...), each resource serving the
+  micro-batches first come first served: ``start = max(ready, resource free)`` (the flow-shop
+  recurrence), plus the per-token host overhead at the end;
+* decode: one step is the sum of its parts (offloaded layers, every stage, every hop, host
+  overhead) at the step's context, and step time is piecewise linear in the context (a
+  roofline max of two lines per stage), so the sum over thousands of steps is taken exactly
+  from its linear pieces.
+
+``tests/test_analytic.py`` holds this equal to the engine on every measured row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from simulator.config import RunConfig
+from simulator.costs import transfer_time
+from simulator.phases import ACTIVATION_BYTES, StageCoster
+from simulator.placement import Placement, place
+from simulator.topology import host_route, route
+
+
+@dataclass(frozen=True)
+class SingleStream:
+    prefill_s: float  # prompt, including the per-token overhead that yields the first token
+    decode_s: float  # all decode steps
+    decode_steps: int
+
+    @property
+    def makespan_s(self) -> float:
+        return self.prefill_s + self.decode_s
+
+
+def applies(cfg: RunConfig) -> bool:
+    """Whether the closed form reproduces the engine for ``cfg``."""
+    return (
+        cfg.replicas == 1
+        and cfg.requests == 1
+        and cfg.concurrency == 1
+        and (cfg.tensor == 1 or cfg.pipeline == 1)
+    )
+
+
+def single_stream(cfg: RunConfig, placement: Placement | None = None) -> SingleStream:
+    if not applies(cfg):
+        raise ValueError("the closed form covers one replica, one request, no hybrid")
+    pl = placement or place(cfg)
+    coster = StageCoster(cfg, pl)
+    stages = pl.stages(0)
+    prof = cfg.profile
+    overhead = prof.num("token_overhead_s")
+    hidden_bytes = cfg.model.hidden_size * ACTIVATION_BYTES
+
+    def hop_s(s: int, tokens: int) -> float:
+        rt = route(cfg, stages[s].devices[0], stages[s + 1].devices[0])
+        return 0.0 if rt is None else transfer_time(rt.path, tokens * hidden_bytes, prof)
+
+    # --- prefill: flow shop over [host copy], stage 0, hop 0, stage 1, ...
+    prefill = 0.0
+    if cfg.prompt_tokens > 0:
+        u = cfg.ubatch_tokens
+        n_ub = -(-cfg.prompt_tokens // u)
+        host_copy = 0.0
+        if pl.cpu_layers:
+            rt = host_route(cfg, stages[0].devices[0], to_device=True)
+            host_copy = (
+                0.0 if rt is None else transfer_time(rt.path, coster.host_weight_bytes(), prof)
+            )
+        free: dict[str, float] = {}
+        finish = 0.0
+        for k in range(n_ub):
+            n = min(u, cfg.prompt_tokens - k * u)
+            ctx = cfg.context_tokens + k * u
+            logits = 1 if k == n_ub - 1 else 0
+            steps: list[tuple[str, float]] = []
+            if host_copy > 0:
+                steps.append(("host", host_copy))
+            for s, st in enumerate(stages):
+                c = coster.stage(st, n, ctx, 1, logits)
+                steps.append((f"stage{s}", c.compute_s + c.allreduce_s))
+                if s + 1 < len(stages):
+                    steps.append((f"hop{s}", hop_s(s, n)))
+            t = 0.0
+            for name, d in steps:
+                start = max(t, free.get(name, 0.0))
+                t = start + d
+                free[name] = t
+            finish = max(finish, t)
+        prefill = finish + overhead
+
+    # --- decode: exact sum of a piecewise-linear step time over the contexts
+    n_steps = max(cfg.output_tokens - (1 if cfg.prompt_tokens > 0 else 0), 0)
+    base = cfg.context_tokens + cfg.prompt_tokens
+    hops = sum(hop_s(s, 1) for s in range(len(stages) - 1))
+
+    def step(ctx: int) -> float:
+        t = coster.host_layers_s(1, ctx, 1) + hops + overhead
+        for st in stages:
+            c = coster.stage(st, 1, ctx, 1, 1)
+            t += c.compute_s + c.allreduce_s
+        return t
+
+    decode = piecewise_linear_sum(step, base, base + n_steps - 1) if n_steps else 0.0
+    return SingleStream(prefill, decode, n_steps)
+
+
+def piecewise_linear_sum(f: Callable[[int], float], lo: int, hi: int) -> float:
+    """sum(f(c) for c in lo..hi) for f piecewise linear in c, from its linear pieces.
+
+    A span is taken as linear when f at three interior points matches the chord; otherwise it
+    is split in two. Exact up to rounding for functions with a few kinks.
+    """
+    cache: dict[int, float] = {}
+
+    def val(c: int) -> float:
+        if c not in cache:
+            cache[c] = f(c)
+        return cache[c]
+
+    def rec(a: int, b: int) -> float:
+        if b - a <= 4:
+            return sum(val(c) for c in range(a, b + 1))
+        fa, fb = val(a), val(b)
+        for c in (a + (b - a) // 4, (a + b) // 2, b - (b - a) // 4):
+            chord = fa + (fb - fa) * (c - a) / (b - a)
+            if abs(val(c) - chord) > 1e-12 * max(abs(chord), 1e-30):
+                m = (a + b) // 2
+                return rec(a, m) + rec(m + 1, b)
+        return (b - a + 1) * (fa + fb) / 2
+
+    return rec(lo, hi)
