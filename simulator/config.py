@@ -378,6 +378,12 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
                 f"hardware.power_limit_w: {len(power_limits)} values for {n_per_node} GPUs; "
                 "give one number or one per GPU"
             )
+        apple = [g.id for g in gpus if g.is_apple]
+        if apple:
+            raise ConfigError(
+                f"hardware.power_limit_w: Apple GPUs ({apple[0]}) have no user power cap"
+            )
+        gpus = tuple(g.with_power_limit(w) for g, w in zip(gpus, power_limits, strict=True))
 
     m = model.model(mdl["name"], "model.name")
     q = model.quant(mdl["quant"], "model.quant")

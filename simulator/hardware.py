@@ -22,6 +22,13 @@ _DTYPE_FIGURE = {
 }
 
 
+# Dynamic power of CMOS logic is P = a C V^2 f, and DVFS lowers voltage with frequency
+# (V ~ f), so P ~ f^3: a board power cap below TDP lowers the sustained clock by
+# (cap / TDP)^(1/3) (Rabaey, Chandrakasan & Nikolic, Digital Integrated Circuits, 2nd ed.,
+# ch. 5, dynamic power). Memory bandwidth is set by the memory clock, which caps leave alone.
+POWER_CAP_CLOCK_EXPONENT = 1.0 / 3.0
+
+
 @dataclass(frozen=True)
 class GpuSpec:
     """One GPU's datasheet figures in SI units (bytes, bytes/s, FLOP/s, W).
@@ -69,6 +76,15 @@ class GpuSpec:
         if dtype in ("fp16_fp32acc", "bf16") and "fp16_fp16acc" in self.matmul_flops:
             return self.matmul_flops["fp16_fp16acc"]
         return self.matmul_flops["fp32"]
+
+    def with_power_limit(self, limit_w: float) -> GpuSpec:
+        """The same GPU capped at ``limit_w``: compute peaks scale with the sustained clock."""
+        scale = min(1.0, limit_w / self.tdp_w) ** POWER_CAP_CLOCK_EXPONENT
+        return replace(
+            self,
+            matmul_flops={k: v * scale for k, v in self.matmul_flops.items()},
+            tdp_w=min(self.tdp_w, limit_w),
+        )
 
     def with_memory_gib(self, gib: float) -> GpuSpec:
         """The same GPU with another memory size (Apple unified-memory options)."""

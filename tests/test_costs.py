@@ -66,3 +66,12 @@ def test_ring_allreduce() -> None:
     assert costs.allreduce_time(path, size, n, p) == pytest.approx(want)
     assert costs.allreduce_time(path, size, 1, p) == 0.0
     assert costs.ring_bytes_per_rank(size, n) == pytest.approx(1.5 * size)
+
+
+def test_power_cap_scales_compute_by_the_cube_root() -> None:
+    g = hardware.gpu("rtx3090")
+    capped = g.with_power_limit(175.0)  # half of 350 W TDP
+    ratio = capped.matmul_flops["fp16_fp16acc"] / g.matmul_flops["fp16_fp16acc"]
+    assert ratio == pytest.approx(0.5 ** (1 / 3))
+    assert capped.memory_bandwidth_bytes_per_s == g.memory_bandwidth_bytes_per_s
+    assert g.with_power_limit(500.0).matmul_flops == g.matmul_flops  # above TDP: no change
