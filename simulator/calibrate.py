@@ -26,6 +26,7 @@ from scipy.optimize import least_squares
 
 from simulator.analytic import single_stream
 from simulator.config import RunConfig
+from simulator.export import write_atomic
 from simulator.measured import MEASURED_CSV, load_rows, row_config
 from simulator.profiles import CALIBRATED_DIR, EngineProfile, uncalibrated
 
@@ -157,7 +158,21 @@ def cross_validate(profile_id: str, rows: pd.DataFrame | None = None) -> pd.Data
     return cv
 
 
-def params_toml(fit: Fit, date: str) -> str:
+RANGE_QUANTILES = (0.1, 0.9)
+
+
+def ranges_from_cv(cv: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Per metric, the 10th and 90th percentile of simulated / measured when each GPU was left
+    out of the fit: a prediction p then has the range [p / q90, p / q10]."""
+    out = {}
+    for metric, grp in cv.groupby("metric_kind"):
+        ratio = (grp["simulated"] / grp["measured"]).to_numpy()
+        lo, hi = np.quantile(ratio, RANGE_QUANTILES)
+        out[str(metric)] = (float(lo), float(hi))
+    return out
+
+
+def params_toml(fit: Fit, date: str, ranges: dict[str, tuple[float, float]] | None = None) -> str:
     """The calibrated-parameter file: values with standard errors and provenance."""
     res = fit.rows
     lines = [
@@ -176,15 +191,22 @@ def params_toml(fit: Fit, date: str) -> str:
     for metric, grp in res.groupby("metric_kind"):
         mae = float(np.mean(np.abs(np.exp(grp["log_residual"]) - 1)))
         lines.append(f"{metric} = {{ mean_abs_rel_error = {mae:.4f}, rows = {len(grp)} }}")
+    if ranges:
+        lines += ["", "[ranges]  # leave-one-GPU-out simulated/measured, 10th and 90th percentile"]
+        for metric, (lo, hi) in sorted(ranges.items()):
+            lines.append(f"{metric} = {{ ratio_p10 = {lo:.4f}, ratio_p90 = {hi:.4f} }}")
     return "\n".join(lines) + "\n"
 
 
-def write_params(fit: Fit, date: str, directory: Path = CALIBRATED_DIR) -> Path:
+def write_params(
+    fit: Fit,
+    date: str,
+    ranges: dict[str, tuple[float, float]] | None = None,
+    directory: Path = CALIBRATED_DIR,
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{fit.profile}.toml"
-    from simulator.export import write_atomic
-
-    write_atomic(path, params_toml(fit, date))
+    write_atomic(path, params_toml(fit, date, ranges))
     return path
 
 

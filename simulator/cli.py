@@ -61,12 +61,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="fit only this profile (default: every profile with measured rows)",
     )
-    cal.add_argument(
-        "--cv",
-        action="store_true",
-        help="also leave each GPU out in turn and report the predicted errors",
-    )
-
     lst = sub.add_parser("list", help="print a catalogue with sources")
     lst.add_argument("kind", choices=LIST_KINDS)
     lst.add_argument("--json", action="store_true")
@@ -173,25 +167,29 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     today = datetime.date.today().isoformat()
     for pid in ids:
         fit = calibrate.fit_profile(pid)
-        path = calibrate.write_params(fit, today)
+        cv = calibrate.cross_validate(pid)
+        ranges = calibrate.ranges_from_cv(cv)
+        path = calibrate.write_params(fit, today, ranges)
         s = calibrate.summary(fit)
         print(f"== {pid}: {len(fit.rows)} rows -> {path}")
         for name, v in s["parameters"].items():
             print(f"  {name:<28} {v['value']:>12.6g} +- {v['stderr']:.3g}")
         for metric, err in s["mean_abs_rel_error"].items():
             print(f"  mean |error| {metric:<16} {err:.1%}")
-        if args.cv:
-            cv = calibrate.cross_validate(pid)
-            table = cv.pivot_table(
-                index="gpu",
-                columns="metric_kind",
-                values="rel_error",
-                aggfunc=lambda e: e.abs().mean(),
-            )
-            print("  leave-one-GPU-out mean |error|:")
-            print(table.round(3).to_string())
-            overall = cv.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
-            print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in overall.items()))
+        table = cv.pivot_table(
+            index="gpu",
+            columns="metric_kind",
+            values="rel_error",
+            aggfunc=lambda e: e.abs().mean(),
+        )
+        print("  leave-one-GPU-out mean |error| (fit without the GPU, predict it):")
+        print(table.round(3).to_string())
+        overall = cv.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
+        print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in overall.items()))
+        print(
+            "  prediction ranges (simulated/measured, p10..p90): "
+            + ", ".join(f"{k} {lo:.2f}..{hi:.2f}" for k, (lo, hi) in ranges.items())
+        )
     return 0
 
 

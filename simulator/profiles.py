@@ -30,6 +30,8 @@ class EngineProfile:
     units: dict[str, str]
     calibrated_from: str | None = None
     param_sources: dict[str, str] = field(default_factory=dict)
+    # metric -> (p10, p90) of simulated / measured with each GPU left out of the fit
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def get(self, key: str) -> Any:
         if key not in self.params:
@@ -73,14 +75,19 @@ def _from_entry(e: Entry) -> EngineProfile:
     return EngineProfile(id=e.id, name=e.name, params=params, units=units, param_sources=sources)
 
 
-def _calibrated(profile_id: str) -> tuple[dict[str, float], str] | None:
+def _calibrated(
+    profile_id: str,
+) -> tuple[dict[str, float], str, dict[str, tuple[float, float]]] | None:
     path = CALIBRATED_DIR / f"{profile_id}.toml"
     if not path.exists():
         return None
     with path.open("rb") as fh:
         raw = tomllib.load(fh)
     values = {k: float(v["value"]) for k, v in raw.get("parameters", {}).items()}
-    return values, str(path.name)
+    ranges = {
+        k: (float(v["ratio_p10"]), float(v["ratio_p90"])) for k, v in raw.get("ranges", {}).items()
+    }
+    return values, str(path.name), ranges
 
 
 @cache
@@ -91,11 +98,11 @@ def profile(profile_id: str, config_key: str = "engine.profile") -> EngineProfil
     cal = _calibrated(entry.id)
     if cal is None:
         return base
-    values, name = cal
+    values, name, ranges = cal
     unknown = set(values) - set(base.params)
     if unknown:
         raise DataError(f"{name}: parameters not in the profile: {sorted(unknown)}")
-    return replace(base, params={**base.params, **values}, calibrated_from=name)
+    return replace(base, params={**base.params, **values}, calibrated_from=name, ranges=ranges)
 
 
 def uncalibrated(profile_id: str) -> EngineProfile:

@@ -49,6 +49,27 @@ def run(
     return build(cfg, mem, ceil, summarize(out), utilization(out), None, bottleneck(out)), out
 
 
+def with_ranges(cfg: RunConfig, metrics: dict[str, Any], ceil: Ceiling) -> dict[str, Any]:
+    """Add ``<metric>_low``/``_high`` from the profile's cross-validated error ratios.
+
+    A prediction p whose simulated/measured ratio fell between r10 and r90 when its GPU was
+    left out of the fit has the range [p / r90, p / r10]; decode never above the ceiling.
+    Uncalibrated profiles get null ranges.
+    """
+    out = dict(metrics)
+    for key in ("decode_tok_s", "prefill_tok_s"):
+        value = metrics.get(key)
+        ratios = cfg.profile.ranges.get(key)
+        if value is None or ratios is None:
+            out[f"{key}_low"] = out[f"{key}_high"] = None
+            continue
+        lo, hi = value / ratios[1], value / ratios[0]
+        if key == "decode_tok_s":
+            hi = min(hi, ceil.decode_tok_s)
+        out[f"{key}_low"], out[f"{key}_high"] = lo, hi
+    return out
+
+
 def build(
     cfg: RunConfig,
     mem: MemoryPlan,
@@ -66,7 +87,10 @@ def build(
         "strategies": strategies_of(cfg),
         "memory": [d.as_json() for d in mem.devices],
         "host_weights_gb": round(mem.host_weights_bytes / units.GB, 3),
-        "metrics": {k: None for k in METRIC_KEYS} | (metrics or {}),
+        "metrics": {k: None for k in METRIC_KEYS}
+        | {f"{k}_{e}": None for k in ("decode_tok_s", "prefill_tok_s") for e in ("low", "high")}
+        | (with_ranges(cfg, metrics, ceil) if metrics else {}),
+        "calibration": cfg.profile.calibrated_from,
         "utilization": utilization or {},
         "bound": {
             "ceiling_decode_tok_s": round(ceil.decode_tok_s, 3),
@@ -83,6 +107,13 @@ def build(
 
 def _fmt(v: Any, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
+
+
+def _range(m: dict[str, Any], key: str) -> str:
+    lo, hi = m.get(f"{key}_low"), m.get(f"{key}_high")
+    if lo is None or hi is None:
+        return "(no range: uncalibrated profile)"
+    return f"(range {lo:.1f}-{hi:.1f})"
 
 
 def table(result: dict[str, Any]) -> str:
@@ -136,11 +167,13 @@ def table(result: dict[str, Any]) -> str:
         lines.append("simulated (per request; times in s)")
         lines.append(
             f"  prefill  {_fmt(m.get('prefill_time_s'), '.3f'):>8} s   "
-            f"{_fmt(m['prefill_tok_s']):>9} tok/s   TTFT {_fmt(m['ttft_s'], '.3f')} s"
+            f"{_fmt(m['prefill_tok_s']):>9} tok/s {_range(m, 'prefill_tok_s')}  "
+            f"TTFT {_fmt(m['ttft_s'], '.3f')} s"
         )
         lines.append(
             f"  decode   {_fmt(m.get('decode_time_s'), '.3f'):>8} s   "
-            f"{_fmt(m['decode_tok_s']):>9} tok/s   TPOT {_fmt(m['tpot_s'], '.4f')} s"
+            f"{_fmt(m['decode_tok_s']):>9} tok/s {_range(m, 'decode_tok_s')}  "
+            f"TPOT {_fmt(m['tpot_s'], '.4f')} s"
         )
         lines.append(
             f"  total    {_fmt(m['e2e_s'], '.3f'):>8} s   "

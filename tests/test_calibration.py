@@ -20,6 +20,10 @@ def test_fit_reproduces_committed_parameters(profile_id: str) -> None:
     for name, value in fit.params().items():
         want = committed["parameters"][name]["value"]
         assert value == pytest.approx(want, rel=1e-4, abs=1e-9), name
+    ranges = calibrate.ranges_from_cv(calibrate.cross_validate(profile_id))
+    for metric, (lo, hi) in ranges.items():
+        body = committed["ranges"][metric]
+        assert (lo, hi) == pytest.approx((body["ratio_p10"], body["ratio_p90"]), rel=1e-3)
 
 
 def test_calibrated_values_are_what_the_engine_uses() -> None:
@@ -38,3 +42,19 @@ def test_fit_improves_on_the_starting_values() -> None:
     start = np.abs(np.log(prob.simulate(prob.x0()) / prob.measured)).mean()
     fitted = calibrate.fit_profile("llama.cpp")
     assert np.abs(fitted.rows["log_residual"]).mean() < start
+
+
+def test_predictions_carry_ranges_from_the_cross_validation() -> None:
+    from simulator import config as cfgmod
+    from simulator.result import evaluate
+    from tests.conftest import CONFIGS
+
+    r = evaluate(cfgmod.load(CONFIGS / "dual4090_pcie4.toml"))
+    m = r["metrics"]
+    _lo10, hi90 = profile("llama.cpp").ranges["decode_tok_s"]
+    assert m["decode_tok_s_low"] == pytest.approx(m["decode_tok_s"] / hi90)
+    assert m["decode_tok_s_low"] < m["decode_tok_s"] < m["decode_tok_s_high"]
+    assert m["decode_tok_s_high"] <= r["bound"]["ceiling_decode_tok_s"]
+    assert m["prefill_tok_s_low"] < m["prefill_tok_s"] < m["prefill_tok_s_high"]
+    vllm = evaluate(cfgmod.load(CONFIGS / "dual3090_nvlink_tp_vllm.toml"))
+    assert vllm["metrics"]["decode_tok_s_low"] is None  # not calibrated: no range claimed
