@@ -21,12 +21,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulator import units
 from simulator.hardware import GpuSpec
 from simulator.links import LinkSpec
 from simulator.model import Work
 from simulator.profiles import EngineProfile
-
-F32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def extra_prefill_bytes(
     * Engines that dequantize quantized weights to f16 before a GEMM write and read them
       again (``dequant_bytes_per_weight``; 4 = write + read of 2-byte values).
     """
-    scores = 0.0 if flash_attention else 4 * F32_BYTES * heads * score_pairs
+    scores = 0.0 if flash_attention else 4 * units.F32_BYTES * heads * score_pairs
     dequant = profile.num("dequant_bytes_per_weight") * weight_params if quantized else 0.0
     return scores + dequant
 

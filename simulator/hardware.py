@@ -55,6 +55,7 @@ class GpuSpec:
     gpu_memory_fraction: float
     memory_options_bytes: tuple[float, ...]
     launch_price_usd: float | None
+    sm_count: int | None = None  # SMs (NVIDIA), CUs (AMD), GPU cores (Apple)
 
     @property
     def is_apple(self) -> bool:
@@ -102,6 +103,7 @@ class GpuSpec:
         price = e.value("launch_price_usd", None)
         gen = e.value("pcie_generation", None)
         lanes = e.value("pcie_lanes", None)
+        sm = e.value("sm_count", None)
         return cls(
             id=e.id,
             name=e.name,
@@ -120,6 +122,7 @@ class GpuSpec:
             gpu_memory_fraction=float(e.value("gpu_memory_fraction", 1.0)),
             memory_options_bytes=tuple(float(g) * units.GiB for g in options),
             launch_price_usd=None if price is None else float(price),
+            sm_count=None if sm is None else int(sm),
         )
 
 

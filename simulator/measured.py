@@ -9,7 +9,7 @@ stands in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,6 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
     }
     cfg = cfgmod.resolve(raw)
     if profile is not None:
-        from dataclasses import replace
-
         cfg = replace(cfg, profile=profile)
     return cfg
 

@@ -26,8 +26,6 @@ from simulator.hardware import gpu as gpu_spec
 from simulator.model import ModelSpec, QuantSpec
 from simulator.placement import Device, Placement, Stage, place
 
-F32_BYTES = 4
-
 
 @dataclass(frozen=True)
 class DeviceMemory:
@@ -129,11 +127,11 @@ def device_compute_buffer_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: i
     m, t = cfg.model, cfg.tensor
     u = min(cfg.ubatch_tokens, max(sequence_tokens, 1))
     heads = m.attention_heads // t
-    scores = 0.0 if cfg.flash_attention else u * sequence_tokens * heads * F32_BYTES
+    scores = 0.0 if cfg.flash_attention else u * sequence_tokens * heads * units.F32_BYTES
     inter = max(m.intermediate_size, m.moe_intermediate_size * max(m.experts_active, 1))
-    mlp = 2 * u * (inter / t) * F32_BYTES
-    hidden = 4 * u * m.hidden_size * F32_BYTES
-    logits = u * m.vocab_size * F32_BYTES if stage.holds_output else 0.0
+    mlp = 2 * u * (inter / t) * units.F32_BYTES
+    hidden = 4 * u * m.hidden_size * units.F32_BYTES
+    logits = u * m.vocab_size * units.F32_BYTES if stage.holds_output else 0.0
     return scores + mlp + hidden + logits if stage.layers or stage.holds_output else 0.0
 
 
@@ -144,12 +142,6 @@ def runtime_bytes(cfg: RunConfig, gpu: GpuSpec, sm_count: float | None) -> float
     if not gpu.is_apple and sm_count:
         ctx = prof.num("runtime_context_mib_per_sm") * sm_count * units.MiB
     return ctx + prof.num("reserved_memory_fraction") * gpu.usable_memory_bytes
-
-
-def _sm_count(gpu: GpuSpec) -> float | None:
-    entry = shelf("gpus")[gpu.id]
-    v = entry.value("sm_count", None)
-    return None if v is None else float(v)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +180,7 @@ def _device_memory(cfg: RunConfig, d: Device, st: Stage, seq: int) -> DeviceMemo
         weights_bytes=device_weight_bytes(cfg, st),
         kv_cache_bytes=device_kv_bytes(cfg, st, seq),
         compute_buffer_bytes=device_compute_buffer_bytes(cfg, st, seq),
-        runtime_bytes=runtime_bytes(cfg, d.gpu, _sm_count(d.gpu)),
+        runtime_bytes=runtime_bytes(cfg, d.gpu, d.gpu.sm_count),
     )
 
 

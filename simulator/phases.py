@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator import costs
+from simulator import costs, units
 from simulator import model as mm
 from simulator.config import RunConfig
 from simulator.placement import Placement, Stage
 from simulator.topology import route
 
-ACTIVATION_BYTES = 2  # f16/bf16 activations between layers and GPUs
+ACTIVATION_BYTES = units.F16_BYTES
 
 
 @dataclass(frozen=True)

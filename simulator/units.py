@@ -29,3 +29,5 @@ US = 1e-6
 NS = 1e-9
 
 BITS_PER_BYTE = 8
+F32_BYTES = 4  # f32 activations, logits and attention scores
+F16_BYTES = 2  # f16/bf16 activations between layers and GPUs

@@ -12,8 +12,8 @@ from tests.conftest import CONFIGS
 
 
 def test_piecewise_linear_sum_is_exact() -> None:
-    def f(c: int) -> float:
-        return max(3.0 + 0.5 * c, 40.0 + 0.1 * c) + (2.0 if c > 700 else 0.0) * 0
+    def f(c: int) -> float:  # a roofline kink at c = 92.5 and a window cap at c = 700
+        return max(3.0 + 0.5 * c, 40.0 + 0.1 * c) + 0.01 * min(c, 700)
 
     assert piecewise_linear_sum(f, 0, 999) == pytest.approx(
         sum(f(c) for c in range(1000)), rel=1e-12

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator import config as cfgmod
-from simulator import hardware
 from simulator.engine import simulate
 from simulator.result import evaluate
 from tests.conftest import CONFIGS, minimal_config
@@ -175,7 +174,3 @@ def test_more_bandwidth_compute_or_link_is_never_slower(
     assert b["e2e_s"] <= a["e2e_s"] * (1 + 1e-9)
     if a["decode_tok_s"] is not None:
         assert b["decode_tok_s"] >= a["decode_tok_s"] * (1 - 1e-9)
-
-
-def test_bigger_gpu_spec_objects_are_distinct() -> None:
-    assert hardware.gpu("rtx4090") == hardware.gpu("rtx4090")
