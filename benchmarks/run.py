@@ -14,6 +14,7 @@ from pathlib import Path
 
 from simulator import config as cfgmod
 from simulator.engine import simulate
+from simulator.export import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM = Path(sys.executable).parent / "sim"
@@ -110,7 +111,7 @@ def main() -> int:
     out += process_time() + scaling_tokens() + scaling_gpus()
     text = "\n".join(out)
     print(text)
-    (ROOT / "docs" / "benchmarks.md").write_text(text + "\n")
+    write_atomic(ROOT / "docs" / "benchmarks.md", text + "\n")
     return 0
 
 
