@@ -7,7 +7,8 @@ tensor ranks read their shares in parallel. So the fastest possible time per tok
 
 plus the offloaded layers read at host-memory bandwidth. Bytes read per step are the device's
 weights (for MoE, only the experts the step's tokens hit) and the KV cache of every resident
-sequence at the average context of the run (llama-bench tg N averages over a growing cache).
+sequence at the average context of the run (llama-bench tg N averages over a growing cache),
+for the fewest sequences that ever decode together (a partial last wave runs faster per stream).
 Communication, compute and every overhead are taken as free, so no engine can beat it.
 """
 
@@ -38,7 +39,7 @@ def mean_decode_context(cfg: RunConfig) -> float:
 def stage_decode_read_bytes(cfg: RunConfig, stage: Stage, context: float) -> float:
     """Bytes one device of ``stage`` must read for one decode step of the resident streams."""
     m, q, t = cfg.model, cfg.quant, cfg.tensor
-    streams = cfg.concurrent_sequences
+    streams = cfg.fewest_resident_sequences
     total = 0.0
     for i in stage.layers:
         w = mm.layer_work(m, q, i, 1, 0, sequences=streams)
@@ -50,7 +51,7 @@ def stage_decode_read_bytes(cfg: RunConfig, stage: Stage, context: float) -> flo
     if stage.holds_output:
         total += mm.output_bytes(m, q) / t
     kv = device_kv_bytes(cfg, stage, round(context)) if stage.layers else 0.0
-    return total + kv
+    return total + kv * streams / cfg.concurrent_sequences
 
 
 def ceiling(cfg: RunConfig, placement: Placement | None = None) -> Ceiling:
@@ -67,14 +68,14 @@ def ceiling(cfg: RunConfig, placement: Placement | None = None) -> Ceiling:
     if pl.cpu_layers and cfg.host_memory is not None:
         m, q = cfg.model, cfg.quant
         host_bytes = sum(
-            mm.layer_work(m, q, i, 1, 0, sequences=cfg.concurrent_sequences).weight_bytes
+            mm.layer_work(m, q, i, 1, 0, sequences=cfg.fewest_resident_sequences).weight_bytes
             for i in pl.cpu_layers
         )
         host_bytes += (
             len(pl.cpu_layers)
             * mm.kv_bytes_per_token_per_layer(m, cfg.kv_dtype_bytes)
             * mm.kv_cached_tokens(m, round(ctx))
-            * cfg.concurrent_sequences
+            * cfg.fewest_resident_sequences
         )
         if pl.output_on_host:
             host_bytes += mm.output_bytes(m, q)

@@ -295,6 +295,15 @@ class RunConfig:
         per_replica = -(-self.concurrency // self.replicas)
         return max(1, min(per_replica, self.requests))
 
+    @property
+    def fewest_resident_sequences(self) -> int:
+        """The fewest sequences that decode together at any time: a partial last wave of
+        requests runs with fewer streams, and each then goes faster (less KV, fewer experts)."""
+        per_wave = self.concurrent_sequences
+        per_replica = -(-self.requests // self.replicas)
+        last = per_replica % per_wave
+        return last or per_wave
+
     def gpu_at(self, index: int) -> GpuSpec:
         """The GPU of global index ``index`` (node-major)."""
         return self.gpus[index % self.gpus_per_node]

@@ -1,0 +1,65 @@
+"""Properties over random valid configs (Hypothesis): ceiling, conservation, determinism."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from simulator import config as cfgmod
+from simulator.engine import simulate
+from simulator.errors import CannotRun
+from simulator.result import evaluate
+
+GPUS = ["rtx3090", "rtx4090", "rtx5090", "rtx-a6000", "a100-80g-sxm", "h100-sxm", "l40s"]
+LINKS = ["pcie3-x16", "pcie4-x8", "pcie4-x16", "pcie5-x16"]
+MODELS = ["llama-3.1-8b", "qwen2.5-32b", "mixtral-8x7b", "qwen3-30b-a3b", "llama-3.3-70b"]
+QUANTS = ["F16", "Q8_0", "Q4_K_M", "Q3_K_M"]
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> dict[str, Any]:
+    n = draw(st.sampled_from([1, 2, 4]))
+    tensor = draw(st.sampled_from([d for d in (1, 2, 4) if n % d == 0]))
+    replicas = draw(st.sampled_from([d for d in (1, 2) if (n // tensor) % d == 0]))
+    pipeline = n // tensor // replicas
+    hw: dict[str, Any] = {"gpus": [draw(st.sampled_from(GPUS))] * n}
+    if n > 1:
+        hw["gpu_link"] = draw(st.sampled_from(LINKS))
+    return {
+        "name": "random",
+        "hardware": hw,
+        "model": {"name": draw(st.sampled_from(MODELS)), "quant": draw(st.sampled_from(QUANTS))},
+        "parallel": {"tensor": tensor, "pipeline": pipeline, "replicas": replicas},
+        "engine": {"profile": draw(st.sampled_from(["llama.cpp", "vllm", "ideal"]))},
+        "workload": {
+            "prompt_tokens": draw(st.sampled_from([0, 100, 512, 1500])),
+            "output_tokens": draw(st.integers(1, 24)),
+            "context_tokens": draw(st.sampled_from([0, 4096])),
+            "concurrency": draw(st.sampled_from([1, 2])),
+            "requests": draw(st.sampled_from([1, 3])),
+        },
+    }
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=configs())
+def test_random_configs_respect_the_physics(raw: dict[str, Any]) -> None:
+    try:
+        cfg = cfgmod.resolve(raw)
+    except CannotRun:
+        assume(False)
+        raise
+    res = evaluate(cfg)
+    assume(res["fits"])
+    m = res["metrics"]
+    if m["decode_tok_s"] is not None:
+        assert m["decode_tok_s"] <= res["bound"]["ceiling_decode_tok_s"] * (1 + 1e-9)
+    out = simulate(cfg)
+    assert len(out.requests) == cfg.requests
+    for r in out.requests:
+        assert len(r.token_times_s) == cfg.output_tokens  # tokens out = tokens asked for
+        assert r.arrival_s <= r.first_token_s <= r.end_s
+    assert json.dumps(res) == json.dumps(evaluate(cfg))  # same config, same result
