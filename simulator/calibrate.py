@@ -38,6 +38,8 @@ FITTED: dict[str, dict[str, tuple[float, float]]] = {
         "layer_overhead_s": (0.0, 5e-4),
         "token_overhead_s": (0.0, 0.02),
         "dequant_bytes_per_weight": (0.0, 8.0),
+        "stream_bytes_per_sm_cycle_f16": (1.0, 64.0),
+        "stream_bytes_per_sm_cycle_quant": (1.0, 64.0),
     },
 }
 METRICS = ("decode_tok_s", "prefill_tok_s", "pp_tg_tok_s")

@@ -74,6 +74,23 @@ def extra_prefill_bytes(
     return scores + dequant
 
 
+def achieved_bandwidth(gpu: GpuSpec, profile: EngineProfile, quantized: bool) -> float:
+    """Bytes/s a memory-bound kernel streams: peak x efficiency, capped by how fast the SMs
+    issue loads (Little's law: bytes in flight per SM-cycle x SMs x clock).
+
+    Fast-memory GPUs with few, slow-clocked SMs (A100/H100 with HBM) hit the cap with
+    llama.cpp's GEMV kernels; GeForce cards with GDDR do not. Dequantizing costs instructions
+    per byte, so quantized weights have their own, lower rate. NVIDIA SMs only (Apple GPU cores
+    are a different unit; no cap without SM count and clock).
+    """
+    peak = gpu.memory_bandwidth_bytes_per_s * profile.num("memory_efficiency")
+    cycles = gpu.sm_cycles_per_s
+    key = "stream_bytes_per_sm_cycle_quant" if quantized else "stream_bytes_per_sm_cycle_f16"
+    if cycles is None or key not in profile.params or profile.num(key) <= 0:
+        return peak
+    return min(peak, cycles * profile.num(key))
+
+
 def kernel_time(
     work: Work,
     gpu: GpuSpec,
@@ -82,6 +99,7 @@ def kernel_time(
     extra_bytes: float = 0.0,
     layers: float = 1.0,
     compute_share: float = 1.0,
+    quantized: bool = False,
 ) -> KernelTime:
     """Time for ``work`` (``layers`` decoder layers' worth) on ``gpu`` for a ``tokens``-row batch.
 
@@ -90,7 +108,7 @@ def kernel_time(
     """
     peak = matmul_peak_flops(gpu, profile)
     compute_s = work.flops * compute_share / (peak * compute_efficiency(profile, tokens))
-    bw = gpu.memory_bandwidth_bytes_per_s * profile.num("memory_efficiency")
+    bw = achieved_bandwidth(gpu, profile, quantized)
     memory_s = (work.bytes * compute_share + extra_bytes) / bw
     overhead_s = profile.num("layer_overhead_s") * layers
     return KernelTime(max(compute_s, memory_s) + overhead_s, compute_s, memory_s, overhead_s)

@@ -56,6 +56,14 @@ class GpuSpec:
     memory_options_bytes: tuple[float, ...]
     launch_price_usd: float | None
     sm_count: int | None = None  # SMs (NVIDIA), CUs (AMD), GPU cores (Apple)
+    boost_clock_hz: float | None = None
+
+    @property
+    def sm_cycles_per_s(self) -> float | None:
+        """SMs x boost clock: how many SM-cycles per second the GPU issues (NVIDIA only)."""
+        if self.vendor != "nvidia" or not self.sm_count or not self.boost_clock_hz:
+            return None
+        return self.sm_count * self.boost_clock_hz
 
     @property
     def is_apple(self) -> bool:
@@ -85,6 +93,7 @@ class GpuSpec:
             self,
             matmul_flops={k: v * scale for k, v in self.matmul_flops.items()},
             tdp_w=min(self.tdp_w, limit_w),
+            boost_clock_hz=None if self.boost_clock_hz is None else self.boost_clock_hz * scale,
         )
 
     def with_memory_gib(self, gib: float) -> GpuSpec:
@@ -104,6 +113,7 @@ class GpuSpec:
         gen = e.value("pcie_generation", None)
         lanes = e.value("pcie_lanes", None)
         sm = e.value("sm_count", None)
+        clock = e.value("boost_clock_mhz", None)
         return cls(
             id=e.id,
             name=e.name,
@@ -123,6 +133,7 @@ class GpuSpec:
             memory_options_bytes=tuple(float(g) * units.GiB for g in options),
             launch_price_usd=None if price is None else float(price),
             sm_count=None if sm is None else int(sm),
+            boost_clock_hz=None if clock is None else float(clock) * 1e6,
         )
 
 

@@ -109,7 +109,15 @@ class StageCoster:
                     cfg.flash_attention,
                     quantized=q.layer_bits_per_weight < 16,
                 )
-            k = costs.kernel_time(work, gpu, prof, tokens, extra_bytes=extra, compute_share=1 / t)
+            k = costs.kernel_time(
+                work,
+                gpu,
+                prof,
+                tokens,
+                extra_bytes=extra,
+                compute_share=1 / t,
+                quantized=q.layer_bits_per_weight < 16,
+            )
             layer_costs.append(
                 (
                     LayerCost(k.seconds, k.compute_s, k.memory_s, k.overhead_s, ar_time, ar_bytes),

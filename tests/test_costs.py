@@ -75,3 +75,18 @@ def test_power_cap_scales_compute_by_the_cube_root() -> None:
     assert ratio == pytest.approx(0.5 ** (1 / 3))
     assert capped.memory_bandwidth_bytes_per_s == g.memory_bandwidth_bytes_per_s
     assert g.with_power_limit(500.0).matmul_flops == g.matmul_flops  # above TDP: no change
+
+
+def test_sm_issue_rate_caps_bandwidth_on_hbm_parts_only() -> None:
+    p = profile("llama.cpp").with_params(
+        memory_efficiency=0.8,
+        stream_bytes_per_sm_cycle_f16=6.0,
+        stream_bytes_per_sm_cycle_quant=4.0,
+    )
+    a100 = hardware.gpu("a100-80g-sxm")  # 108 SM x 1.41 GHz: 6 B/cycle -> 913.7 GB/s cap
+    assert costs.achieved_bandwidth(a100, p, quantized=False) == pytest.approx(108 * 1.41e9 * 6)
+    assert costs.achieved_bandwidth(a100, p, quantized=True) == pytest.approx(108 * 1.41e9 * 4)
+    g4090 = hardware.gpu("rtx4090")  # 128 x 2.52 GHz x 6 = 1.94 TB/s > 0.8 x 1008 GB/s
+    assert costs.achieved_bandwidth(g4090, p, quantized=False) == pytest.approx(0.8 * 1008e9)
+    apple = hardware.gpu("m3-max")  # Apple GPU cores are not SMs: no cap
+    assert costs.achieved_bandwidth(apple, p, quantized=False) == pytest.approx(0.8 * 400e9)
