@@ -529,6 +529,12 @@ def check_runnable(cfg: RunConfig) -> None:
                 f"hardware.gpu_link = {link.id} joins at most {link.max_devices} GPUs, but "
                 f"hardware.gpus lists {cfg.gpus_per_node}"
             )
+    if cfg.arrival_rate > 0:
+        raise CannotRun(
+            f"workload.arrival_rate = {cfg.arrival_rate:g}: open-loop Poisson arrivals are not "
+            "simulated yet (the serving scheduler is the next step); use arrival_rate = 0 "
+            "(closed loop at workload.concurrency)"
+        )
     if cfg.max_sequence_tokens > m.max_context_tokens:
         raise CannotRun(
             f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "

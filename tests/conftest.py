@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from simulator import cli
+from simulator.config import RunConfig
+from simulator.engine import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -66,3 +68,19 @@ def run_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
         return code, out, err
 
     return _run
+
+
+def assert_physical_invariants(cfg: RunConfig, result: dict[str, Any]) -> None:
+    """What every run must satisfy: under the ceiling, tokens conserved, causal, deterministic."""
+    from simulator.result import evaluate
+
+    m = result["metrics"]
+    if m["decode_tok_s"] is not None:
+        assert m["decode_tok_s"] <= result["bound"]["ceiling_decode_tok_s"] * (1 + 1e-9)
+    out = simulate(cfg)
+    assert len(out.requests) == cfg.requests
+    for r in out.requests:
+        assert len(r.token_times_s) == cfg.output_tokens  # tokens out = tokens asked for
+        assert r.arrival_s <= r.first_token_s <= r.end_s
+        assert r.token_times_s == sorted(r.token_times_s)
+    assert json.dumps(result) == json.dumps(evaluate(cfg))  # same config, same result

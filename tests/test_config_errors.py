@@ -205,3 +205,10 @@ def test_validate(run_cli: Any, tmp_path: Path) -> None:
     cfg = minimal_config(workload={"seed": -1})
     rc, _, err = run_cli("validate", "--config", str(write_toml(tmp_path / "x.toml", cfg)))
     assert rc == 2 and "workload.seed" in err
+
+
+def test_open_loop_arrivals_are_refused_until_simulated(run_cli: Any, tmp_path: Path) -> None:
+    cfg = minimal_config(workload={"arrival_rate": 4.0, "requests": 10})
+    rc, _, err = _run_cfg(run_cli, tmp_path, cfg)
+    assert rc == 3
+    assert "workload.arrival_rate" in _one_line(err)
