@@ -35,10 +35,6 @@ class LinkSpec:
         """A direct GPU-to-GPU wire (NVLink): peer-to-peer by construction."""
         return self.kind == "nvlink"
 
-    @property
-    def is_network(self) -> bool:
-        return self.kind in ("ethernet", "thunderbolt", "infiniband")
-
     @classmethod
     def from_entry(cls, e: Entry) -> LinkSpec:
         hs_lat = e.value("host_staged_latency_us", None)

@@ -27,9 +27,7 @@ class EngineProfile:
     id: str
     name: str
     params: dict[str, Any]
-    units: dict[str, str]
     calibrated_from: str | None = None
-    param_sources: dict[str, str] = field(default_factory=dict)
     # metric -> (p10, p90) of simulated / measured with each GPU left out of the fit
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -65,14 +63,8 @@ class EngineProfile:
 
 
 def _from_entry(e: Entry) -> EngineProfile:
-    params: dict[str, Any] = {}
-    units: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    for key, fig in e.figures.items():
-        params[key] = fig.value
-        units[key] = str(fig.extra.get("unit", ""))
-        sources[key] = fig.source.key
-    return EngineProfile(id=e.id, name=e.name, params=params, units=units, param_sources=sources)
+    """Parameter values only; their units, sources and notes stay on the catalogue entry."""
+    return EngineProfile(id=e.id, name=e.name, params={k: f.value for k, f in e.figures.items()})
 
 
 def _calibrated(
