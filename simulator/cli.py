@@ -61,6 +61,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="fit only this profile (default: every profile with measured rows)",
     )
+    sw = sub.add_parser("sweep", help="run one config over a grid of values, in parallel")
+    sw.add_argument("--config", required=True, metavar="FILE")
+    sw.add_argument(
+        "--vary",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2,...",
+        help="a config key and its values (TOML syntax); several --vary make a cartesian grid",
+    )
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sw.add_argument(
+        "--out", required=True, metavar="FILE", help="runs.csv (or .parquet, needs pyarrow)"
+    )
+    sw.add_argument(
+        "--jobs", type=int, default=None, metavar="N", help="processes (default: every core)"
+    )
     lst = sub.add_parser("list", help="print a catalogue with sources")
     lst.add_argument("kind", choices=LIST_KINDS)
     lst.add_argument("--json", action="store_true")
@@ -193,6 +209,52 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _SweepProgress:
+    """A plain-text progress bar on stderr: redrawn in place on a terminal, otherwise one
+    line per tenth of the grid."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last_draw_s = -1.0
+        self.last_tenth = -1
+
+    def __call__(self, done: int, total: int, ran: int, elapsed_s: float) -> None:
+        tenth = done * 10 // max(total, 1)
+        if self.tty:
+            if done < total and elapsed_s - self.last_draw_s < 0.1:
+                return
+        elif tenth == self.last_tenth and done < total:
+            return
+        self.last_draw_s, self.last_tenth = elapsed_s, tenth
+        filled = self.WIDTH * done // max(total, 1)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        rate = ran / elapsed_s if elapsed_s > 0 and ran else 0.0
+        eta = f", ~{(total - done) / rate:.0f} s left" if rate and done < total else ""
+        text = f"sweep: [{bar}] {done}/{total} ({rate:.1f} configs/s{eta})"
+        if self.tty:
+            end = "\n" if done >= total else ""
+            print(f"\r{text}\033[K", end=end, file=sys.stderr, flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from simulator import sweep
+
+    plan = sweep.make_plan(args.config, args.vary, args.set)
+    s = sweep.run(plan, args.out, jobs=args.jobs, progress=_SweepProgress())
+    counts = ", ".join(f"{s.statuses[k]} {k}" for k in sweep.STATUSES if s.statuses[k])
+    print(
+        f"sweep: {s.total} rows in {s.path} ({s.ran} run now"
+        f"{': ' + counts if counts else ''}; {s.already} were already there) "
+        f"in {s.elapsed_s:.1f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -204,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "calibrate":
             return cmd_calibrate(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
     except ConfigError as err:
         return _emit_error(err)
     except SimError as err:

@@ -540,3 +540,9 @@ def check_runnable(cfg: RunConfig) -> None:
             f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "
             f"{m.id}'s maximum context of {m.max_context_tokens:,}"
         )
+
+
+def check_types(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Type- and range-check every key of ``raw`` without resolving catalogue ids or checking
+    how keys combine (``sim sweep`` checks each ``--vary`` value with it before running)."""
+    return _check_keys(raw)

@@ -1,0 +1,569 @@
+"""``sim sweep``: one config over the cartesian product of ``--vary`` lists, in parallel.
+
+Each finished run becomes one CSV row, appended with a single ``write`` and an ``fsync``, so a
+sweep killed at any moment keeps every row it finished. A kill can only cut the row being
+written; that partial last line lacks its newline, and the next run of the same command drops
+it, keeps every complete row and runs only the grid points still missing. When every point is
+done the file is rewritten (temporary file, ``fsync``, rename) in grid order, so the same
+command always leaves the same file.
+
+A row names its grid point by the varied values' TOML text (one column per varied key, named by
+its dotted path) and carries a hash of the base config (``--config`` plus ``--set``, without the
+varied keys): a file written from another base config is refused rather than silently mixed.
+
+Bad input fails before anything runs: an unknown key, a value of the wrong type or an unknown
+catalogue id is a one-line :class:`ConfigError` (exit 2). A grid point whose values are each
+valid but do not go together (tensor x pipeline != GPUs), that cannot run or does not fit is a
+row like any other, with ``fits`` false, a ``status`` and the ``reason``.
+
+Pure of printing: progress goes to a callback (the CLI draws the bar).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import fcntl
+import hashlib
+import importlib.util
+import io
+import itertools
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simulator import config as config_mod
+from simulator import hardware, links, model, profiles
+from simulator.errors import CannotRun, ConfigError, choices_hint
+from simulator.result import METRIC_KEYS, evaluate
+
+# Every metric of the result object, in a fixed order (a test holds this equal to what
+# ``evaluate`` returns, so a new metric cannot silently miss the table).
+METRIC_COLUMNS: tuple[str, ...] = (
+    *METRIC_KEYS,
+    "decode_tok_s_low",
+    "decode_tok_s_high",
+    "prefill_tok_s_low",
+    "prefill_tok_s_high",
+    "makespan_s",
+    "prefill_time_s",
+    "decode_time_s",
+    "simulated_events",
+)
+RESULT_COLUMNS = ("fits", "reason", "status")
+EXTRA_COLUMNS = (
+    "ceiling_decode_tok_s",
+    "bottleneck",
+    "min_free_gb",
+    "host_weights_gb",
+    "base_config_sha256",
+)
+STATUSES = ("ok", "does-not-fit", "cannot-run", "invalid")
+
+# Keys whose values are catalogue ids: checked up front so a typo fails before the sweep runs.
+_ID_CHECKS: dict[str, Callable[[Any], object]] = {
+    "hardware.gpus": lambda v: [hardware.gpu(g, "hardware.gpus") for g in v],
+    "hardware.gpu_link": lambda v: links.link(v, "hardware.gpu_link"),
+    "hardware.node_link": lambda v: links.link(v, "hardware.node_link"),
+    "hardware.host_memory": lambda v: hardware.host_memory(v, "hardware.host_memory"),
+    "model.name": lambda v: model.model(v, "model.name"),
+    "model.quant": lambda v: model.quant(v, "model.quant"),
+    "engine.profile": lambda v: profiles.profile(v, "engine.profile"),
+    "engine.kv_cache_dtype": lambda v: _check_choice(
+        "engine.kv_cache_dtype", v, config_mod.KV_CACHE_DTYPES
+    ),
+}
+
+
+def _check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r}; valid choices: {', '.join(choices)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing --vary
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One ``--vary KEY=V1,V2,...``: a dotted config key and its values (TOML-parsed)."""
+
+    key: str
+    values: tuple[Any, ...]
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return tuple(value_text(v) for v in self.values)
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``V1,V2,...`` at the commas outside brackets and quotes (``[1, 1],[1.2, 1]``)."""
+    items: list[str] = []
+    depth, quote, start = 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i].strip())
+            start = i + 1
+    items.append(text[start:].strip())
+    return items
+
+
+def parse_vary(text: str) -> Axis:
+    """``KEY=V1,V2,...`` -> :class:`Axis`; each value parsed like ``--set`` (TOML syntax)."""
+    if "=" not in text:
+        raise ConfigError(
+            f"--vary {text!r}: expected KEY=V1,V2,..., e.g. workload.context_tokens=0,4096,32768"
+        )
+    key, _, rhs = text.partition("=")
+    key = key.strip()
+    if key not in config_mod.all_keys():
+        raise ConfigError(
+            f"--vary: unknown key '{key}'; {choices_hint(key, config_mod.all_keys())}"
+        )
+    items = split_values(rhs)
+    if any(not item for item in items):
+        raise ConfigError(f"--vary {text!r}: an empty value; separate values with single commas")
+    values = tuple(config_mod.parse_override(f"{key}={item}")[1] for item in items)
+    texts = [value_text(v) for v in values]
+    dup = next((t for t, n in Counter(texts).items() if n > 1), None)
+    if dup is not None:
+        raise ConfigError(f"--vary {key}: value {dup} is listed twice")
+    return Axis(key, values)
+
+
+def value_text(value: Any) -> str:
+    """A value as TOML text (strings bare at the top level): the key columns' content."""
+    if isinstance(value, str):
+        return value
+    return _toml(value)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: base config, axes, columns
+
+
+def _set(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def _without(raw: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(raw))
+    for key in keys:
+        parts = key.split(".")
+        node: Any = out
+        for p in parts[:-1]:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated sweep: the base config (after ``--set``) and the axes to vary."""
+
+    base: dict[str, Any]
+    axes: tuple[Axis, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(a.key for a in self.axes)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.keys, *RESULT_COLUMNS, *METRIC_COLUMNS, *EXTRA_COLUMNS)
+
+    @property
+    def base_sha256(self) -> str:
+        """Hash of the base config without its name and the varied keys (what rows depend on)."""
+        body = _without(self.base, (*self.keys, "name"))
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    def points(self) -> list[tuple[Any, ...]]:
+        """Every grid point, in order (the last axis varies fastest)."""
+        return list(itertools.product(*(a.values for a in self.axes)))
+
+    def __len__(self) -> int:
+        n = 1
+        for a in self.axes:
+            n *= len(a.values)
+        return n
+
+
+def make_plan(config_path: str | Path, varies: Sequence[str], sets: Sequence[str] = ()) -> Plan:
+    """Read the base config, parse and check every ``--vary`` value (ConfigError on bad input)."""
+    raw = config_mod.apply_overrides(config_mod.load_file(config_path), list(sets))
+    if raw.get("name") is None:
+        raw["name"] = Path(config_path).stem
+    if not varies:
+        raise ConfigError("--vary: give at least one KEY=V1,V2,...")
+    axes = tuple(parse_vary(v) for v in varies)
+    seen = Counter(a.key for a in axes)
+    twice = next((k for k, n in seen.items() if n > 1), None)
+    if twice is not None:
+        raise ConfigError(f"--vary {twice}: given twice; list all its values in one --vary")
+    plan = Plan(base=raw, axes=axes)
+    _check_values(plan)
+    return plan
+
+
+def _check_values(plan: Plan) -> None:
+    """Each value alone must be of the right type and range and name a known id; how values
+    combine is judged when each point runs (rows with status ``invalid``)."""
+    for axis in plan.axes:
+        for value, text in zip(axis.values, axis.texts, strict=True):
+            raw = copy.deepcopy(plan.base)
+            _set(raw, axis.key, value)
+            try:
+                try:
+                    config_mod.check_types(raw)
+                except ConfigError as err:
+                    if str(err).startswith(f"{axis.key}:"):
+                        raise
+                check = _ID_CHECKS.get(axis.key)
+                if check is not None:
+                    check(value)
+            except ConfigError as err:
+                raise ConfigError(f"--vary {axis.key}={text}: {err}") from err
+    first = copy.deepcopy(plan.base)
+    for axis in plan.axes:
+        _set(first, axis.key, axis.values[0])
+    config_mod.check_types(first)  # what is left wrong is the base config's own
+
+
+# ---------------------------------------------------------------------------------------------
+# One grid point -> one row
+
+
+def evaluate_point(
+    base: Mapping[str, Any], keys: Sequence[str], values: Sequence[Any]
+) -> dict[str, Any]:
+    """Run one grid point; every outcome (ok, does not fit, cannot run, invalid) is a row."""
+    raw = copy.deepcopy(dict(base))
+    for key, value in zip(keys, values, strict=True):
+        _set(raw, key, value)
+    row: dict[str, Any] = {k: value_text(v) for k, v in zip(keys, values, strict=True)}
+    try:
+        result = evaluate(config_mod.resolve(raw))
+    except ConfigError as err:
+        return row | {"fits": False, "reason": str(err), "status": "invalid"}
+    except CannotRun as err:
+        return row | {"fits": False, "reason": str(err), "status": "cannot-run"}
+    metrics = result["metrics"]
+    row |= {
+        "fits": result["fits"],
+        "reason": result["reason"],
+        "status": "ok" if result["fits"] else "does-not-fit",
+    }
+    row |= {k: metrics.get(k) for k in METRIC_COLUMNS}
+    row |= {
+        "ceiling_decode_tok_s": result["bound"]["ceiling_decode_tok_s"],
+        "bottleneck": result["bound"]["bottleneck"],
+        "min_free_gb": min((d["free_gb"] for d in result["memory"]), default=None),
+        "host_weights_gb": result["host_weights_gb"],
+    }
+    return row
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v).replace("\r", " ").replace("\n", " ")
+
+
+def csv_line(columns: Sequence[str], row: Mapping[str, Any]) -> str:
+    """One CSV line (ending in a newline, none inside) for ``row``."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([_cell(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# The file: resume, append durably, finish in grid order
+
+
+@dataclass
+class Summary:
+    """What a sweep did."""
+
+    path: Path
+    total: int  # grid points
+    already: int  # found finished in the file
+    ran: int  # run by this call
+    statuses: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+    complete: bool = False
+
+
+Progress = Callable[[int, int, int, float], None]  # (done, total, ran now, elapsed s)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path)
+
+
+class _Journal:
+    """The CSV rows are appended to: locked, partial last line dropped, rows parsed."""
+
+    def __init__(self, path: Path, plan: Plan):
+        self.path = path
+        self.plan = plan
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            os.close(self.fd)
+            raise ConfigError(f"--out {path}: another sweep is writing this file") from err
+        self.lines: list[str] = []  # complete data lines, as written
+        self.rows: list[list[str]] = []
+        try:
+            self._load()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        cut = data.rfind(b"\n")
+        if cut + 1 != len(data):  # a partial last line (killed mid-write): drop it
+            os.ftruncate(self.fd, cut + 1)
+            data = data[: cut + 1]
+        columns = list(self.plan.columns)
+        if not data:
+            self.append(csv_line(columns, dict(zip(columns, columns, strict=True))))
+            return
+        lines = data.decode().splitlines(keepends=True)
+        header = next(csv.reader([lines[0]]))
+        if header != columns:
+            raise ConfigError(
+                f"--out {self.path}: holds another sweep (its columns start "
+                f"{', '.join(header[:4])}, ...; this one's start {', '.join(columns[:4])}, ...); "
+                "use another --out or remove the file"
+            )
+        sha_col = columns.index("base_config_sha256")
+        for number, line in enumerate(lines[1:], start=2):
+            cells = next(csv.reader([line]))
+            if len(cells) != len(columns):
+                raise ConfigError(
+                    f"--out {self.path}: line {number} has {len(cells)} fields, expected "
+                    f"{len(columns)}; not a file this sweep wrote"
+                )
+            if cells[sha_col] != self.plan.base_sha256:
+                raise ConfigError(
+                    f"--out {self.path}: line {number} was computed from another base config "
+                    f"(sha256 {cells[sha_col]}, now {self.plan.base_sha256}); use another --out "
+                    "or remove the file"
+                )
+            self.lines.append(line)
+            self.rows.append(cells)
+
+    def append(self, line: str) -> None:
+        """One write, then fsync: the row is on disk before the next one is considered."""
+        data = line.encode()
+        written = os.write(self.fd, data)
+        while written < len(data):  # regular files write fully; be safe anyway
+            written += os.write(self.fd, data[written:])
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _key_of(cells: Sequence[str], n_keys: int) -> tuple[str, ...]:
+    return tuple(cells[:n_keys])
+
+
+def parquet_available() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def run(
+    plan: Plan,
+    out: str | Path,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> Summary:
+    """Run every grid point not yet in ``out``; append rows as they finish; finish in order.
+
+    ``out`` ending in ``.parquet`` needs pyarrow: rows go to ``<out>.partial.csv`` while the
+    sweep runs and the parquet file is written (atomically) when every point is done.
+    """
+    out_path = Path(out)
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: must be >= 1")
+    parquet = out_path.suffix == ".parquet"
+    if parquet and not parquet_available():
+        raise ConfigError(
+            f"--out {out_path}: writing parquet needs pyarrow, which is not installed; "
+            "pip install pyarrow, or give a .csv file"
+        )
+    journal_path = out_path.with_name(out_path.name + ".partial.csv") if parquet else out_path
+    t0 = time.perf_counter()
+    journal = _Journal(journal_path, plan)
+    try:
+        n_keys = len(plan.keys)
+        done: set[tuple[str, ...]] = {_key_of(c, n_keys) for c in journal.rows}
+        if parquet and out_path.exists():
+            done |= _parquet_keys(out_path, plan)
+        points = plan.points()
+        todo = [p for p in points if tuple(value_text(v) for v in p) not in done]
+        summary = Summary(path=out_path, total=len(points), already=len(points) - len(todo), ran=0)
+        columns = plan.columns
+        sha = plan.base_sha256
+
+        def finished(row: dict[str, Any]) -> None:
+            row["base_config_sha256"] = sha
+            journal.append(csv_line(columns, row))
+            summary.ran += 1
+            summary.statuses[row["status"]] += 1
+            if progress is not None:
+                progress(
+                    summary.already + summary.ran,
+                    summary.total,
+                    summary.ran,
+                    time.perf_counter() - t0,
+                )
+
+        if progress is not None:
+            progress(summary.already, summary.total, 0, time.perf_counter() - t0)
+        _execute(plan, todo, jobs, finished)
+        summary.complete = True
+        if parquet:
+            _finish_parquet(out_path, journal_path, plan)
+        else:
+            _finish_csv(out_path, journal, plan)
+    finally:
+        journal.close()
+    summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+def _execute(
+    plan: Plan,
+    todo: list[tuple[Any, ...]],
+    jobs: int,
+    finished: Callable[[dict[str, Any]], None],
+) -> None:
+    keys = plan.keys
+    if jobs == 1 or len(todo) <= 1:
+        for point in todo:
+            finished(evaluate_point(plan.base, keys, point))
+        return
+    ex = ProcessPoolExecutor(max_workers=min(jobs, len(todo)))
+    try:
+        futures: list[Future[dict[str, Any]]] = [
+            ex.submit(evaluate_point, plan.base, keys, point) for point in todo
+        ]
+        for fut in as_completed(futures):
+            finished(fut.result())
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _ordered_lines(journal: _Journal, plan: Plan) -> list[str]:
+    """The journal's rows in grid order; rows of points outside this grid (an earlier, wider
+    sweep) follow in file order; a repeated point keeps its first row."""
+    n_keys = len(plan.keys)
+    by_key: dict[tuple[str, ...], str] = {}
+    for cells, line in zip(journal.rows, journal.lines, strict=True):
+        by_key.setdefault(_key_of(cells, n_keys), line)
+    grid = [tuple(value_text(v) for v in p) for p in plan.points()]
+    in_grid = set(grid)
+    ordered = [by_key[k] for k in grid if k in by_key]
+    ordered += [line for k, line in by_key.items() if k not in in_grid]
+    return ordered
+
+
+def _finish_csv(out_path: Path, journal: _Journal, plan: Plan) -> None:
+    journal.rows, journal.lines = [], []
+    journal._load()  # re-read what is on disk, rows of this run included
+    header = csv_line(plan.columns, dict(zip(plan.columns, plan.columns, strict=True)))
+    body = "".join(_ordered_lines(journal, plan))
+    _replace_durably(out_path, (header + body).encode())
+
+
+def _parquet_keys(path: Path, plan: Plan) -> set[tuple[str, ...]]:
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    if list(df.columns) != list(plan.columns):
+        raise ConfigError(f"--out {path}: holds another sweep; use another --out or remove it")
+    shas = set(df["base_config_sha256"].astype(str))
+    if shas - {plan.base_sha256}:
+        raise ConfigError(
+            f"--out {path}: was computed from another base config; use another --out or "
+            "remove the file"
+        )
+    return {tuple(str(x) for x in r) for r in df[list(plan.keys)].itertuples(index=False)}
+
+
+def _finish_parquet(out_path: Path, journal_path: Path, plan: Plan) -> None:
+    import pandas as pd
+
+    as_text = {k: str for k in (*plan.keys, "reason", "status", "bottleneck", "base_config_sha256")}
+    new = pd.read_csv(journal_path, dtype=as_text, keep_default_na=False, na_values=[""])
+    frames = [new]
+    if out_path.exists():
+        frames.insert(0, pd.read_parquet(out_path))
+    df = pd.concat(frames, ignore_index=True).drop_duplicates(list(plan.keys), keep="first")
+    grid = {tuple(value_text(v) for v in p): i for i, p in enumerate(plan.points())}
+    order = [grid.get(tuple(str(x) for x in r), len(grid)) for r in df[list(plan.keys)].values]
+    df = df.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    _replace_durably(out_path, buf.getvalue())
+    journal_path.unlink()
