@@ -138,12 +138,7 @@ def parse_vary(text: str) -> Axis:
     items = split_values(rhs)
     if any(not item for item in items):
         raise ConfigError(f"--vary {text!r}: an empty value; separate values with single commas")
-    values = tuple(config_mod.parse_override(f"{key}={item}")[1] for item in items)
-    texts = [value_text(v) for v in values]
-    dup = next((t for t, n in Counter(texts).items() if n > 1), None)
-    if dup is not None:
-        raise ConfigError(f"--vary {key}: value {dup} is listed twice")
-    return Axis(key, values)
+    return Axis(key, tuple(config_mod.parse_override(f"{key}={item}")[1] for item in items))
 
 
 def value_text(value: Any) -> str:
@@ -228,12 +223,33 @@ def make_plan(config_path: str | Path, varies: Sequence[str], sets: Sequence[str
         raw["name"] = Path(config_path).stem
     if not varies:
         raise ConfigError("--vary: give at least one KEY=V1,V2,...")
-    axes = tuple(parse_vary(v) for v in varies)
-    seen = Counter(a.key for a in axes)
+    return _checked(Plan(base=raw, axes=tuple(parse_vary(v) for v in varies)))
+
+
+def plan_from(base: Mapping[str, Any], vary: Mapping[str, Sequence[Any]]) -> Plan:
+    """A plan from a config mapping and ``{dotted key: values}`` (for experiments and
+    notebooks), checked like ``--vary``."""
+    axes = []
+    for key, values in vary.items():
+        if key not in config_mod.all_keys():
+            raise ConfigError(
+                f"--vary: unknown key '{key}'; {choices_hint(key, config_mod.all_keys())}"
+            )
+        if not values:
+            raise ConfigError(f"--vary {key}: no values")
+        axes.append(Axis(key, tuple(values)))
+    return _checked(Plan(base=copy.deepcopy(dict(base)), axes=tuple(axes)))
+
+
+def _checked(plan: Plan) -> Plan:
+    seen = Counter(a.key for a in plan.axes)
     twice = next((k for k, n in seen.items() if n > 1), None)
     if twice is not None:
         raise ConfigError(f"--vary {twice}: given twice; list all its values in one --vary")
-    plan = Plan(base=raw, axes=axes)
+    for axis in plan.axes:
+        dup = next((t for t, n in Counter(axis.texts).items() if n > 1), None)
+        if dup is not None:
+            raise ConfigError(f"--vary {axis.key}: value {dup} is listed twice")
     _check_values(plan)
     return plan
 
@@ -490,6 +506,21 @@ def run(
         journal.close()
     summary.elapsed_s = time.perf_counter() - t0
     return summary
+
+
+def run_rows(plan: Plan, jobs: int | None = 1) -> list[dict[str, Any]]:
+    """Every grid point's row, in grid order, without a file (experiments, notebooks)."""
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    points = plan.points()
+    index = {tuple(value_text(v) for v in p): i for i, p in enumerate(points)}
+    rows: list[dict[str, Any] | None] = [None] * len(points)
+
+    def finished(row: dict[str, Any]) -> None:
+        row["base_config_sha256"] = plan.base_sha256
+        rows[index[tuple(row[k] for k in plan.keys)]] = row
+
+    _execute(plan, points, jobs, finished)
+    return [r for r in rows if r is not None]
 
 
 def _execute(

@@ -64,7 +64,6 @@ def test_vary_values_parse_like_set_and_print_back_as_toml() -> None:
         ),
         ("workload.context_tokens", "expected KEY=V1,V2,..."),
         ("workload.context_tokens=1,,2", "an empty value"),
-        ("workload.context_tokens=0,0", "value 0 is listed twice"),
     ],
 )
 def test_bad_vary_is_a_one_line_error(vary: str, message: str) -> None:
@@ -97,11 +96,25 @@ def test_every_value_is_checked_before_anything_runs(
     assert str(info.value).startswith(message)
 
 
-def test_a_key_varied_twice_is_refused(tmp_path: Path) -> None:
+def test_a_key_varied_twice_or_a_value_listed_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="given twice"):
         sweep.make_plan(
             _config(tmp_path), ["workload.context_tokens=0", "workload.context_tokens=1"]
         )
+    with pytest.raises(ConfigError, match="value 0 is listed twice"):
+        sweep.make_plan(_config(tmp_path), ["workload.context_tokens=0,0"])
+    with pytest.raises(ConfigError, match=r"value \[1, 1\] is listed twice"):
+        sweep.plan_from(minimal_config(), {"parallel.layer_split": [[1, 1], [1, 1]]})
+
+
+def test_rows_in_memory_equal_the_file_rows(tmp_path: Path) -> None:
+    plan = sweep.plan_from(
+        minimal_config(workload={"output_tokens": 4}),
+        {"workload.context_tokens": [0, 512], "model.quant": ["Q4_K_M", "Q2_K"]},
+    )
+    sweep.run(plan, tmp_path / "runs.csv", jobs=1)
+    lines = (tmp_path / "runs.csv").read_text().splitlines(keepends=True)[1:]
+    assert [sweep.csv_line(plan.columns, r) for r in sweep.run_rows(plan, jobs=2)] == lines
 
 
 # --- rows ------------------------------------------------------------------------------------
