@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/dual4090_pcie4.toml
 PY_DIRS := $(wildcard simulator tests calibration experiments benchmarks)
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench experiments clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# every experiments/<name>/run.py: its tables, plots and the numbers in its README
+EXPERIMENTS := $(patsubst experiments/%/run.py,%,$(wildcard experiments/*/run.py))
+experiments: $(STAMP)
+	@for e in $(EXPERIMENTS); do echo "== experiments/$$e"; \
+	  $(BIN)/python -m experiments.$$e.run || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""What-if experiments: one folder per question (see README.md in each)."""
