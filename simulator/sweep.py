@@ -30,6 +30,7 @@ import io
 import itertools
 import json
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -534,7 +535,7 @@ def _execute(
         for point in todo:
             finished(evaluate_point(plan.base, keys, point))
         return
-    ex = ProcessPoolExecutor(max_workers=min(jobs, len(todo)))
+    ex = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), initializer=_ignore_sigint)
     try:
         futures: list[Future[dict[str, Any]]] = [
             ex.submit(evaluate_point, plan.base, keys, point) for point in todo
@@ -543,6 +544,11 @@ def _execute(
             finished(fut.result())
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which stops submitting and keeps finished rows."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _ordered_lines(journal: _Journal, plan: Plan) -> list[str]:
