@@ -99,6 +99,42 @@ def scaling_gpus() -> list[str]:
     return [*lines, ""]
 
 
+def scaling_requests() -> list[str]:
+    lines = [
+        "## Serving: wall time vs requests (4x RTX 3090 PCIe, vLLM TP4, Llama 3.3 70B AWQ,",
+        "64 closed-loop users, lognormal lengths around 512 prompt / 256 output tokens)",
+        "",
+        "| requests | iterations | wall (s) | requests/s of wall | wall per request vs 1,000 |",
+        "|---|---|---|---|---|",
+    ]
+    base = None
+    for n in (1000, 2500, 5000, 10000):
+        cfg = cfgmod.load(
+            ROOT / "configs" / "quad3090_tp4_vllm.toml",
+            [
+                f"workload.requests={n}",
+                "workload.concurrency=64",
+                "workload.prompt_tokens=512",
+                "workload.output_tokens=256",
+                'workload.length_distribution="lognormal"',
+                "workload.length_spread=0.5",
+            ],
+        )
+        holder: dict[str, int] = {}
+
+        def go(cfg: cfgmod.RunConfig = cfg, holder: dict[str, int] = holder) -> None:
+            holder["iterations"] = simulate(cfg).iterations
+
+        t = wall(go, repeat=1)
+        base = base or t / n
+        lines.append(
+            f"| {n:,} | {holder['iterations']:,} | {t:.2f} | {n / t:,.0f} | {t / n / base:.2f}x |"
+        )
+    lines.append("")
+    lines.append("Target: 10,000 requests in under 10 s, growing about linearly.")
+    return [*lines, ""]
+
+
 def main() -> int:
     out = [
         "# Benchmarks",
@@ -108,7 +144,7 @@ def main() -> int:
         "each scaling table should stay near or below 1.",
         "",
     ]
-    out += process_time() + scaling_tokens() + scaling_gpus()
+    out += process_time() + scaling_tokens() + scaling_gpus() + scaling_requests()
     text = "\n".join(out)
     print(text)
     write_atomic(ROOT / "docs" / "benchmarks.md", text + "\n")
