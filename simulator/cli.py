@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="fit only this profile (default: every profile with measured rows)",
     )
+    clm = sub.add_parser("claims", help="fact-check the guides' claims (published_claims.csv)")
+    clm.add_argument("--json", action="store_true", help="a JSON list, one object per claim")
     lst = sub.add_parser("list", help="print a catalogue with sources")
     lst.add_argument("kind", choices=LIST_KINDS)
     lst.add_argument("--json", action="store_true")
@@ -193,6 +195,36 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claims_table(results: Sequence[Any]) -> str:
+    """The fact-check as text, grouped by guide."""
+    from simulator import claims
+
+    lines = []
+    for source, rows in claims.by_source(results).items():
+        counts = claims.verdict_counts(rows)
+        summary = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        lines.append(f"== {source}: {len(rows)} claims ({summary})")
+        for r in rows:
+            quote = r.claim.quote if len(r.claim.quote) <= 90 else r.claim.quote[:87] + "..."
+            lines.append(f"  {r.claim.id:<11} {r.verdict:<13} {quote}")
+            lines.append(f"  {'':<11} {'':<13} {r.explanation}")
+        lines.append("")
+    total = claims.verdict_counts(results)
+    lines.append(f"{len(results)} claims: " + ", ".join(f"{k} {v}" for k, v in total.items() if v))
+    return "\n".join(lines)
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from simulator import claims
+
+    results = claims.evaluate_claims()
+    if args.json:
+        print(json.dumps([r.as_json() for r in results], indent=1))
+    else:
+        print(_claims_table(results))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -204,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "calibrate":
             return cmd_calibrate(args)
+        if args.command == "claims":
+            return cmd_claims(args)
     except ConfigError as err:
         return _emit_error(err)
     except SimError as err:
