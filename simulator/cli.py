@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="fit only this profile (default: every profile with measured rows)",
     )
+    cal.add_argument(
+        "--report",
+        action="store_true",
+        help="also regenerate calibration/report.md and its figures (fit, errors, claims)",
+    )
     clm = sub.add_parser("claims", help="fact-check the guides' claims (published_claims.csv)")
     clm.add_argument("--json", action="store_true", help="a JSON list, one object per claim")
     lst = sub.add_parser("list", help="print a catalogue with sources")
@@ -167,11 +172,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"{', '.join(calibrate.FITTED)}"
         )
     today = datetime.date.today().isoformat()
+    fitted = []
     for pid in ids:
         fit = calibrate.fit_profile(pid)
         cv = calibrate.cross_validate(pid)
         ranges = calibrate.ranges_from_cv(cv)
         path = calibrate.write_params(fit, today, ranges)
+        fitted.append((fit, cv, ranges))
         s = calibrate.summary(fit)
         print(f"== {pid}: {len(fit.rows)} rows -> {path}")
         for name, v in s["parameters"].items():
@@ -192,6 +199,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "  prediction ranges (simulated/measured, p10..p90): "
             + ", ".join(f"{k} {lo:.2f}..{hi:.2f}" for k, (lo, hi) in ranges.items())
         )
+    if args.report:
+        from simulator import claims, profiles, report
+
+        profiles.profile.cache_clear()  # the claims use the parameters just written
+        written = report.write_report(fitted, claims.evaluate_claims())
+        print(f"report: {written[0]} and {len(written) - 1} figures")
     return 0
 
 

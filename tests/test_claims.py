@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -265,6 +266,14 @@ def test_synthetic_claims_through_the_dispatcher() -> None:
     assert claims.evaluate_claim(off, ev).verdict == UNVERIFIABLE
     with pytest.raises(DataError):
         claims.evaluate_claim(_claim(unit="GB"), ev)
+
+
+def test_committed_report_covers_every_claim() -> None:
+    report = (ROOT / "calibration" / "report.md").read_text(encoding="utf-8")
+    for c in claims.load_claims():
+        assert f"| {c.id}" in report, f"{c.id}: rerun sim calibrate --report"
+    for ref in Path(ROOT / "calibration").glob("figures/*.png"):
+        assert f"figures/{ref.name}" in report
 
 
 def test_a_broken_mapping_names_the_row_and_a_setup_that_cannot_run_is_a_verdict() -> None:
