@@ -105,6 +105,20 @@ def write_atomic(path: str | Path, text: str) -> None:
         raise
 
 
+def write_atomic_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename (figures)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_trace(path: str | Path, out: SimOutput, name: str) -> None:
     write_atomic(path, json.dumps(chrome_trace(out, name)))
 
