@@ -758,7 +758,7 @@ def _allreduces(ev: Evaluator, c: Claim) -> ClaimResult:
         return _unverifiable(c, f"{c.config} has no tensor parallelism: no all-reduces")
     coster = StageCoster(cfg, run.placement)
     per_rank = ring_bytes_per_rank(cfg.model.hidden_size * ACTIVATION_BYTES, cfg.tensor)
-    sent = sum(coster.stage(st, 1, 0, 1, 1).allreduce_bytes for st in run.placement.stages(0))
+    sent = sum(coster.stage(st, ((1, 0, 1),), 1).allreduce_bytes for st in run.placement.stages(0))
     v = sent / per_rank
     what = f"all-reduces per decoded token ({cfg.model.layers} layers, tensor {cfg.tensor})"
     # a count of operations: exact; more all-reduces per token is worse
