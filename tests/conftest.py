@@ -71,6 +71,24 @@ def run_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     return _run
 
 
+def evaluate_if_it_runs(raw: dict[str, Any]) -> tuple[RunConfig, dict[str, Any]]:
+    """Resolve and evaluate a generated config; Hypothesis discards those that cannot run."""
+    from hypothesis import assume
+
+    from simulator import config as cfgmod
+    from simulator.errors import CannotRun
+    from simulator.result import evaluate
+
+    try:
+        cfg = cfgmod.resolve(raw)
+    except CannotRun:
+        assume(False)
+        raise
+    res = evaluate(cfg)
+    assume(res["fits"])
+    return cfg, res
+
+
 def assert_physical_invariants(cfg: RunConfig, result: dict[str, Any]) -> None:
     """What every run must satisfy: under the ceiling, tokens conserved, causal, deterministic."""
     from simulator.bound import ceiling

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator import config as cfgmod
@@ -17,7 +17,7 @@ from simulator.engine import simulate
 from simulator.errors import CannotRun
 from simulator.result import evaluate
 from simulator.scheduler import Scheduler, Sequence, Settings
-from tests.conftest import assert_physical_invariants, minimal_config
+from tests.conftest import assert_physical_invariants, evaluate_if_it_runs, minimal_config
 
 
 def _settings(**kw: Any) -> Settings:
@@ -182,13 +182,7 @@ def serving_configs(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=serving_configs())
 def test_random_serving_runs_respect_the_physics(raw: dict[str, Any]) -> None:
-    try:
-        cfg = cfgmod.resolve(raw)
-    except CannotRun:
-        assume(False)
-        raise
-    res = evaluate(cfg)
-    assume(res["fits"])
+    cfg, res = evaluate_if_it_runs(raw)
     assert_physical_invariants(cfg, res)
 
 
