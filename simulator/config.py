@@ -322,14 +322,12 @@ class RunConfig:
 
     @property
     def concurrent_sequences(self) -> int:
-        """Sequences whose KV cache is reserved at once on one replica: the slots of a
-        ``slots``/``static`` server; for ``continuous`` the sequences the closed loop keeps in
-        flight (an open loop needs room for one; the rest of memory is the paged pool)."""
-        per_replica = max(1, min(-(-self.concurrency // self.replicas), self.requests))
+        """Sequences whose KV cache is reserved up front on one replica: the slots of a
+        ``slots``/``static`` server. ``continuous`` reserves nothing per user: it needs room
+        for one sequence (vLLM checks max_model_len at start) and pages the rest of memory,
+        queueing or preempting when it runs out."""
         if self.scheduler == "continuous":
-            if self.open_loop:
-                return 1
-            return min(per_replica, self.max_num_seqs) if self.max_num_seqs else per_replica
+            return 1
         return max(1, self.max_num_seqs)
 
     @property
