@@ -103,6 +103,42 @@ def scaling_gpus() -> list[str]:
     return [*lines, ""]
 
 
+def scaling_requests() -> list[str]:
+    lines = [
+        "## Serving: wall time vs requests (4x RTX 3090 PCIe, vLLM TP4, Llama 3.3 70B AWQ,",
+        "64 closed-loop users, lognormal lengths around 512 prompt / 256 output tokens)",
+        "",
+        "| requests | iterations | wall (s) | requests/s of wall | wall per request vs 1,000 |",
+        "|---|---|---|---|---|",
+    ]
+    base = None
+    for n in (1000, 2500, 5000, 10000):
+        cfg = cfgmod.load(
+            ROOT / "configs" / "quad3090_tp4_vllm.toml",
+            [
+                f"workload.requests={n}",
+                "workload.concurrency=64",
+                "workload.prompt_tokens=512",
+                "workload.output_tokens=256",
+                'workload.length_distribution="lognormal"',
+                "workload.length_spread=0.5",
+            ],
+        )
+        holder: dict[str, int] = {}
+
+        def go(cfg: cfgmod.RunConfig = cfg, holder: dict[str, int] = holder) -> None:
+            holder["iterations"] = simulate(cfg).iterations
+
+        t = wall(go, repeat=1)
+        base = base or t / n
+        lines.append(
+            f"| {n:,} | {holder['iterations']:,} | {t:.2f} | {n / t:,.0f} | {t / n / base:.2f}x |"
+        )
+    lines.append("")
+    lines.append("Target: 10,000 requests in under 10 s, growing about linearly.")
+    return [*lines, ""]
+
+
 SWEEP_VARY = (
     "workload.context_tokens=" + ",".join(str(4096 * i) for i in range(10)),
     "hardware.gpu_link=pcie3-x4,pcie3-x8,pcie3-x16,pcie4-x4,pcie4-x8,pcie4-x16,"
@@ -151,7 +187,7 @@ def main() -> int:
         "each scaling table should stay near or below 1.",
         "",
     ]
-    out += process_time() + scaling_tokens() + scaling_gpus() + sweep_1000()
+    out += process_time() + scaling_tokens() + scaling_gpus() + scaling_requests() + sweep_1000()
     text = "\n".join(out)
     print(text)
     write_atomic(ROOT / "docs" / "benchmarks.md", text + "\n")

@@ -63,6 +63,18 @@ def test_tokens(test: str, depth: int) -> tuple[int, int, str]:
     raise ValueError(test)
 
 
+# ShareGPT prompts as vLLM's benchmark_serving sends them, with a Llama 3 tokenizer: 1000
+# prompts, 229,711 input tokens (vllm-project/vllm PR #18566, `vllm bench serve` on
+# Llama-3.1-8B-Instruct with the ShareGPT_Vicuna_unfiltered set). The serving rows give the
+# output tokens but not the input tokens; each request is simulated at these means.
+SHAREGPT_MEAN_PROMPT_TOKENS = round(229_711 / 1000)
+SHAREGPT_NOTE = (
+    "prompt tokens: ShareGPT mean 229.7 (229,711 input tokens / 1000 prompts, Llama 3 "
+    "tokenizer; https://github.com/vllm-project/vllm/pull/18566); output tokens: the row's "
+    "mean; lengths fixed at the means (the run's length distribution was not published)"
+)
+
+
 def build(src: Path) -> pd.DataFrame:
     d = pd.read_csv(src)
     rows = []
@@ -81,7 +93,13 @@ def build(src: Path) -> pd.DataFrame:
             out["profile"] = "vllm"
             qps = re.search(r"QPS=(\d+)", str(r["test"]))
             out["arrival_rate"] = float(qps.group(1)) if qps else None
-            out["prompt_tokens"], out["output_tokens"], out["context_tokens"] = (None, None, 0)
+            prompts = re.search(r"(\d+) prompts", str(r["test"]))
+            out["requests"] = int(prompts.group(1)) if prompts else None
+            mean_out = re.search(r"mean ([0-9.]+)", str(r["gen_tokens"]))
+            out["prompt_tokens"] = SHAREGPT_MEAN_PROMPT_TOKENS
+            out["output_tokens"] = round(float(mean_out.group(1))) if mean_out else None
+            out["context_tokens"] = 0
+            out["lengths_note"] = SHAREGPT_NOTE
             metric = str(r["metric"])
             out["metric_kind"] = {
                 "output tokens/s": "output_throughput_tok_s",
@@ -91,11 +109,14 @@ def build(src: Path) -> pd.DataFrame:
             scale = 1e-3 if metric.endswith("ms") else 1.0
             out["measured"] = float(r["value"]) * scale
             out["fit_excluded_reason"] = (
-                "serving workload: needs the continuous-batching scheduler (issue 4)"
+                "serving row: compared by tests/test_serving_measured.py; the vllm profile "
+                "is not fitted to it"
             )
         else:
             out["profile"] = "llama.cpp"
             out["arrival_rate"] = None
+            out["requests"] = 1
+            out["lengths_note"] = ""
             p, n, kind = test_tokens(str(r["test"]), int(r["context_depth"]))
             out["prompt_tokens"], out["output_tokens"] = p, n
             out["context_tokens"] = int(r["context_depth"])
@@ -124,6 +145,8 @@ def main(argv: list[str]) -> int:
         "output_tokens",
         "context_tokens",
         "arrival_rate",
+        "requests",
+        "lengths_note",
         "metric_kind",
         "measured",
         "suspect",

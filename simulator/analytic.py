@@ -40,11 +40,16 @@ class SingleStream:
 
 def applies(cfg: RunConfig) -> bool:
     """Whether the closed form reproduces the engine for ``cfg``."""
+    one_step_prompt = cfg.prompt_tokens <= cfg.max_num_batched_tokens or bool(
+        cfg.profile.get("merge_prefill")
+    )
     return (
         cfg.replicas == 1
         and cfg.requests == 1
         and cfg.concurrency == 1
+        and not cfg.open_loop
         and (cfg.tensor == 1 or cfg.pipeline == 1)
+        and one_step_prompt
     )
 
 
@@ -83,7 +88,7 @@ def single_stream(cfg: RunConfig, placement: Placement | None = None) -> SingleS
             if host_copy > 0:
                 steps.append(("host", host_copy))
             for s, st in enumerate(stages):
-                c = coster.stage(st, n, ctx, 1, logits)
+                c = coster.stage(st, ((n, ctx, 1),), logits)
                 steps.append((f"stage{s}", c.compute_s + c.allreduce_s))
                 if s + 1 < len(stages):
                     steps.append((f"hop{s}", hop_s(s, n)))
@@ -101,9 +106,9 @@ def single_stream(cfg: RunConfig, placement: Placement | None = None) -> SingleS
     hops = sum(hop_s(s, 1) for s in range(len(stages) - 1))
 
     def step(ctx: int) -> float:
-        t = coster.host_layers_s(1, ctx, 1) + hops + overhead
+        t = coster.host_layers_s(((1, ctx, 1),)) + hops + overhead
         for st in stages:
-            c = coster.stage(st, 1, ctx, 1, 1)
+            c = coster.stage(st, ((1, ctx, 1),), 1)
             t += c.compute_s + c.allreduce_s
         return t
 

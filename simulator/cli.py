@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="fit only this profile (default: every profile with measured rows)",
     )
+    cal.add_argument(
+        "--report",
+        action="store_true",
+        help="also regenerate calibration/report.md and its figures (fit, errors, claims)",
+    )
+    clm = sub.add_parser("claims", help="fact-check the guides' claims (published_claims.csv)")
+    clm.add_argument("--json", action="store_true", help="a JSON list, one object per claim")
     sw = sub.add_parser("sweep", help="run one config over a grid of values, in parallel")
     sw.add_argument("--config", required=True, metavar="FILE")
     sw.add_argument(
@@ -181,11 +188,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"{', '.join(calibrate.FITTED)}"
         )
     today = datetime.date.today().isoformat()
+    fitted = []
     for pid in ids:
         fit = calibrate.fit_profile(pid)
         cv = calibrate.cross_validate(pid)
         ranges = calibrate.ranges_from_cv(cv)
         path = calibrate.write_params(fit, today, ranges)
+        fitted.append((fit, cv, ranges))
         s = calibrate.summary(fit)
         print(f"== {pid}: {len(fit.rows)} rows -> {path}")
         for name, v in s["parameters"].items():
@@ -206,6 +215,42 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "  prediction ranges (simulated/measured, p10..p90): "
             + ", ".join(f"{k} {lo:.2f}..{hi:.2f}" for k, (lo, hi) in ranges.items())
         )
+    if args.report:
+        from simulator import claims, profiles, report
+
+        profiles.profile.cache_clear()  # the claims use the parameters just written
+        written = report.write_report(fitted, claims.evaluate_claims())
+        print(f"report: {written[0]} and {len(written) - 1} figures")
+    return 0
+
+
+def _claims_table(results: Sequence[Any]) -> str:
+    """The fact-check as text, grouped by guide."""
+    from simulator import claims
+
+    lines = []
+    for source, rows in claims.by_source(results).items():
+        counts = claims.verdict_counts(rows)
+        summary = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        lines.append(f"== {source}: {len(rows)} claims ({summary})")
+        for r in rows:
+            quote = r.claim.quote if len(r.claim.quote) <= 90 else r.claim.quote[:87] + "..."
+            lines.append(f"  {r.claim.id:<11} {r.verdict:<13} {quote}")
+            lines.append(f"  {'':<11} {'':<13} {r.explanation}")
+        lines.append("")
+    total = claims.verdict_counts(results)
+    lines.append(f"{len(results)} claims: " + ", ".join(f"{k} {v}" for k, v in total.items() if v))
+    return "\n".join(lines)
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from simulator import claims
+
+    results = claims.evaluate_claims()
+    if args.json:
+        print(json.dumps([r.as_json() for r in results], indent=1))
+    else:
+        print(_claims_table(results))
     return 0
 
 
@@ -268,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_calibrate(args)
         if args.command == "sweep":
             return cmd_sweep(args)
+        if args.command == "claims":
+            return cmd_claims(args)
     except ConfigError as err:
         return _emit_error(err)
     except SimError as err:

@@ -24,6 +24,9 @@ from simulator.model import ModelSpec, QuantSpec
 from simulator.profiles import EngineProfile
 
 REQUIRED = object()
+SCHEDULERS = ("continuous", "slots", "static")
+ROUTERS = ("round_robin", "least_loaded")
+LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
 KV_CACHE_DTYPES = {"f16": 2.0, "bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
@@ -86,6 +89,14 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "ubatch_tokens": Key("int", None, _min(1), "micro-batch size (llama.cpp n_ubatch)"),
         "flash_attention": Key("bool", None, doc="fused attention (no score matrix)"),
         "kv_cache_dtype": Key("str", None, doc="f16, bf16, fp8, q8_0 or q4_0"),
+        "scheduler": Key("str", None, doc="continuous, slots or static (default: the profile's)"),
+        "max_num_seqs": Key(
+            "int", None, _min(0), "sequences per step per replica (slots: --parallel); 0: no limit"
+        ),
+        "max_num_batched_tokens": Key("int", None, _min(1), "token budget of one step (n_batch)"),
+        "block_size": Key("int", None, _min(1), "paged KV cache block, tokens"),
+        "chunked_prefill": Key("bool", None, doc="split long prompts across steps"),
+        "router": Key("str", "round_robin", doc="replica router: round_robin or least_loaded"),
     },
     "workload": {
         "prompt_tokens": Key("int", 512, _min(0)),
@@ -95,6 +106,13 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "requests": Key("int", None, _min(1), "total requests; defaults to concurrency"),
         "arrival_rate": Key("float", 0.0, _min(0), "requests/s, Poisson; 0: closed loop"),
         "seed": Key("int", 0, _min(0)),
+        "length_distribution": Key(
+            "str", "fixed", doc="fixed, uniform or lognormal around prompt/output_tokens"
+        ),
+        "length_spread": Key(
+            "float", None, _min(0), "uniform: half-width as a fraction; lognormal: sigma"
+        ),
+        "lengths_csv": Key("str", None, doc="CSV of prompt_tokens,output_tokens per request"),
     },
 }
 
@@ -270,6 +288,15 @@ class RunConfig:
     requests: int
     arrival_rate: float
     seed: int
+    scheduler: str
+    max_num_seqs: int  # per replica; 0: no limit but the KV cache
+    max_num_batched_tokens: int
+    block_size: int
+    chunked_prefill: bool
+    router: str
+    length_distribution: str
+    length_spread: float
+    lengths_csv: Path | None
     resolved: dict[str, Any] = field(compare=False, hash=False)
 
     @property
@@ -290,17 +317,40 @@ class RunConfig:
         return self.context_tokens + self.prompt_tokens + self.output_tokens
 
     @property
+    def open_loop(self) -> bool:
+        return self.arrival_rate > 0
+
+    @property
     def concurrent_sequences(self) -> int:
-        """Sequences whose KV cache must be resident at once on one replica."""
-        per_replica = -(-self.concurrency // self.replicas)
-        return max(1, min(per_replica, self.requests))
+        """Sequences whose KV cache is reserved up front on one replica: the slots of a
+        ``slots``/``static`` server. ``continuous`` reserves nothing per user: it needs room
+        for one sequence (vLLM checks max_model_len at start) and pages the rest of memory,
+        queueing or preempting when it runs out."""
+        if self.scheduler == "continuous":
+            return 1
+        return max(1, self.max_num_seqs)
+
+    @property
+    def lockstep(self) -> bool:
+        """Whether every batch decodes in lockstep from start to end (a static batch of
+        equal-length, closed-loop requests): only then is the batch size known in advance."""
+        return (
+            self.scheduler == "static"
+            and not self.open_loop
+            and self.length_distribution == "fixed"
+            and self.lengths_csv is None
+        )
 
     @property
     def fewest_resident_sequences(self) -> int:
-        """The fewest sequences that decode together at any time: a partial last wave of
-        requests runs with fewer streams, and each then goes faster (less KV, fewer experts)."""
-        per_wave = self.concurrent_sequences
+        """The fewest sequences that ever decode together. Only a lockstep static batch keeps
+        its size (a partial last batch runs with fewer streams, and each then goes faster);
+        any other scheduler can run a stream alone at the tail of the run."""
+        if not self.lockstep:
+            return 1
+        per_wave = min(self.concurrent_sequences, -(-self.concurrency // self.replicas))
         per_replica = -(-self.requests // self.replicas)
+        per_wave = max(1, min(per_wave, per_replica))
         last = per_replica % per_wave
         return last or per_wave
 
@@ -322,10 +372,15 @@ def load_file(path: str | Path) -> dict[str, Any]:
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Load, override and resolve a config file."""
+    """Load, override and resolve a config file (``workload.lengths_csv`` is relative to it)."""
     raw = apply_overrides(load_file(path), overrides or [])
     if raw.get("name") is None:
         raw["name"] = Path(path).stem
+    wl = raw.get("workload")
+    if isinstance(wl, dict) and isinstance(wl.get("lengths_csv"), str):
+        csv_path = Path(wl["lengths_csv"])
+        if not csv_path.is_absolute():
+            wl["lengths_csv"] = str(Path(path).parent / csv_path)
     return resolve(raw)
 
 
@@ -438,6 +493,50 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         )
     requests = wl["requests"] if wl["requests"] is not None else wl["concurrency"]
 
+    scheduler = eng["scheduler"] or str(profile.get("scheduler"))
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"engine.scheduler: {scheduler!r}; {choices_hint(scheduler, SCHEDULERS)}")
+    if eng["router"] not in ROUTERS:
+        raise ConfigError(
+            f"engine.router: {eng['router']!r}; {choices_hint(eng['router'], ROUTERS)}"
+        )
+    if eng["max_num_seqs"] is not None:
+        max_seqs = eng["max_num_seqs"]
+    elif scheduler == "continuous":
+        max_seqs = int(profile.num("max_num_seqs"))
+    else:  # one slot per user the closed loop keeps in flight (llama-server --parallel N)
+        max_seqs = max(1, -(-wl["concurrency"] // r))
+    if max_seqs == 0 and scheduler != "continuous":
+        raise ConfigError(
+            f"engine.max_num_seqs: 0 (no limit) needs the paged KV cache of "
+            f"scheduler = 'continuous'; the {scheduler} scheduler needs a number of slots >= 1"
+        )
+    batched = eng["max_num_batched_tokens"] or int(profile.num("max_num_batched_tokens"))
+    block = eng["block_size"] or int(profile.num("kv_block_size"))
+    chunked = (
+        bool(profile.get("chunked_prefill"))
+        if eng["chunked_prefill"] is None
+        else eng["chunked_prefill"]
+    )
+    dist = wl["length_distribution"]
+    if dist not in LENGTH_DISTRIBUTIONS:
+        raise ConfigError(
+            f"workload.length_distribution: {dist!r}; {choices_hint(dist, LENGTH_DISTRIBUTIONS)}"
+        )
+    spread = wl["length_spread"]
+    if dist != "fixed" and spread is None:
+        raise ConfigError(
+            f"workload.length_spread: required when workload.length_distribution = {dist!r} "
+            "(uniform: half-width as a fraction of the mean, e.g. 0.5; lognormal: sigma)"
+        )
+    if dist == "uniform" and spread is not None and spread > 1:
+        raise ConfigError(f"workload.length_spread: {spread:g} for uniform must be <= 1")
+    if wl["lengths_csv"] is not None and dist != "fixed":
+        raise ConfigError(
+            "workload.lengths_csv: the lengths come from the file; leave "
+            f"workload.length_distribution at 'fixed' (got {dist!r})"
+        )
+
     p2p_setting = hw["p2p"]
     p2p = all(g.p2p_over_pcie for g in gpus) if p2p_setting == "auto" else bool(p2p_setting)
 
@@ -459,6 +558,11 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             "ubatch_tokens": ubatch,
             "flash_attention": flash,
             "kv_cache_dtype": kv_dtype,
+            "scheduler": scheduler,
+            "max_num_seqs": max_seqs,
+            "max_num_batched_tokens": batched,
+            "block_size": block,
+            "chunked_prefill": chunked,
         },
         "workload": {**wl, "requests": requests},
     }
@@ -489,6 +593,15 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         requests=requests,
         arrival_rate=wl["arrival_rate"],
         seed=wl["seed"],
+        scheduler=scheduler,
+        max_num_seqs=max_seqs,
+        max_num_batched_tokens=batched,
+        block_size=block,
+        chunked_prefill=chunked,
+        router=eng["router"],
+        length_distribution=dist,
+        length_spread=0.0 if spread is None else spread,
+        lengths_csv=None if wl["lengths_csv"] is None else Path(wl["lengths_csv"]),
         resolved=resolved,
     )
     check_runnable(cfg)
@@ -529,12 +642,6 @@ def check_runnable(cfg: RunConfig) -> None:
                 f"hardware.gpu_link = {link.id} joins at most {link.max_devices} GPUs, but "
                 f"hardware.gpus lists {cfg.gpus_per_node}"
             )
-    if cfg.arrival_rate > 0:
-        raise CannotRun(
-            f"workload.arrival_rate = {cfg.arrival_rate:g}: open-loop Poisson arrivals are not "
-            "simulated yet (the serving scheduler is the next step); use arrival_rate = 0 "
-            "(closed loop at workload.concurrency)"
-        )
     if cfg.max_sequence_tokens > m.max_context_tokens:
         raise CannotRun(
             f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "

@@ -24,11 +24,16 @@ REQUEST_COLUMNS = (
     "prefill_start_s",
     "first_token_s",
     "end_s",
+    "queue_wait_s",
     "ttft_s",
     "e2e_s",
     "tpot_s",
+    "itl_mean_s",
+    "itl_max_s",
     "prompt_tokens",
     "output_tokens",
+    "preemptions",
+    "token_times_s",
 )
 
 
@@ -58,10 +63,11 @@ def chrome_trace(out: SimOutput, name: str) -> dict[str, Any]:
 
 
 def request_rows(out: SimOutput) -> list[dict[str, Any]]:
+    """One row per request: its times, latencies and every token's time (space-separated,
+    seconds from the start of the run), so each inter-token latency can be recomputed."""
     rows = []
     for r in out.requests:
-        n = len(r.token_times_s)
-        tpot = (r.end_s - r.first_token_s) / (n - 1) if n > 1 else math.nan
+        itl = r.itl_s
         rows.append(
             {
                 "request_id": r.id,
@@ -70,11 +76,16 @@ def request_rows(out: SimOutput) -> list[dict[str, Any]]:
                 "prefill_start_s": r.prefill_start_s,
                 "first_token_s": r.first_token_s,
                 "end_s": r.end_s,
+                "queue_wait_s": r.queue_wait_s,
                 "ttft_s": r.ttft_s,
                 "e2e_s": r.e2e_s,
-                "tpot_s": tpot,
+                "tpot_s": r.tpot_s,
+                "itl_mean_s": sum(itl) / len(itl) if itl else math.nan,
+                "itl_max_s": max(itl) if itl else math.nan,
                 "prompt_tokens": r.prompt_tokens,
                 "output_tokens": r.output_tokens,
+                "preemptions": r.preemptions,
+                "token_times_s": " ".join(f"{t:.6f}" for t in r.token_times_s),
             }
         )
     return rows
@@ -88,6 +99,20 @@ def write_atomic(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", newline="") as fh:
             fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename (figures)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -4,7 +4,9 @@ Each llama-bench row becomes the config llama-bench ran: one machine with ``gpu_
 in the default layer split (``-sm layer``), the row's model and quant, ``pp N`` as a prompt of
 N tokens, ``tg N`` as N generated tokens from an empty cache (``-d`` as context). The
 interconnect was never reported; layer split moves only a few KB per token, so PCIe 4.0 x16
-stands in.
+stands in. A vLLM ``benchmark_serving`` row becomes its open-loop run: ``requests`` prompts
+arriving as a Poisson process at the row's rate, at the mean lengths its ``lengths_note``
+gives.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
     return d.reset_index(drop=True)
 
 
+def is_serving(row: Any) -> bool:
+    """A vLLM benchmark_serving row (open-loop arrivals) rather than a llama-bench one."""
+    return not pd.isna(getattr(row, "arrival_rate", float("nan")))
+
+
 def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConfig:
     """The config a measured row ran."""
     n = int(row.gpu_count)
@@ -42,7 +49,7 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
         hw["unified_memory_gib"] = float(row.unified_memory_gib)
     if not pd.isna(row.power_limit_w):
         hw["power_limit_w"] = float(row.power_limit_w)
-    raw = {
+    raw: dict[str, Any] = {
         "name": f"{row.row_id} {row.hardware} x{n} {row.model_id} {row.quant_id} {row.test}",
         "hardware": hw,
         "model": {"name": row.model_id, "quant": row.quant_id},
@@ -54,6 +61,12 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
             "context_tokens": int(row.context_tokens),
         },
     }
+    if is_serving(row):  # benchmark_serving: Poisson arrivals, every request in flight at will
+        raw["workload"] |= {
+            "arrival_rate": float(row.arrival_rate),
+            "requests": int(row.requests),
+            "concurrency": int(row.requests),
+        }
     cfg = cfgmod.resolve(raw)
     if profile is not None:
         cfg = replace(cfg, profile=profile)

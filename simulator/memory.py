@@ -14,6 +14,7 @@ Per device (docs/physics.md "Sizes"):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from simulator import model as mm
@@ -120,6 +121,33 @@ def device_kv_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: int) -> float
     per_token_layer = 2 * kv_heads_per_device(m, cfg.tensor) * m.head_dim * cfg.kv_dtype_bytes
     cached = mm.kv_cached_tokens(m, sequence_tokens)
     return len(stage.layers) * per_token_layer * cached * cfg.concurrent_sequences
+
+
+def device_kv_bytes_per_token(cfg: RunConfig, stage: Stage) -> float:
+    """KV cache bytes one more cached token costs a device of ``stage``."""
+    m = cfg.model
+    per_token_layer = 2 * kv_heads_per_device(m, cfg.tensor) * m.head_dim * cfg.kv_dtype_bytes
+    return len(stage.layers) * per_token_layer
+
+
+def kv_pool_tokens(
+    cfg: RunConfig, mem: MemoryPlan, placement: Placement, replica: int
+) -> int | None:
+    """Tokens a paged KV cache can hold on ``replica``: what is left on its tightest device
+    after weights, compute buffers and the runtime (vLLM gives the pool everything up to
+    gpu_memory_utilization, which ``runtime_bytes`` already holds back). None when no GPU
+    holds KV (every layer offloaded to the CPU)."""
+    rows = {d.device: d for d in mem.devices}
+    tokens = math.inf
+    for st in placement.stages(replica):
+        per_token = device_kv_bytes_per_token(cfg, st)
+        if per_token <= 0:
+            continue
+        for d in st.devices:
+            r = rows[d.name]
+            left = r.capacity_bytes - r.weights_bytes - r.compute_buffer_bytes - r.runtime_bytes
+            tokens = min(tokens, max(left, 0.0) / per_token)
+    return int(tokens) if math.isfinite(tokens) else None
 
 
 def device_compute_buffer_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: int) -> float:

@@ -18,37 +18,49 @@ def _pct(xs: list[float], q: float) -> float | None:
     return float(np.percentile(xs, q)) if xs else None
 
 
+def _stats(prefix: str, xs: list[float]) -> dict[str, float | None]:
+    """``<prefix>`` mean and ``_p50``/``_p90``/``_p99`` of ``xs`` (None when empty)."""
+    return {
+        prefix: _mean(xs),
+        f"{prefix}_p50": _pct(xs, 50),
+        f"{prefix}_p90": _pct(xs, 90),
+        f"{prefix}_p99": _pct(xs, 99),
+    }
+
+
 def summarize(out: SimOutput) -> dict[str, Any]:
-    """Per-request records and engine counters -> the contract's ``metrics`` object."""
-    reqs = out.requests
+    """Per-request records and engine counters -> the contract's ``metrics`` object.
+
+    Latencies follow vLLM's benchmark_serving: TTFT from arrival to the first token, TPOT =
+    (end - first token) / (output tokens - 1) per request, ITL every gap between tokens, E2E
+    from arrival to the last token. ``decode_tok_s`` is per stream: 1 / mean ITL (for one
+    stream, output tokens / decode time as llama-bench's tg reports it); ``prefill_tok_s``
+    is per request: prompt tokens / (first token - first scheduled).
+    """
+    reqs = [r for r in out.requests if not math.isnan(r.end_s)]
     ttft = [r.ttft_s for r in reqs if not math.isnan(r.first_token_s)]
-    tpot = [
-        (r.end_s - r.first_token_s) / (len(r.token_times_s) - 1)
-        for r in reqs
-        if len(r.token_times_s) > 1
-    ]
-    prompt = [r.prompt_tokens for r in reqs]
+    tpot = [r.tpot_s for r in reqs if len(r.token_times_s) > 1]
+    itl = [g for r in reqs for g in r.itl_s]
+    e2e = [r.e2e_s for r in reqs]
+    wait = [r.queue_wait_s for r in reqs]
     prefill_tok_s = None
-    if out.prefill_time_s and sum(prompt) > 0:
-        prefill_tok_s = float(
-            np.mean([r.prompt_tokens for r in reqs if r.prompt_tokens])
-            / np.mean(out.prefill_time_s)
-        )
-    decode_tok_s = 1.0 / float(np.mean(out.decode_step_s)) if out.decode_step_s else None
+    with_prompt = [r.prompt_tokens for r in reqs if r.prompt_tokens]
+    if out.prefill_time_s and with_prompt:
+        prefill_tok_s = float(np.mean(with_prompt) / np.mean(out.prefill_time_s))
+    decode_tok_s = 1.0 / float(np.mean(itl)) if itl else None
     outputs = sum(r.output_tokens for r in reqs)
     makespan = out.makespan_s
+    occupancy = [o for _, _, o in out.kv_occupancy]
     return {
         "prefill_tok_s": prefill_tok_s,
         "decode_tok_s": decode_tok_s,
-        "ttft_s": _mean(ttft),
-        "tpot_s": _mean(tpot),
-        "e2e_s": _mean([r.e2e_s for r in reqs]),
         "output_throughput_tok_s": outputs / makespan if makespan > 0 else None,
         "request_throughput_rps": len(reqs) / makespan if makespan > 0 else None,
-        "ttft_s_p50": _pct(ttft, 50),
-        "ttft_s_p99": _pct(ttft, 99),
-        "tpot_s_p50": _pct(tpot, 50),
-        "tpot_s_p99": _pct(tpot, 99),
+        **_stats("ttft_s", ttft),
+        **_stats("tpot_s", tpot),
+        **_stats("itl_s", itl),
+        **_stats("e2e_s", e2e),
+        **_stats("queue_wait_s", wait),
         "energy_j_per_token": None,
         "avg_power_w": None,
         "makespan_s": makespan,
@@ -56,6 +68,15 @@ def summarize(out: SimOutput) -> dict[str, Any]:
         "decode_time_s": float(np.sum(out.decode_step_s)) / max(len(reqs), 1)
         if out.decode_step_s
         else None,
+        "requests_completed": len(reqs),
+        "output_tokens_total": outputs,
+        "prompt_tokens_total": sum(r.prompt_tokens for r in reqs),
+        "preemptions": out.preemptions,
+        "mean_batch_sequences": _mean([float(b) for b in out.batch_sequences]),
+        "kv_cache_occupancy_mean": _mean(occupancy),
+        "kv_cache_occupancy_max": max(occupancy) if occupancy else None,
+        "kv_pool_tokens": None if not out.kv_pool_tokens else out.kv_pool_tokens[0],
+        "iterations": out.iterations,
         "simulated_events": out.events,
     }
 

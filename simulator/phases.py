@@ -1,9 +1,14 @@
-"""Per-stage costs of one prefill micro-batch or one decode step (pure, no SimPy).
+"""Per-stage costs of one micro-batch (pure, no SimPy).
+
+A micro-batch is a tuple of *parts*, each ``(n_tokens, context_tokens, sequences)``: a prompt
+chunk is ``(n, c, 1)``, the decode tokens of a batch are ``(1, mean context, B)``. The parts
+share one read of the weights (a batched step reads the weights once and each sequence's KV),
+while FLOPs, KV reads and activations add up.
 
 The engine steps one pipeline stage at a time and asks this module how long the stage's GPUs
 compute and how long its tensor-parallel all-reduces hold the links. The per-layer split of the
-same numbers (for the per-layer timeline) comes from :meth:`StageCoster.layers`, so both levels
-of detail add up to the same durations.
+same numbers (for the per-layer timeline) is in ``StageCost.layer_costs``, so both levels of
+detail add up to the same durations.
 """
 
 from __future__ import annotations
@@ -17,6 +22,44 @@ from simulator.placement import Placement, Stage
 from simulator.topology import route
 
 ACTIVATION_BYTES = units.F16_BYTES
+
+Part = tuple[int, int, int]  # (new tokens per sequence, cached context, sequences)
+
+
+def part_tokens(parts: tuple[Part, ...]) -> int:
+    """New tokens in a micro-batch."""
+    return sum(n * s for n, _, s in parts)
+
+
+def batch_layer_work(
+    cfg: RunConfig, layer: int, parts: tuple[Part, ...]
+) -> tuple[mm.Work, float, bool]:
+    """Work of one decoder layer for a micro-batch: (work, score pairs of prompt parts, prompt?).
+
+    The weights (for MoE: the experts the whole batch hits) are read once for all parts.
+    """
+    m, q = cfg.model, cfg.quant
+    tokens = part_tokens(parts)
+    total = mm.Work()
+    pairs = 0.0
+    prompt = False
+    for n, ctx, seqs in parts:
+        w = mm.layer_work(
+            m,
+            q,
+            layer,
+            n,
+            ctx,
+            sequences=seqs,
+            kv_dtype_bytes=cfg.kv_dtype_bytes,
+            causal_skip=cfg.flash_attention,
+        )
+        total = total + mm.Work(w.flops, 0.0, w.kv_read_bytes, w.kv_write_bytes, w.activation_bytes)
+        if n > 1:
+            prompt = True
+            pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx), False) * seqs
+    weights = mm.layer_work(m, q, layer, tokens, 0).weight_bytes
+    return total + mm.Work(weight_bytes=weights), pairs, prompt
 
 
 @dataclass(frozen=True)
@@ -53,26 +96,24 @@ class StageCoster:
         self.placement = placement
         self._cache: dict[tuple[object, ...], StageCost] = {}
 
-    def stage(
-        self, stage: Stage, n_tokens: int, context: int, sequences: int, logits_tokens: int
-    ) -> StageCost:
-        """Cost of ``stage`` for ``sequences`` x ``n_tokens`` new tokens at ``context``.
+    def stage(self, stage: Stage, parts: tuple[Part, ...], logits_tokens: int) -> StageCost:
+        """Cost of ``stage`` for the micro-batch ``parts``.
 
         ``logits_tokens``: tokens whose logits the output head computes (if the stage has it).
         """
-        key = (stage.index, stage.first_layer, n_tokens, context, sequences, logits_tokens)
+        key = (stage.index, stage.first_layer, parts, logits_tokens)
         hit = self._cache.get(key)
         if hit is None:
-            hit = self._compute(stage, n_tokens, context, sequences, logits_tokens)
+            hit = self._compute(stage, parts, logits_tokens)
             self._cache[key] = hit
         return hit
 
-    def _compute(self, stage: Stage, n: int, ctx: int, seqs: int, logits: int) -> StageCost:
+    def _compute(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> StageCost:
         cfg = self.cfg
         m, q, prof = cfg.model, cfg.quant, cfg.profile
         t = cfg.tensor
         gpu = stage.devices[0].gpu
-        tokens = n * seqs
+        tokens = part_tokens(parts)
         groups: dict[bool, int] = {}
         for i in stage.layers:
             moe = m.layer_is_moe(i)
@@ -87,19 +128,9 @@ class StageCoster:
         layer_costs = []
         for moe, count in groups.items():
             layer = next(i for i in stage.layers if m.layer_is_moe(i) == moe)
-            work = mm.layer_work(
-                m,
-                q,
-                layer,
-                n,
-                ctx,
-                sequences=seqs,
-                kv_dtype_bytes=cfg.kv_dtype_bytes,
-                causal_skip=cfg.flash_attention,
-            )
+            work, pairs, prompt = batch_layer_work(cfg, layer, parts)
             extra = 0.0
-            if n > 1:  # prefill: score matrix and dequantization traffic
-                pairs = mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx), False) * seqs
+            if prompt:  # prefill: score matrix and dequantization traffic
                 params = work.weight_bytes * 8 / q.layer_bits_per_weight
                 extra = costs.extra_prefill_bytes(
                     prof,
@@ -139,7 +170,7 @@ class StageCoster:
             head_s=head_s,
         )
 
-    def host_layers_s(self, n_tokens: int, context: int, sequences: int) -> float:
+    def host_layers_s(self, parts: tuple[Part, ...]) -> float:
         """Offloaded layers run by the CPU at host-memory bandwidth (decode)."""
         cfg = self.cfg
         if not self.placement.cpu_layers or cfg.host_memory is None:
@@ -147,11 +178,9 @@ class StageCoster:
         m, q = cfg.model, cfg.quant
         total = mm.Work()
         for i in self.placement.cpu_layers:
-            total = total + mm.layer_work(
-                m, q, i, n_tokens, context, sequences=sequences, kv_dtype_bytes=cfg.kv_dtype_bytes
-            )
+            total = total + batch_layer_work(cfg, i, parts)[0]
         if self.placement.output_on_host:
-            total = total + mm.output_work(m, q, sequences)
+            total = total + mm.output_work(m, q, part_tokens(parts))
         return costs.host_kernel_time(total, cfg.host_memory.bandwidth_bytes_per_s, cfg.profile)
 
     def host_weight_bytes(self) -> float:

@@ -22,9 +22,20 @@ METRIC_KEYS = (
     "output_throughput_tok_s",
     "request_throughput_rps",
     "ttft_s_p50",
+    "ttft_s_p90",
     "ttft_s_p99",
     "tpot_s_p50",
+    "tpot_s_p90",
     "tpot_s_p99",
+    "itl_s",
+    "itl_s_p50",
+    "itl_s_p90",
+    "itl_s_p99",
+    "e2e_s_p50",
+    "e2e_s_p90",
+    "e2e_s_p99",
+    "queue_wait_s",
+    "queue_wait_s_p99",
     "energy_j_per_token",
     "avg_power_w",
 )
@@ -134,10 +145,20 @@ def table(result: dict[str, Any]) -> str:
         f"{par['replicas']}, offload {par['offload_layers']} layers, engine "
         f"{c['engine']['profile']}  [{', '.join(result['strategies'])}]"
     )
+    arrivals = (
+        f"Poisson {wl['arrival_rate']:g} req/s"
+        if wl["arrival_rate"]
+        else f"closed loop, concurrency {wl['concurrency']}"
+    )
+    lengths = "" if wl["length_distribution"] == "fixed" else f" ({wl['length_distribution']})"
+    if wl.get("lengths_csv"):
+        lengths = f" (from {wl['lengths_csv']})"
+    eng = c["engine"]
     lines.append(
-        f"workload : prompt {wl['prompt_tokens']} + output {wl['output_tokens']} tokens at "
-        f"depth {wl['context_tokens']}, concurrency {wl['concurrency']}, "
-        f"requests {wl['requests']}"
+        f"workload : prompt {wl['prompt_tokens']} + output {wl['output_tokens']} tokens"
+        f"{lengths} at depth {wl['context_tokens']}, {wl['requests']} requests, {arrivals}; "
+        f"scheduler {eng['scheduler']} (max {eng['max_num_seqs'] or 'any'} seqs, "
+        f"{eng['max_num_batched_tokens']} tokens/step)"
     )
     lines.append("")
     lines.append("memory (GB = 1e9 bytes)")
@@ -179,6 +200,21 @@ def table(result: dict[str, Any]) -> str:
             f"  total    {_fmt(m['e2e_s'], '.3f'):>8} s   "
             f"{_fmt(m['output_throughput_tok_s']):>9} output tok/s over all requests"
         )
+        if result["config"]["workload"]["requests"] > 1:
+            lines.append(
+                f"  serving  TTFT p50/p90/p99 {_fmt(m['ttft_s_p50'], '.3f')}/"
+                f"{_fmt(m['ttft_s_p90'], '.3f')}/{_fmt(m['ttft_s_p99'], '.3f')} s   "
+                f"TPOT p50/p90/p99 {_fmt(m['tpot_s_p50'], '.4f')}/{_fmt(m['tpot_s_p90'], '.4f')}/"
+                f"{_fmt(m['tpot_s_p99'], '.4f')} s   ITL p99 {_fmt(m['itl_s_p99'], '.4f')} s"
+            )
+            lines.append(
+                f"           queue wait mean {_fmt(m['queue_wait_s'], '.3f')} s, "
+                f"{_fmt(m['request_throughput_rps'], '.2f')} req/s, mean batch "
+                f"{_fmt(m.get('mean_batch_sequences'), '.1f')} seqs, KV cache use mean "
+                f"{_fmt(m.get('kv_cache_occupancy_mean'), '.0%')} max "
+                f"{_fmt(m.get('kv_cache_occupancy_max'), '.0%')}, "
+                f"preemptions {m.get('preemptions', 0)}"
+            )
         lines.append(f"  bottleneck: {b['bottleneck']}")
         lines.append(
             "  utilisation: " + ", ".join(f"{k} {v:.0%}" for k, v in result["utilization"].items())

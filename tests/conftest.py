@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,17 +71,44 @@ def run_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     return _run
 
 
+def evaluate_if_it_runs(raw: dict[str, Any]) -> tuple[RunConfig, dict[str, Any]]:
+    """Resolve and evaluate a generated config; Hypothesis discards those that cannot run."""
+    from hypothesis import assume
+
+    from simulator import config as cfgmod
+    from simulator.errors import CannotRun
+    from simulator.result import evaluate
+
+    try:
+        cfg = cfgmod.resolve(raw)
+    except CannotRun:
+        assume(False)
+        raise
+    res = evaluate(cfg)
+    assume(res["fits"])
+    return cfg, res
+
+
 def assert_physical_invariants(cfg: RunConfig, result: dict[str, Any]) -> None:
     """What every run must satisfy: under the ceiling, tokens conserved, causal, deterministic."""
+    from simulator.bound import ceiling
     from simulator.result import evaluate
 
     m = result["metrics"]
-    if m["decode_tok_s"] is not None:
+    if m["decode_tok_s"] is not None and cfg.length_distribution == "fixed":
         assert m["decode_tok_s"] <= result["bound"]["ceiling_decode_tok_s"] * (1 + 1e-9)
     out = simulate(cfg)
-    assert len(out.requests) == cfg.requests
+    assert len(out.requests) == cfg.requests  # every request finishes, once
+    assert sorted(r.id for r in out.requests) == list(range(cfg.requests))
     for r in out.requests:
-        assert len(r.token_times_s) == cfg.output_tokens  # tokens out = tokens asked for
-        assert r.arrival_s <= r.first_token_s <= r.end_s
+        asked = r.output_tokens if r.output_tokens > 0 else 1  # pp: the last prompt token
+        assert len(r.token_times_s) == asked  # tokens out = tokens asked for
+        assert r.arrival_s <= r.prefill_start_s <= r.first_token_s <= r.end_s  # causality
         assert r.token_times_s == sorted(r.token_times_s)
+        assert r.end_s == r.token_times_s[-1]
+    # throughput never beats the batch-1 ceiling times the sequences that can run at once
+    one = ceiling(replace(cfg, concurrency=1, requests=1, arrival_rate=0.0))
+    most = cfg.requests if cfg.open_loop else min(cfg.concurrency, cfg.requests)
+    if m["output_throughput_tok_s"] and cfg.length_distribution == "fixed":
+        assert m["output_throughput_tok_s"] <= one.decode_tok_s * most * (1 + 1e-9)
     assert json.dumps(result) == json.dumps(evaluate(cfg))  # same config, same result

@@ -39,8 +39,14 @@ def _engine(cfg: cfgmod.RunConfig) -> tuple[float, float]:
     ],
 )
 def test_matches_the_engine_on_configs(name: str) -> None:
+    # a 3000-token prompt in one step (vLLM's default budget would chunk it into two steps)
     cfg = cfgmod.load(
-        CONFIGS / f"{name}.toml", ["workload.prompt_tokens=3000", "workload.output_tokens=300"]
+        CONFIGS / f"{name}.toml",
+        [
+            "workload.prompt_tokens=3000",
+            "workload.output_tokens=300",
+            "engine.max_num_batched_tokens=4096",
+        ],
     )
     a = single_stream(cfg)
     prefill, decode = _engine(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,6 @@ def test_set_override_unknown_key(run_cli: Any) -> None:
 
 
 def test_set_override_changes_the_run(run_cli: Any) -> None:
-    import json
 
     path = str(CONFIGS / "dual4090_pcie4.toml")
     rc, out, _ = run_cli(
@@ -207,8 +207,45 @@ def test_validate(run_cli: Any, tmp_path: Path) -> None:
     assert rc == 2 and "workload.seed" in err
 
 
-def test_open_loop_arrivals_are_refused_until_simulated(run_cli: Any, tmp_path: Path) -> None:
+def test_open_loop_arrivals_run(run_cli: Any, tmp_path: Path) -> None:
     cfg = minimal_config(workload={"arrival_rate": 4.0, "requests": 10})
+    rc, out, err = _run_cfg(run_cli, tmp_path, cfg, "--json")
+    assert rc == 0, err
+    assert json.loads(out)["metrics"]["requests_completed"] == 10
+
+
+SERVING_CASES = [
+    ({"engine": {"scheduler": "continous"}}, ["engine.scheduler", "continuous"]),
+    ({"engine": {"router": "random"}}, ["engine.router", "round_robin", "least_loaded"]),
+    ({"engine": {"scheduler": "slots", "max_num_seqs": 0}}, ["engine.max_num_seqs", "slots"]),
+    ({"engine": {"block_size": 0}}, ["engine.block_size", "0"]),
+    ({"workload": {"length_distribution": "normal"}}, ["workload.length_distribution", "normal"]),
+    ({"workload": {"length_distribution": "lognormal"}}, ["workload.length_spread", "required"]),
+    (
+        {"workload": {"length_distribution": "uniform", "length_spread": 1.5}},
+        ["workload.length_spread", "1.5"],
+    ),
+    ({"workload": {"lengths_csv": "missing.csv"}}, ["workload.lengths_csv", "missing.csv"]),
+]
+
+
+@pytest.mark.parametrize(("changes", "fragments"), SERVING_CASES)
+def test_serving_keys_are_checked(
+    run_cli: Any, tmp_path: Path, changes: dict[str, Any], fragments: list[str]
+) -> None:
+    rc, _, err = _run_cfg(run_cli, tmp_path, minimal_config(**changes))
+    assert rc == 2
+    line = _one_line(err)
+    for f in fragments:
+        assert f in line, (f, line)
+
+
+def test_lengths_csv_errors_name_the_line(run_cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "lengths.csv").write_text("prompt_tokens,output_tokens\n100,20\n50,x\n")
+    cfg = minimal_config(workload={"lengths_csv": "lengths.csv", "requests": 3})
     rc, _, err = _run_cfg(run_cli, tmp_path, cfg)
-    assert rc == 3
-    assert "workload.arrival_rate" in _one_line(err)
+    assert rc == 2
+    assert "line 3" in _one_line(err) and "'x'" in err
+    (tmp_path / "lengths.csv").write_text("prompt,output\n100,20\n")
+    rc, _, err = _run_cfg(run_cli, tmp_path, cfg)
+    assert rc == 2 and "prompt_tokens" in _one_line(err)

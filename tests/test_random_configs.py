@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator import config as cfgmod
-from simulator.errors import CannotRun
-from simulator.result import evaluate
-from tests.conftest import assert_physical_invariants
+from tests.conftest import assert_physical_invariants, evaluate_if_it_runs
 
 GPUS = ["rtx3090", "rtx4090", "rtx5090", "rtx-a6000", "a100-80g-sxm", "h100-sxm", "l40s"]
 LINKS = ["pcie3-x16", "pcie4-x8", "pcie4-x16", "pcie5-x16"]
@@ -46,11 +43,5 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=configs())
 def test_random_configs_respect_the_physics(raw: dict[str, Any]) -> None:
-    try:
-        cfg = cfgmod.resolve(raw)
-    except CannotRun:
-        assume(False)
-        raise
-    res = evaluate(cfg)
-    assume(res["fits"])
+    cfg, res = evaluate_if_it_runs(raw)
     assert_physical_invariants(cfg, res)

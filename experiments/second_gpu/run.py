@@ -180,7 +180,7 @@ def numbers(tables: dict[str, pd.DataFrame]) -> str:
                 strict=True,
             )
         )
-        + ". (Closed-loop waves of requests; the serving scheduler will refine this.)"
+        + ". (Four closed-loop users, batched by the engine's scheduler: llama.cpp slots.)"
     )
     q = ok[(ok["model"] == "qwen3-32b") & (ok["concurrency"] == 1) & (ok["prompt_tokens"] == 512)]
 

@@ -1,0 +1,265 @@
+"""Iteration-level schedulers: which sequences run in the next step, and with how many tokens.
+
+Pure bookkeeping, no SimPy and no time: the engine asks :meth:`Scheduler.schedule` for the next
+batch, runs it, and reports back with :meth:`Scheduler.complete`. Three policies, each a
+setting of the same machine (``engine.scheduler``):
+
+* ``continuous`` -- iteration-level batching as vLLM does it (Orca / vLLM V1): every step
+  serves the running sequences first (one decode token each, or the next chunk of a prompt),
+  then admits waiting requests while there is room in ``max_num_seqs``, in the token budget
+  ``max_num_batched_tokens`` and in the paged KV cache (blocks of ``block_size`` tokens).
+  When a running sequence needs a block and none is free, the most recently admitted sequence
+  is preempted and later recomputed (vLLM V1's only mode): its blocks are freed and its prompt
+  plus the tokens it had generated are prefilled again.
+* ``slots`` -- llama.cpp's server: ``--parallel N`` slots, each with a fixed share of the
+  context (n_ctx / N) reserved up front, so there is no preemption; a request waits for a free
+  slot. Every step carries one decode token per generating slot plus prompt tokens up to
+  n_batch.
+* ``static`` -- the classic static batch, for comparison: a batch of up to ``max_num_seqs``
+  requests is formed only when the previous batch has finished; all prompts are prefilled
+  before any sequence decodes; finished sequences leave, but nobody joins until all are done.
+
+``merge_prefill`` (llama.cpp): a step that samples no token has nothing to synchronise on, so
+consecutive prompt batches run back to back (``llama_decode`` is asynchronous and llama-bench
+times a long prompt as one pipelined run). With it, a step with no decode token takes the whole
+remaining prompts instead of stopping at the token budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from simulator.errors import CannotRun
+
+Policy = Literal["continuous", "slots", "static"]
+POLICIES: tuple[Policy, ...] = ("continuous", "slots", "static")
+
+
+@dataclass(eq=False, slots=True)  # identity: two requests of equal lengths are two requests
+class Sequence:
+    """A request as the scheduler sees it."""
+
+    id: int
+    prompt_tokens: int
+    output_tokens: int
+    context_tokens: int = 0  # tokens already cached before the prompt (a reused prefix)
+    prompt_left: int = -1  # prompt tokens not yet in the KV cache (recomputation included)
+    computed: int = -1  # tokens in the KV cache
+    generated: int = 0
+    preemptions: int = 0
+    blocks: int = 0
+    scheduled: bool = False  # has ever been scheduled
+
+    def __post_init__(self) -> None:
+        if self.prompt_left < 0:
+            self.prompt_left = self.prompt_tokens
+        if self.computed < 0:
+            self.computed = self.context_tokens
+
+    @property
+    def target_tokens(self) -> int:
+        """Tokens the request emits; a prompt-only request (llama-bench pp) still ends with the
+        logits of its last prompt token, counted as one."""
+        return self.output_tokens if self.output_tokens > 0 else 1
+
+    @property
+    def done(self) -> bool:
+        return self.prompt_left == 0 and self.generated >= self.target_tokens
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Work for one sequence in one step: ``tokens`` new tokens after ``context`` cached ones."""
+
+    seq: Sequence
+    tokens: int
+    context: int
+    prefill: bool  # part of a prompt (or its recomputation) rather than one decode token
+
+    @property
+    def emits_token(self) -> bool:
+        """Whether this chunk ends with a sampled token."""
+        return not self.prefill or self.tokens == self.seq.prompt_left
+
+
+@dataclass(frozen=True)
+class Settings:
+    policy: Policy
+    max_num_seqs: int  # 0: no limit but the KV cache and the token budget
+    max_batched_tokens: int
+    chunked_prefill: bool
+    block_size: int
+    kv_capacity_tokens: int | None  # paged pool for `continuous`; None: reserved per slot
+    merge_prefill: bool = False
+
+
+@dataclass
+class Scheduler:
+    """The queue and the running batch of one engine instance (a replica or a virtual engine)."""
+
+    settings: Settings
+    waiting: deque[Sequence] = field(default_factory=deque)
+    running: list[Sequence] = field(default_factory=list)
+    preemptions: int = 0
+    started: list[Sequence] = field(default_factory=list)  # first scheduled in the last step
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        cap = s.kv_capacity_tokens
+        self.total_blocks = None if cap is None else cap // s.block_size
+        self.free_blocks = self.total_blocks
+
+    # -- queue ----------------------------------------------------------------------------
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    @property
+    def unfinished(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def kv_occupancy(self) -> float:
+        """Share of the KV cache in use (blocks for paged; tokens of the slots otherwise)."""
+        if self.total_blocks is not None and self.free_blocks is not None:
+            return 1.0 - self.free_blocks / self.total_blocks if self.total_blocks else 0.0
+        return float(len(self.running))  # the engine divides by the slot count
+
+    # -- KV blocks ------------------------------------------------------------------------
+
+    def _blocks_for(self, tokens: int) -> int:
+        return math.ceil(tokens / self.settings.block_size)
+
+    def _can_grow(self, seq: Sequence, new_tokens: int) -> bool:
+        if self.free_blocks is None:
+            return True
+        need = self._blocks_for(seq.computed + new_tokens) - seq.blocks
+        return need <= self.free_blocks
+
+    def _grow(self, seq: Sequence, new_tokens: int) -> None:
+        if self.free_blocks is None:
+            return
+        need = self._blocks_for(seq.computed + new_tokens) - seq.blocks
+        if need > 0:
+            seq.blocks += need
+            self.free_blocks -= need
+
+    def _release(self, seq: Sequence) -> None:
+        if self.free_blocks is not None:
+            self.free_blocks += seq.blocks
+        seq.blocks = 0
+
+    def _preempt(self, seq: Sequence) -> None:
+        """Free ``seq``'s cache; it will prefill its prompt and its output so far again."""
+        self.running.remove(seq)
+        self._release(seq)
+        seq.prompt_left = seq.prompt_tokens + seq.generated
+        seq.computed = seq.context_tokens
+        seq.preemptions += 1
+        self.preemptions += 1
+        self.waiting.appendleft(seq)
+
+    # -- one step -------------------------------------------------------------------------
+
+    def schedule(self) -> list[Chunk]:
+        """The next step's chunks (empty when there is nothing to run)."""
+        s = self.settings
+        decoding = any(q.prompt_left == 0 for q in self.running)
+        budget: float = s.max_batched_tokens
+        if s.merge_prefill and not decoding and not any(q.prompt_tokens == 0 for q in self.waiting):
+            budget = math.inf
+        chunks: list[Chunk] = []
+        self.started = []
+        block = s.block_size
+        prefilling = any(q.prompt_left > 0 for q in self.running)
+        preempted = False
+        evicted: set[int] = set()
+        for seq in list(self.running):
+            if budget <= 0:
+                break
+            if id(seq) in evicted:  # preempted below to make room for an earlier one
+                continue
+            if seq.prompt_left > 0:
+                n = int(min(seq.prompt_left, budget)) if s.chunked_prefill else seq.prompt_left
+                if not s.chunked_prefill and n > budget and chunks:
+                    continue
+            else:
+                if s.policy == "static" and prefilling:
+                    continue  # a static batch decodes only once every prompt is in
+                n = 1
+            if self.free_blocks is not None:
+                need = -(-(seq.computed + n) // block) - seq.blocks
+                while need > self.free_blocks:
+                    victim = self.running[-1]
+                    self._preempt(victim)
+                    evicted.add(id(victim))
+                    preempted = True
+                    if victim is seq:
+                        break
+                if id(seq) in evicted:
+                    continue
+                if need > 0:
+                    seq.blocks += need
+                    self.free_blocks -= need
+            chunks.append(Chunk(seq, n, seq.computed, seq.prompt_left > 0))
+            if not seq.scheduled:
+                seq.scheduled = True
+                self.started.append(seq)
+            budget -= n
+        # after a preemption nothing new joins this step (vLLM V1), unless nothing else runs
+        admit = (not preempted or not chunks) and (s.policy != "static" or not self.running)
+        while admit and self.waiting:
+            if s.max_num_seqs and len(self.running) >= s.max_num_seqs:
+                break
+            seq = self.waiting[0]
+            if seq.prompt_left > 0:
+                n = int(min(seq.prompt_left, budget)) if s.chunked_prefill else seq.prompt_left
+                if not s.chunked_prefill and n > budget and chunks:
+                    break
+            else:
+                n = 1 if (s.policy != "static" or not any(c.prefill for c in chunks)) else 0
+            if n <= 0 and s.policy != "static":
+                break
+            if not self._can_grow(seq, max(n, 1) if n else 0):
+                if not self.running:
+                    raise CannotRun(
+                        f"KV cache of {self.total_blocks} blocks x {s.block_size} tokens cannot "
+                        f"hold one sequence of {seq.computed + seq.prompt_left:,} tokens"
+                    )
+                break
+            self.waiting.popleft()
+            self.running.append(seq)
+            if n > 0:
+                self._grow(seq, n)
+                chunks.append(Chunk(seq, n, seq.computed, seq.prompt_left > 0))
+                if not seq.scheduled:
+                    seq.scheduled = True
+                    self.started.append(seq)
+                budget -= n
+        return chunks
+
+    def complete(self, chunks: list[Chunk]) -> tuple[list[Sequence], list[Sequence]]:
+        """Apply a finished step: (sequences that emitted a token, sequences now done)."""
+        emitted: list[Sequence] = []
+        finished: list[Sequence] = []
+        for c in chunks:
+            seq = c.seq
+            seq.computed += c.tokens
+            if c.prefill:
+                emits = c.tokens == seq.prompt_left
+                seq.prompt_left -= c.tokens
+            else:
+                emits = True
+            if emits:
+                seq.generated += 1
+                emitted.append(seq)
+                if seq.prompt_left == 0 and seq.generated >= seq.target_tokens:
+                    finished.append(seq)
+        if finished:
+            done = {id(q) for q in finished}
+            self.running = [q for q in self.running if id(q) not in done]
+            for q in finished:
+                self._release(q)
+        return emitted, finished

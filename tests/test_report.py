@@ -1,0 +1,87 @@
+"""`sim calibrate --report` on a small hand-made fit (the real fit takes minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulator import claims, report
+from simulator.calibrate import FITTED, Fit
+from simulator.claims import Claim, ClaimResult
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _small_fit() -> tuple[Fit, pd.DataFrame]:
+    rows = pd.DataFrame(
+        {
+            "row_id": [1, 2, 3, 4],
+            "gpu": ["rtx3090", "rtx3090", "rtx4090", "rtx4090"],
+            "gpu_count": [1] * 4,
+            "model_id": ["llama-3.1-8b"] * 4,
+            "quant_id": ["Q4_0"] * 4,
+            "test": ["tg128", "pp512"] * 2,
+            "metric_kind": ["decode_tok_s", "prefill_tok_s"] * 2,
+            "measured": [100.0, 1000.0, 120.0, 1500.0],
+            "simulated": [110.0, 900.0, 120.0, 1650.0],
+        }
+    )
+    rows["log_residual"] = np.log(rows["simulated"] / rows["measured"])
+    names = list(FITTED["llama.cpp"])
+    fit = Fit("llama.cpp", names, np.full(len(names), 0.5), np.full(len(names), 0.01), rows, "x")
+    cv = rows[["row_id", "gpu", "metric_kind", "measured"]].copy()
+    cv["simulated"] = [80.0, 1000.0, 132.0, 1200.0]  # held-out errors: -20%, 0%, +10%, -20%
+    cv["rel_error"] = cv["simulated"] / cv["measured"] - 1
+    return fit, cv
+
+
+def _result(cid: str, verdict: str, source: str = "g.txt", notes: str = "") -> ClaimResult:
+    c = Claim(
+        cid, source, "a | quote", "decode_tok_s", "decode_tok_s", 10.0, 12.0, "tok/s",
+        "dual3090_nvlink.toml", (), "", (), "", "unspecified", True, "", notes,
+    )  # fmt: skip
+    return ClaimResult(c, verdict, "why", 11.0, 10.0, 13.0, 20.0, "one GPU", "llama.cpp")
+
+
+def test_guide_summary_counts_and_trust_rule() -> None:
+    rows = [_result(f"a-{i}", "consistent") for i in range(3)] + [_result("a-9", "optimistic")]
+    s = report.guide_summary(rows)
+    assert (s["checkable"], s["consistent_share"], s["trust"]) == (4, 0.75, "high")
+    assert s["decode_median_ratio"] == pytest.approx(1.0)  # claimed mid 11 / simulated 11
+    restated = _result("a-8", "impossible", notes=claims.RESTATED_MARK + "; count once")
+    assert report.guide_summary([*rows, restated])["trust"] == "high"  # counted once: dropped
+    assert report.guide_summary([*rows, _result("a-7", "impossible")])["trust"] == "low"
+    half = [
+        _result("b-1", "consistent"),
+        _result("b-2", "pessimistic"),
+        _result("b-3", "spec-error"),
+    ]
+    assert report.guide_summary(half)["trust"] == "low"  # 1 of 3 < 50%
+    assert report.guide_summary(half[:2])["trust"] == "medium"  # 1 of 2 = 50%
+    unv = report.guide_summary([*rows, _result("a-6", claims.UNVERIFIABLE)])
+    assert unv["checkable"] == 4
+
+
+def test_report_on_a_small_fit(tmp_path: Path) -> None:
+    fit, cv = _small_fit()
+    results = [_result("g-01", "consistent"), _result("h-01", "impossible", source="h.txt")]
+    written = report.write_report([(fit, cv, {})], results, tmp_path)
+    assert written[0] == tmp_path / "report.md"
+    for png in written[1:]:
+        assert png.read_bytes().startswith(PNG)
+    text = written[0].read_text()
+    for png in written[1:]:
+        assert f"figures/{png.name}" in text
+    # fitted-row errors: decode |+10%|, |0%| -> 5.0%; held out: 20% and 10% -> 15.0%
+    assert "| decode | 2 | 5.0% | 5.0% | 15.0% | 15.0% |" in text
+    assert "| rtx3090 | 1 | 20.0% | 1 | 0.0% |" in text
+    assert "### g.txt" in text and "### h.txt" in text
+    assert "a \\| quote" not in text  # quotes stay out of the table; pipes escaped elsewhere
+    assert "Trust: **low**" in text  # h.txt has an impossible claim
+    # same inputs, same bytes
+    again = report.write_report([(fit, cv, {})], results, tmp_path / "again")
+    for a, b in zip(written, again, strict=True):
+        assert a.read_bytes() == b.read_bytes()

@@ -1,0 +1,54 @@
+"""Simulated vs measured vLLM serving runs (benchmark_serving, Poisson arrivals): the error table.
+
+The rows are 1x RTX 4090 and 1x H100 PCIe serving Llama-3-8B-class models at 1-32 requests/s
+(calibration/data/measured.csv, profile vllm). The vllm profile is not fitted to them: these
+are predictions from its starting values. Each request is simulated at the ShareGPT mean
+lengths (the runs' length distributions were not published), which is why output throughput
+at saturation (16-32 req/s, where a few long requests set the run's duration) is
+over-predicted. Run with -s to see the table.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from simulator.measured import is_serving, load_rows, predict
+
+
+@pytest.mark.slow
+def test_vllm_serving_rows_error_table() -> None:
+    rows = load_rows(fit_only=False)
+    rows = rows[[is_serving(r) for r in rows.itertuples()]]
+    assert len(rows) == 60
+    preds = [predict(r) for r in rows.itertuples()]
+    table = pd.DataFrame(
+        {
+            "row": rows["row_id"].to_numpy(),
+            "gpu": rows["gpu"].to_numpy(),
+            "req_s": rows["arrival_rate"].to_numpy(),
+            "metric": [p.metric for p in preds],
+            "measured": [p.measured for p in preds],
+            "simulated": [p.simulated for p in preds],
+            "error": [p.rel_error for p in preds],
+        }
+    )
+    table["abs_error"] = table["error"].abs()
+    summary = table.pivot_table(
+        index=["gpu", "req_s"], columns="metric", values="error", aggfunc="mean"
+    )
+    with pd.option_context("display.width", 160, "display.max_rows", 100):
+        print("\nvLLM serving rows: mean relative error (simulated / measured - 1)")
+        print(summary.round(3))
+        print(table.round(4).to_string(index=False))
+    light = table[table["req_s"] <= 8]
+    mae = light.groupby("metric")["abs_error"].mean()
+    print("\nmean absolute error at 1-8 req/s:", mae.round(3).to_dict())
+    print(
+        "mean absolute error at 16-32 req/s:",
+        table[table["req_s"] >= 16].groupby("metric")["abs_error"].mean().round(3).to_dict(),
+    )
+    # today's accuracy below saturation, kept from getting worse
+    assert mae["tpot_s"] < 0.08
+    assert mae["ttft_s"] < 0.15
+    assert mae["output_throughput_tok_s"] < 0.12
