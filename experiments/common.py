@@ -56,9 +56,11 @@ def grid(
     vary: Mapping[str, Sequence[Any]],
     jobs: int | None = None,
     labels: Mapping[str, Mapping[str, str]] | None = None,
+    extra: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Every point of ``base`` x ``vary`` as one row: the varied keys (typed values, or the
-    label ``labels[key][value text]`` for lists), then :data:`RESULT_COLUMNS`."""
+    label ``labels[key][value text]`` for lists), then :data:`RESULT_COLUMNS` and any
+    ``extra`` sweep columns (e.g. serving percentiles)."""
     plan = sweep.plan_from(base, vary)
     rows = sweep.run_rows(plan, jobs=jobs)
     df = pd.DataFrame(rows)
@@ -68,7 +70,7 @@ def grid(
             df[axis.key] = df[axis.key].map(names)
         elif all(isinstance(v, int | float | bool) for v in axis.values):
             df[axis.key] = df[axis.key].map(dict(zip(axis.texts, axis.values, strict=True)))
-    return df[[*plan.keys, *RESULT_COLUMNS]]
+    return df[[*plan.keys, *RESULT_COLUMNS, *extra]]
 
 
 def with_keys(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,12 +90,13 @@ def setups_grid(
     setups: Mapping[str, Mapping[str, Any]],
     vary: Mapping[str, Sequence[Any]],
     jobs: int | None = None,
+    extra: Sequence[str] = (),
 ) -> pd.DataFrame:
     """:func:`grid` of ``vary`` for each named setup (a dict of dotted keys set on ``base``);
     the setup's name is the first column."""
     frames = []
     for label, changes in setups.items():
-        df = grid(with_keys(base, changes), vary, jobs=jobs)
+        df = grid(with_keys(base, changes), vary, jobs=jobs, extra=extra)
         df.insert(0, "setup", label)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
