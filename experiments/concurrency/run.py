@@ -148,7 +148,7 @@ def numbers(tables: dict[str, pd.DataFrame]) -> str:
     pivot = ok.pivot_table(
         index=["rig", "strategy"], columns="users", values="output_throughput_tok_s"
     )
-    pivot.columns = [f"{u} user{'s' if u > 1 else ''}" for u in pivot.columns]
+    pivot.columns = [f"{u} user{'s' if int(u) > 1 else ''}" for u in pivot.columns]
     out.append(md_table(pivot.reset_index(), floatfmt=".0f"))
     return "\n".join(out)
 
