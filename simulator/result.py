@@ -156,7 +156,8 @@ def table(result: dict[str, Any]) -> str:
     eng = c["engine"]
     lines.append(
         f"workload : prompt {wl['prompt_tokens']} + output {wl['output_tokens']} tokens"
-        f"{lengths} at depth {wl['context_tokens']}, {wl['requests']} requests, {arrivals}; "
+        f"{lengths} at depth {wl['context_tokens']}, {wl['requests']} request"
+        f"{'s' if wl['requests'] != 1 else ''}, {arrivals}; "
         f"scheduler {eng['scheduler']} (max {eng['max_num_seqs'] or 'any'} seqs, "
         f"{eng['max_num_batched_tokens']} tokens/step)"
     )
