@@ -38,7 +38,8 @@ REQUEST_COLUMNS = (
 
 
 def chrome_trace(out: SimOutput, name: str) -> dict[str, Any]:
-    """The run as Chrome trace events (opens in Perfetto): one track per GPU / link direction."""
+    """The run as Chrome trace events (opens in Perfetto): one track per GPU / link direction,
+    and a counter track of each replica's KV-cache use over time."""
     tracks = sorted({s.track for s in out.spans}, key=lambda t: (t.startswith("link:"), t))
     tid = {t: i for i, t in enumerate(tracks)}
     events: list[dict[str, Any]] = [
@@ -58,6 +59,17 @@ def chrome_trace(out: SimOutput, name: str) -> dict[str, Any]:
             "dur": (s.end_s - s.start_s) * 1e6,
         }
         for s in out.spans
+    ]
+    # KV-cache use after every scheduler step, as a counter track per replica
+    events += [
+        {
+            "ph": "C",
+            "name": f"KV cache in use, replica {replica}",
+            "pid": 0,
+            "ts": t * 1e6,
+            "args": {"share": round(share, 6)},
+        }
+        for t, replica, share in out.kv_occupancy
     ]
     return {"traceEvents": events, "displayTimeUnit": "ms"}
 

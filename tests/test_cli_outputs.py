@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import CONFIGS
 
 
@@ -28,6 +30,9 @@ def test_trace_has_a_track_per_gpu_and_link_direction(run_cli: Any, tmp_path: Pa
     assert {"link:node0/gpu0-gpu1:fwd", "link:node0/gpu0-gpu1:rev"} <= tracks
     spans = [e for e in events if e["ph"] == "X"]
     assert spans and all(e["dur"] > 0 for e in spans)
+    kv = [e for e in events if e["ph"] == "C"]
+    assert len(kv) == 4 and all(0 <= e["args"]["share"] <= 1 for e in kv)  # one per step
+    assert kv[0]["args"]["share"] > 0 == kv[-1]["args"]["share"]  # freed when done
     assert not list(tmp_path.glob(".t.json.*"))  # no temporary file left behind
 
 
@@ -49,6 +54,9 @@ def test_requests_out_has_one_row_per_request(run_cli: Any, tmp_path: Path) -> N
     assert len(rows) == 3
     for r in rows:
         assert float(r["arrival_s"]) <= float(r["first_token_s"]) <= float(r["end_s"])
+        times = [float(t) for t in r["token_times_s"].split()]
+        assert len(times) == 4 and times[0] == pytest.approx(float(r["first_token_s"]), abs=1e-6)
+        assert float(r["end_s"]) == pytest.approx(times[-1], abs=1e-6)
 
 
 def test_several_configs_print_one_json_object_per_line(run_cli: Any) -> None:
