@@ -328,11 +328,6 @@ class Engine:
 
     # -- host (CPU offload) ---------------------------------------------------------------
 
-    def _host_seconds(self, parts: tuple[Part, ...], prompt: bool) -> float:
-        if prompt:
-            return 0.0
-        return self.coster.host_layers_s(parts)
-
     def _host_part(
         self, replica: int, parts: tuple[Part, ...], prompt: bool, critical: bool
     ) -> Proc:
