@@ -5,7 +5,8 @@
 Keeps every column of the source file (source, hardware, notes, ...) and adds how each row maps
 onto a simulator config: catalogue ids, the llama-bench test as prompt/output/depth tokens,
 the power cap, and the metric in the simulator's units. Rows are never edited or dropped; a row
-the simulator cannot yet reproduce says why in ``fit_excluded_reason``.
+the simulator cannot yet reproduce, or that no hardware could have produced (faster than the
+``ideal`` engine), says why in ``fit_excluded_reason``.
 """
 
 from __future__ import annotations
@@ -129,9 +130,30 @@ def build(src: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def flag_impossible(df: pd.DataFrame) -> pd.DataFrame:
+    """Mark rows measured faster than physics allows: above what the ``ideal`` engine (every
+    byte at peak bandwidth, every FLOP at peak, no overhead) reaches on the row's config. Such
+    a figure is a failed run, not a measurement (e.g. 1133 tok/s decode on a 68 GB/s M1)."""
+    from simulator.calibrate import predict_metric
+    from simulator.measured import row_config
+    from simulator.profiles import profile
+
+    ideal = profile("ideal")
+    out = df.copy()
+    for i, r in out.iterrows():
+        if r["profile"] != "llama.cpp" or r["fit_excluded_reason"]:
+            continue
+        limit = predict_metric(row_config(pd.Series(r), ideal), str(r["metric_kind"]))
+        if float(r["measured"]) > limit:
+            out.at[i, "fit_excluded_reason"] = (
+                f"impossible: above the physical limit ({limit:.1f} tok/s for the ideal engine)"
+            )
+    return out
+
+
 def main(argv: list[str]) -> int:
     src = Path(argv[1]) if len(argv) > 1 else Path("../shared/data/measured_calibration.csv")
-    df = build(src)
+    df = flag_impossible(build(src))
     first = [
         "row_id",
         "gpu",

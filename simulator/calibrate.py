@@ -15,7 +15,9 @@ hand: rerun ``sim calibrate``.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from simulator.analytic import single_stream
 from simulator.config import RunConfig
 from simulator.export import write_atomic
 from simulator.measured import MEASURED_CSV, load_rows, row_config
+from simulator.placement import Placement, place
 from simulator.profiles import CALIBRATED_DIR, EngineProfile, uncalibrated
 
 # parameter -> (lower, upper) bounds; the starting value is the profile file's
@@ -40,14 +43,19 @@ FITTED: dict[str, dict[str, tuple[float, float]]] = {
         "dequant_bytes_per_weight": (0.0, 8.0),
         "stream_bytes_per_sm_cycle_f16": (1.0, 64.0),
         "stream_bytes_per_sm_cycle_quant": (1.0, 64.0),
+        "attention_score_passes": (1.0, 16.0),
+        "kv_read_passes": (1.0, 4.0),
+        "compute_efficiency_metal": (0.1, 1.0),
+        "tensor_energy_nj_per_sm_cycle": (0.0, 10.0),
+        "tensor_energy_pj_per_flop": (0.0, 5.0),
     },
 }
 METRICS = ("decode_tok_s", "prefill_tok_s", "pp_tg_tok_s")
 
 
-def predict_metric(cfg: RunConfig, metric: str) -> float:
+def predict_metric(cfg: RunConfig, metric: str, placement: Placement | None = None) -> float:
     """A measured row's metric from the closed-form single stream."""
-    s = single_stream(cfg)
+    s = single_stream(cfg, placement)
     if metric == "decode_tok_s":
         return cfg.output_tokens / s.makespan_s
     if metric == "prefill_tok_s":
@@ -81,6 +89,9 @@ class Problem:
             (rows["profile"] == profile_id) & rows["metric_kind"].isin(METRICS)
         ].reset_index(drop=True)
         self.cfgs = [row_config(r, self.base) for r in self.rows.itertuples()]
+        # placements follow from the config, not from the fitted efficiencies: computed once
+        self.placements = [place(c) for c in self.cfgs]
+        self.metrics = [str(m) for m in self.rows["metric_kind"]]
         self.measured = self.rows["measured"].to_numpy(dtype=float)
 
     def profile_at(self, x: Sequence[float] | np.ndarray) -> EngineProfile:
@@ -91,10 +102,12 @@ class Problem:
     ) -> np.ndarray:
         prof = self.profile_at(x)
         out = []
-        for i, (cfg, row) in enumerate(zip(self.cfgs, self.rows.itertuples(), strict=True)):
+        for i, (cfg, pl, metric) in enumerate(
+            zip(self.cfgs, self.placements, self.metrics, strict=True)
+        ):
             if mask is not None and not mask[i]:
                 continue
-            out.append(predict_metric(replace(cfg, profile=prof), str(row.metric_kind)))
+            out.append(predict_metric(replace(cfg, profile=prof), metric, pl))
         return np.asarray(out)
 
     def x0(self) -> np.ndarray:
@@ -143,18 +156,34 @@ def fit_profile(profile_id: str, rows: pd.DataFrame | None = None) -> Fit:
     return Fit(profile_id, prob.names, x, err, table, data_hash())
 
 
-def cross_validate(profile_id: str, rows: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Leave one GPU out: fit without it, predict its rows. One row per predicted measurement."""
-    rows = load_rows() if rows is None else rows
+def _fold(args: tuple[str, str, pd.DataFrame]) -> pd.DataFrame:
+    """One leave-one-GPU-out fold: fit without ``gpu``, predict its rows."""
+    profile_id, gpu, rows = args
     prob = Problem(profile_id, rows)
-    out = []
-    for gpu in sorted(prob.rows["gpu"].unique()):
-        held = (prob.rows["gpu"] == gpu).to_numpy()
-        x, _ = prob.fit(~held)
-        sim = prob.simulate(x, held)
-        part = prob.rows.loc[held, ["row_id", "gpu", "metric_kind", "measured"]].copy()
-        part["simulated"] = sim
-        out.append(part)
+    held = (prob.rows["gpu"] == gpu).to_numpy()
+    x, _ = prob.fit(~held)
+    part = prob.rows.loc[held, ["row_id", "gpu", "metric_kind", "measured"]].copy()
+    part["simulated"] = prob.simulate(x, held)
+    return part
+
+
+def cross_validate(
+    profile_id: str, rows: pd.DataFrame | None = None, workers: int | None = None
+) -> pd.DataFrame:
+    """Leave one GPU out: fit without it, predict its rows. One row per predicted measurement.
+
+    The folds are independent fits, run on ``workers`` processes (default: one per CPU); the
+    result does not depend on how many.
+    """
+    rows = load_rows() if rows is None else rows
+    gpus = sorted(Problem(profile_id, rows).rows["gpu"].unique())
+    jobs = [(profile_id, str(g), rows) for g in gpus]
+    n = min(len(jobs), workers or os.cpu_count() or 1)
+    if n > 1:
+        with ProcessPoolExecutor(max_workers=n) as pool:
+            out = list(pool.map(_fold, jobs))
+    else:
+        out = [_fold(j) for j in jobs]
     cv: pd.DataFrame = pd.concat(out, ignore_index=True)
     cv["rel_error"] = cv["simulated"] / cv["measured"] - 1
     return cv

@@ -2,15 +2,20 @@
 
 No SimPy here: the engine asks these functions for durations and only schedules them.
 
-Kernel time (docs/physics.md "Time"), per layer and phase:
+Kernel time (docs/physics.md "Time"). A decoder layer is a sequence of kernels on one stream,
+so their times add; each kernel is a roofline:
 
-    t = max(FLOPs / (peak x compute efficiency(tokens)), bytes / (peak bandwidth x memory
-        efficiency)) + per-layer overhead
+    t = max(matmul FLOPs / rate, weight bytes / bandwidth)          weight matmuls
+      + max(attention FLOPs / rate, KV bytes x kv passes / bandwidth) attention
+      + (score-matrix and dequantization bytes) / bandwidth
+      + per-layer overhead
 
 Matmul kernels work on tiles of ``compute_tile_tokens`` rows: a batch of n < tile tokens costs
 as much compute as a full tile (mma tiles are 16 rows; Marlin pads decode batches to 16), so
-compute time is FLOPs x max(1, tile / n) / (peak x efficiency). Decode at batch 1 therefore
-stays memory-bound, as GEMV kernels are, while a large prompt runs at the GEMM efficiency.
+the rate is peak x efficiency / max(1, tile / n). Decode at batch 1 therefore stays
+memory-bound, as GEMV kernels are, while a large prompt runs at the GEMM efficiency. A long
+GEMM draws power in proportion to SMs x clock; when that exceeds the board limit, the clock
+drops (``power_clock_fraction``).
 
 Transfers follow the alpha-beta model: ``latency + bytes / (bandwidth x link efficiency)``;
 a ring all-reduce over n ranks costs ``2(n-1) x latency + 2(n-1)/n x bytes / bandwidth``
@@ -42,6 +47,22 @@ class KernelTime:
         return "compute" if self.compute_s > self.memory_s else "memory-bandwidth"
 
 
+def backend_num(
+    profile: EngineProfile, gpu: GpuSpec, name: str, default: float | None = None
+) -> float:
+    """A profile parameter as the backend driving ``gpu`` has it.
+
+    One engine may run different kernels per vendor (llama.cpp: CUDA on NVIDIA, Metal on
+    Apple); ``<name>_metal`` overrides ``name`` on Apple GPUs when the profile gives it.
+    ``default`` stands in when the profile has neither (parameters older profiles lack).
+    """
+    if gpu.is_apple and f"{name}_metal" in profile.params:
+        return profile.num(f"{name}_metal")
+    if default is not None and name not in profile.params:
+        return default
+    return profile.num(name)
+
+
 def compute_efficiency(profile: EngineProfile, tokens: float) -> float:
     """Useful fraction of peak matmul FLOP/s for a batch of ``tokens`` rows (tile padding)."""
     tile = profile.num("compute_tile_tokens")
@@ -54,34 +75,68 @@ def matmul_peak_flops(gpu: GpuSpec, profile: EngineProfile) -> float:
     return gpu.matmul_flops_per_s(str(profile.get("matmul_dtype")))
 
 
+def power_clock_fraction(gpu: GpuSpec, profile: EngineProfile) -> float:
+    """Share of the boost clock a long GEMM sustains under the board power limit.
+
+    With every SM busy on tensor work, the chip draws SMs x clock x the energy one SM-cycle
+    of tensor work costs (``tensor_energy_nj_per_sm_cycle``; the voltage is near its floor at
+    these clocks, so power is about linear in clock). Above the board limit (TDP, or
+    ``hardware.power_limit_w``) the clock drops to limit / (SMs x energy). The RTX 6000 Ada
+    (300 W) and the RTX 4090 (450 W) carry the same AD102 chip; the 6000's prompt speed is
+    0.71x the 4090's with F16 weights, which its datasheet peak (1.1x) cannot explain.
+    Apple GPUs are left alone: their power figures are whole-machine wall power.
+    """
+    nj = backend_num(profile, gpu, "tensor_energy_nj_per_sm_cycle", 0.0)
+    pj_flop = backend_num(profile, gpu, "tensor_energy_pj_per_flop", 0.0)
+    cycles = gpu.sm_cycles_per_s
+    if nj <= 0 or not cycles or gpu.is_apple:
+        return 1.0
+    flops_per_cycle = matmul_peak_flops(gpu, profile) / cycles
+    joules_per_cycle = nj * 1e-9 + pj_flop * 1e-12 * flops_per_cycle
+    return min(1.0, gpu.tdp_w / (cycles * joules_per_cycle))
+
+
+def sustained_flops(gpu: GpuSpec, profile: EngineProfile) -> float:
+    """Matmul FLOP/s a long GEMM sustains: peak x efficiency x the power-limited clock share.
+
+    The efficiency is the backend's (``compute_efficiency_metal`` on Apple GPUs, which run
+    matmuls on their FP32 ALUs rather than on tensor cores).
+    """
+    eff = backend_num(profile, gpu, "compute_efficiency")
+    return matmul_peak_flops(gpu, profile) * eff * power_clock_fraction(gpu, profile)
+
+
 def extra_prefill_bytes(
     profile: EngineProfile,
+    gpu: GpuSpec,
     weight_params: float,
     score_pairs: float,
     heads: int,
     flash_attention: bool,
     quantized: bool,
 ) -> float:
-    """Memory traffic prefill adds beyond weights, KV and activations.
+    """Memory traffic of prefill's memory-bound kernels beyond weights, KV and activations.
 
-    * Unfused attention materialises the f32 score matrix: written by QK^T, read and written
-      by softmax, read by PV: four f32 passes over heads x (query, key) pairs.
+    * Unfused attention materialises the score matrix: ``attention_score_passes`` f32-sized
+      passes over heads x (query, key) pairs (QK^T written, converted, softmax read and
+      written with the mask, converted again, read by PV; 4 when a profile does not say).
     * Engines that dequantize quantized weights to f16 before a GEMM write and read them
-      again (``dequant_bytes_per_weight``; 4 = write + read of 2-byte values).
+      again (``dequant_bytes_per_weight``; llama.cpp's Metal kernels dequantize in place).
     """
-    scores = 0.0 if flash_attention else 4 * units.F32_BYTES * heads * score_pairs
-    dequant = profile.num("dequant_bytes_per_weight") * weight_params if quantized else 0.0
-    return scores + dequant
+    passes = backend_num(profile, gpu, "attention_score_passes", 4.0)
+    scores = 0.0 if flash_attention else passes * units.F32_BYTES * heads * score_pairs
+    dequant = backend_num(profile, gpu, "dequant_bytes_per_weight") if quantized else 0.0
+    return scores + dequant * weight_params
 
 
 def achieved_bandwidth(gpu: GpuSpec, profile: EngineProfile, quantized: bool) -> float:
     """Bytes/s a memory-bound kernel streams: peak x efficiency, capped by how fast the SMs
     issue loads (Little's law: bytes in flight per SM-cycle x SMs x clock).
 
-    Fast-memory GPUs with few, slow-clocked SMs (A100/H100 with HBM) hit the cap with
-    llama.cpp's GEMV kernels; GeForce cards with GDDR do not. Dequantizing costs instructions
-    per byte, so quantized weights have their own, lower rate. NVIDIA SMs only (Apple GPU cores
-    are a different unit; no cap without SM count and clock).
+    Fast-memory GPUs with few, slow-clocked SMs (A100/H100 with HBM, the M1 Max) hit the cap
+    with llama.cpp's GEMV kernels; GeForce cards with GDDR do not. Dequantizing costs
+    instructions per byte, so quantized weights have their own, lower rate. NVIDIA SMs and
+    Apple GPU cores (both 128 FP32 lanes wide) count as SMs; other vendors have no cap.
     """
     peak = gpu.memory_bandwidth_bytes_per_s * profile.num("memory_efficiency")
     cycles = gpu.sm_cycles_per_s
@@ -103,15 +158,28 @@ def kernel_time(
 ) -> KernelTime:
     """Time for ``work`` (``layers`` decoder layers' worth) on ``gpu`` for a ``tokens``-row batch.
 
+    The layer's kernels run one after another, so their times add: the weight matmuls (a
+    roofline over the weights, streamed at the quantized rate if ``quantized``), attention (a
+    roofline over the KV cache, read ``kv_read_passes`` times) and the memory-bound kernels
+    moving ``extra_bytes`` (score matrix, dequantization).
     ``compute_share`` is the fraction of the work's FLOPs and bytes this device does (1/t
     under tensor parallelism).
     """
-    peak = matmul_peak_flops(gpu, profile)
-    compute_s = work.flops * compute_share / (peak * compute_efficiency(profile, tokens))
-    bw = achieved_bandwidth(gpu, profile, quantized)
-    memory_s = (work.bytes * compute_share + extra_bytes) / bw
+    tile = profile.num("compute_tile_tokens")
+    padding = max(1.0, tile / tokens) if tokens > 0 else 1.0
+    rate = sustained_flops(gpu, profile) / padding
+    bw_weights = achieved_bandwidth(gpu, profile, quantized)
+    bw = achieved_bandwidth(gpu, profile, False)
+    kv_passes = backend_num(profile, gpu, "kv_read_passes", 1.0)
+    share = compute_share
+    gemm_c = (work.flops - work.attention_flops) * share / rate
+    gemm_m = (work.weight_bytes + work.activation_bytes) * share / bw_weights
+    attn_c = work.attention_flops * share / rate
+    attn_m = (work.kv_read_bytes * kv_passes + work.kv_write_bytes) * share / bw
+    aux_m = extra_bytes / bw
     overhead_s = profile.num("layer_overhead_s") * layers
-    return KernelTime(max(compute_s, memory_s) + overhead_s, compute_s, memory_s, overhead_s)
+    seconds = max(gemm_c, gemm_m) + max(attn_c, attn_m) + aux_m + overhead_s
+    return KernelTime(seconds, gemm_c + attn_c, gemm_m + attn_m + aux_m, overhead_s)
 
 
 def host_kernel_time(

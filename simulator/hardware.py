@@ -60,8 +60,9 @@ class GpuSpec:
 
     @property
     def sm_cycles_per_s(self) -> float | None:
-        """SMs x boost clock: how many SM-cycles per second the GPU issues (NVIDIA only)."""
-        if self.vendor != "nvidia" or not self.sm_count or not self.boost_clock_hz:
+        """SMs x boost clock: how many SM-cycles per second the GPU issues (NVIDIA SMs and Apple
+        GPU cores, both 128 FP32 lanes wide; None for other vendors)."""
+        if self.vendor not in ("nvidia", "apple") or not self.sm_count or not self.boost_clock_hz:
             return None
         return self.sm_count * self.boost_clock_hz
 

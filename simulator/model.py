@@ -363,6 +363,7 @@ class Work:
     kv_read_bytes: float = 0.0
     kv_write_bytes: float = 0.0
     activation_bytes: float = 0.0
+    attention_flops: float = 0.0  # the part of ``flops`` in the QK^T and PV products
 
     @property
     def bytes(self) -> float:
@@ -375,6 +376,7 @@ class Work:
             self.kv_read_bytes + other.kv_read_bytes,
             self.kv_write_bytes + other.kv_write_bytes,
             self.activation_bytes + other.activation_bytes,
+            self.attention_flops + other.attention_flops,
         )
 
     def scaled(self, factor: float) -> Work:
@@ -384,6 +386,7 @@ class Work:
             self.kv_read_bytes * factor,
             self.kv_write_bytes * factor,
             self.activation_bytes * factor,
+            self.attention_flops * factor,
         )
 
 
@@ -427,12 +430,14 @@ def layer_work(
     pairs = attention_pairs(n_tokens, cached, causal_skip) * sequences
     kv_token = kv_bytes_per_token_per_layer(m, kv_dtype_bytes)
     act_bytes = 2 * tokens * m.hidden_size * q.compute_dtype_bytes  # layer input and output
+    attn_flops = 4 * m.attention_heads * m.head_dim * pairs
     return Work(
-        flops=2 * tokens * p.active + 4 * m.attention_heads * m.head_dim * pairs,
+        flops=2 * tokens * p.active + attn_flops,
         weight_bytes=weight_bytes,
         kv_read_bytes=cached * kv_token * sequences,
         kv_write_bytes=tokens * kv_token,
         activation_bytes=act_bytes,
+        attention_flops=attn_flops,
     )
 
 

@@ -114,10 +114,13 @@ class StageCoster:
         t = cfg.tensor
         gpu = stage.devices[0].gpu
         tokens = part_tokens(parts)
-        groups: dict[bool, int] = {}
-        for i in stage.layers:
-            moe = m.layer_is_moe(i)
-            groups[moe] = groups.get(moe, 0) + 1
+        # dense models: every layer alike, no need to look at each
+        groups: dict[bool, int] = {False: len(stage.layers)} if stage.layers else {}
+        if m.is_moe:
+            groups = {}
+            for i in stage.layers:
+                moe = m.layer_is_moe(i)
+                groups[moe] = groups.get(moe, 0) + 1
         ar_path = None
         if t > 1:
             r = route(cfg, stage.devices[0], stage.devices[1])
@@ -134,6 +137,7 @@ class StageCoster:
                 params = work.weight_bytes * 8 / q.layer_bits_per_weight
                 extra = costs.extra_prefill_bytes(
                     prof,
+                    gpu,
                     params / t,
                     pairs,
                     m.attention_heads // t,

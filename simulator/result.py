@@ -10,7 +10,8 @@ from simulator.config import RunConfig
 from simulator.engine import Detail, Engine, SimOutput
 from simulator.memory import MemoryPlan, not_fit_reason, plan
 from simulator.metrics import bottleneck, summarize, utilization
-from simulator.placement import place
+from simulator.placement import Placement, place
+from simulator.power import RunPower, run_power
 from simulator.strategies import strategies_of
 
 METRIC_KEYS = (
@@ -57,7 +58,23 @@ def run(
     if not mem.fits:
         return build(cfg, mem, ceil, None, None, not_fit_reason(cfg, mem), None), None
     out = Engine(cfg, pl, detail=detail, record_spans=record_spans).run()
-    return build(cfg, mem, ceil, summarize(out), utilization(out), None, bottleneck(out)), out
+    metrics = summarize(out)
+    pw = power_of(pl, out)
+    if pw is not None:
+        metrics |= {
+            "avg_power_w": pw.avg_power_w,
+            "energy_j_per_token": pw.energy_j_per_token,
+            "energy_j": pw.energy_j,
+        }
+    result = build(cfg, mem, ceil, metrics, utilization(out), None, bottleneck(out))
+    result["power"] = [d.as_json() for d in pw.devices] if pw is not None else []
+    return result, out
+
+
+def power_of(pl: Placement, out: SimOutput) -> RunPower | None:
+    """Average power and energy of a run from each GPU's busy time (see ``power.py``)."""
+    outputs = sum(r.output_tokens for r in out.requests)
+    return run_power([(d.name, d.gpu) for d in pl.devices], out.busy_s, out.makespan_s, outputs)
 
 
 def with_ranges(cfg: RunConfig, metrics: dict[str, Any], ceil: Ceiling) -> dict[str, Any]:
@@ -99,9 +116,11 @@ def build(
         "memory": [d.as_json() for d in mem.devices],
         "host_weights_gb": round(mem.host_weights_bytes / units.GB, 3),
         "metrics": {k: None for k in METRIC_KEYS}
+        | {"energy_j": None}
         | {f"{k}_{e}": None for k in ("decode_tok_s", "prefill_tok_s") for e in ("low", "high")}
         | (with_ranges(cfg, metrics, ceil) if metrics else {}),
         "calibration": cfg.profile.calibrated_from,
+        "power": [],
         "utilization": utilization or {},
         "bound": {
             "ceiling_decode_tok_s": round(ceil.decode_tok_s, 3),
@@ -215,6 +234,13 @@ def table(result: dict[str, Any]) -> str:
                 f"{_fmt(m.get('kv_cache_occupancy_mean'), '.0%')} max "
                 f"{_fmt(m.get('kv_cache_occupancy_max'), '.0%')}, "
                 f"preemptions {m.get('preemptions', 0)}"
+            )
+        if m.get("avg_power_w") is not None:
+            per_token = m["energy_j_per_token"]
+            lines.append(
+                f"  power    {m['avg_power_w']:.0f} W average over the GPUs (idle + busy share up"
+                " to the board limit)"
+                + ("" if per_token is None else f", {per_token:.2f} J per output token")
             )
         lines.append(f"  bottleneck: {b['bottleneck']}")
         lines.append(

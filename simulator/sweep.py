@@ -54,6 +54,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "prefill_tok_s_high",
     "queue_wait_s_p50",
     "queue_wait_s_p90",
+    "energy_j",
     "makespan_s",
     "prefill_time_s",
     "decode_time_s",

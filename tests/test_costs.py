@@ -88,5 +88,89 @@ def test_sm_issue_rate_caps_bandwidth_on_hbm_parts_only() -> None:
     assert costs.achieved_bandwidth(a100, p, quantized=True) == pytest.approx(108 * 1.41e9 * 4)
     g4090 = hardware.gpu("rtx4090")  # 128 x 2.52 GHz x 6 = 1.94 TB/s > 0.8 x 1008 GB/s
     assert costs.achieved_bandwidth(g4090, p, quantized=False) == pytest.approx(0.8 * 1008e9)
-    apple = hardware.gpu("m3-max")  # Apple GPU cores are not SMs: no cap
-    assert costs.achieved_bandwidth(apple, p, quantized=False) == pytest.approx(0.8 * 400e9)
+    # Apple GPU cores are 128 lanes wide like an SM: the M1 Max's 32 cores x 1.27 GHz x 6 B
+    # = 243.8 GB/s cap its 400 GB/s; the M3 Max's 40 x 1.398 GHz x 6 = 335.5 GB/s do not
+    assert costs.achieved_bandwidth(hardware.gpu("m1-max"), p, False) == pytest.approx(
+        32 * 1.27e9 * 6
+    )
+    assert costs.achieved_bandwidth(hardware.gpu("m3-max"), p, False) == pytest.approx(0.8 * 400e9)
+    assert costs.achieved_bandwidth(hardware.gpu("rx7900xtx"), p, False) == pytest.approx(
+        0.8 * 960e9
+    )  # no SM model for AMD compute units
+
+
+def test_layer_kernels_add_up_one_after_another() -> None:
+    """Weight matmuls, attention and the memory-bound passes are separate kernels: their
+    rooflines add. Ideal profile on an RTX 4090 (330.3 TFLOPS, 1008 GB/s), hand-computed."""
+    g = hardware.gpu("rtx4090")
+    ideal = profile("ideal")
+    w = Work(
+        flops=330.3e12 * 0.003,  # 2 ms of matmul + 1 ms of attention at peak
+        attention_flops=330.3e12 * 0.001,
+        weight_bytes=1008e9 * 0.001,  # 1 ms: the matmuls are compute-bound
+        kv_read_bytes=1008e9 * 0.004,  # 4 ms: attention is memory-bound
+    )
+    t = costs.kernel_time(w, g, ideal, tokens=512, extra_bytes=1008e9 * 0.0005)
+    assert t.seconds == pytest.approx(0.002 + 0.004 + 0.0005)
+    assert t.compute_s == pytest.approx(0.003)
+    assert t.memory_s == pytest.approx(0.001 + 0.004 + 0.0005)
+
+
+def test_power_limit_lowers_the_sustained_tensor_clock() -> None:
+    p = profile("llama.cpp").with_params(
+        tensor_energy_nj_per_sm_cycle=1.4, tensor_energy_pj_per_flop=0.0
+    )
+    # RTX 6000 Ada: 300 W / (142 SM x 2.505 GHz x 1.4 nJ) = 0.6024 of the boost clock
+    ada6000 = hardware.gpu("rtx6000-ada")
+    assert costs.power_clock_fraction(ada6000, p) == pytest.approx(300 / (142 * 2.505 * 1.4))
+    # RTX 3090: 350 W / (82 x 1.695 GHz x 1.4 nJ) = 1.80 > 1: runs at its boost clock
+    assert costs.power_clock_fraction(hardware.gpu("rtx3090"), p) == 1.0
+    # a power cap lowers it further; Apple's wall-power figures are left alone
+    capped = ada6000.with_power_limit(200.0)
+    assert costs.power_clock_fraction(capped, p) < costs.power_clock_fraction(ada6000, p)
+    assert costs.power_clock_fraction(hardware.gpu("m3-max"), p) == 1.0
+    eff = p.num("compute_efficiency")
+    assert costs.sustained_flops(ada6000, p) == pytest.approx(
+        ada6000.matmul_flops_per_s("fp16_fp16acc") * eff * 300 / (142 * 2.505 * 1.4)
+    )
+
+
+def test_metal_parameters_override_on_apple_gpus_only() -> None:
+    p = profile("llama.cpp").with_params(
+        dequant_bytes_per_weight=2.5, dequant_bytes_per_weight_metal=0.0
+    )
+    nv, apple = hardware.gpu("rtx4090"), hardware.gpu("m3-max")
+    assert costs.backend_num(p, nv, "dequant_bytes_per_weight") == 2.5
+    assert costs.backend_num(p, apple, "dequant_bytes_per_weight") == 0.0
+    # Metal dequantizes inside its matmul: no dequantization traffic on Apple
+    assert costs.extra_prefill_bytes(p, apple, 1e9, 0, 32, True, quantized=True) == 0.0
+    assert costs.extra_prefill_bytes(p, nv, 1e9, 0, 32, True, quantized=True) == 2.5e9
+    # a profile without the parameter falls back to the default
+    assert costs.backend_num(profile("vllm"), nv, "kv_read_passes", 1.0) == 1.0
+
+
+def test_score_matrix_passes() -> None:
+    p = profile("llama.cpp").with_params(attention_score_passes=6.5)
+    g = hardware.gpu("rtx3090")
+    # 32 heads x 1000 pairs x 6.5 passes x 4 bytes; flash attention keeps no score matrix
+    assert costs.extra_prefill_bytes(p, g, 0, 1000, 32, False, False) == 6.5 * 4 * 32 * 1000
+    assert costs.extra_prefill_bytes(p, g, 0, 1000, 32, True, False) == 0.0
+    # profiles without the parameter keep the four f32 passes of the first cost model
+    assert costs.extra_prefill_bytes(profile("vllm"), g, 0, 1000, 32, False, False) == (
+        4 * 4 * 32 * 1000
+    )
+
+
+def test_tensor_energy_grows_with_the_datapath_width() -> None:
+    """An SM-cycle costs a fixed part plus energy per FLOP x dense FLOPs per SM-cycle."""
+    p = profile("llama.cpp").with_params(
+        tensor_energy_nj_per_sm_cycle=1.0, tensor_energy_pj_per_flop=0.5
+    )
+    # H100 PCIe capped at 310 W: 4096 FLOP per SM-cycle at FP16 (756 TFLOPS / (114 x 1.619 GHz))
+    h100 = hardware.gpu("h100-pcie").with_power_limit(310.0)
+    per_cycle = 756e12 / (114 * 1.619e9)
+    assert per_cycle == pytest.approx(4096, rel=1e-3)
+    cycles = h100.sm_cycles_per_s
+    assert cycles is not None
+    want = 310 / (cycles * (1.0e-9 + 0.5e-12 * per_cycle))
+    assert costs.power_clock_fraction(h100, p) == pytest.approx(want, rel=1e-3)
