@@ -13,7 +13,7 @@ import copy
 import io
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +194,19 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".1f") -> str:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def regenerate(
+    here: Path,
+    table_names: Sequence[str],
+    build: Callable[[], dict[str, pd.DataFrame]],
+    plots: Callable[[dict[str, pd.DataFrame]], None],
+    numbers: Callable[[dict[str, pd.DataFrame]], str],
+) -> None:
+    """An experiment's one command: write its tables, read them back (so the plots and the
+    README's numbers come from what is on disk), draw the plots, write the numbers."""
+    for name, df in build().items():
+        write_table(df, here / name)
+    tables = {name: read_table(here / name) for name in table_names}
+    plots(tables)
+    write_numbers(here / "README.md", numbers(tables))

@@ -14,11 +14,9 @@ import pandas as pd
 from experiments.common import (
     md_table,
     measured_check,
-    read_table,
+    regenerate,
     save_png,
     setups_grid,
-    write_numbers,
-    write_table,
 )
 from simulator import hardware
 
@@ -274,11 +272,7 @@ def plots(tables: dict[str, pd.DataFrame]) -> None:
 
 
 def main() -> None:
-    for name, df in build().items():
-        write_table(df, HERE / name)
-    tables = {name: read_table(HERE / name) for name in TABLES}
-    plots(tables)
-    write_numbers(HERE / "README.md", numbers(tables))
+    regenerate(HERE, TABLES, build, plots, numbers)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,10 @@ import pandas as pd
 from experiments.common import (
     grid,
     md_table,
-    read_table,
+    regenerate,
     save_png,
     setups_grid,
     with_keys,
-    write_numbers,
-    write_table,
 )
 from simulator import hardware
 from simulator.config import resolve
@@ -231,11 +229,7 @@ def plots(tables: dict[str, pd.DataFrame]) -> None:
 
 
 def main() -> None:
-    for name, df in build().items():
-        write_table(df, HERE / name)
-    tables = {name: read_table(HERE / name) for name in TABLES}
-    plots(tables)
-    write_numbers(HERE / "README.md", numbers(tables))
+    regenerate(HERE, TABLES, build, plots, numbers)
 
 
 if __name__ == "__main__":
