@@ -638,7 +638,25 @@ def _ratio(ev: Evaluator, c: Claim) -> ClaimResult:
 
 @handles("avg_power_ratio", unit="x")
 def _power_ratio(ev: Evaluator, c: Claim) -> ClaimResult:
-    return _unverifiable(c, "no power model yet (avg_power_w is null): a power ratio is unchecked")
+    """Average power of one run over another, from the power model (idle + busy share of the
+    board limit on each side). The model is not calibrated, so the ratio has no range."""
+    a = ev.run(c.config, c.overrides)
+    b = ev.run(c.baseline_config, c.baseline_overrides)
+    for run, side in ((a, "numerator: "), (b, "baseline: ")):
+        if not run.fits:
+            return _does_not_fit(c, run, side)
+    # power needs the engine's busy times (the single-stream closed form has none)
+    pa, pb = (evaluate(run.cfg)["metrics"]["avg_power_w"] for run in (a, b))
+    if pa is None or pb is None or pb <= 0:
+        return _unverifiable(c, "a side of the ratio has no simulated power")
+    r = pa / pb
+    verdict = classify_range(c.claimed_low, c.claimed_high, r, r, higher_is_better=False)
+    text = (
+        f"claimed {claimed_text(c)}; simulated average power {fmt(pa)} W / {fmt(pb)} W = "
+        f"{fmt(r)} ({strategy_label(a.cfg)} vs {strategy_label(b.cfg)}; idle + busy share of "
+        "each board limit, no range: the power model is not calibrated)"
+    )
+    return ClaimResult(c, verdict, text, r, r, r, None, None, a.cfg.profile.id)
 
 
 # --- fits and memory -------------------------------------------------------------------------
@@ -932,7 +950,9 @@ def _memory_option(ev: Evaluator, c: Claim) -> ClaimResult:
 
 @handles("avg_power_w", unit="W")
 def _avg_power(ev: Evaluator, c: Claim) -> ClaimResult:
-    """No power model yet; but a sustained draw cannot exceed the machine's rated maximum."""
+    """A sustained draw cannot exceed the machine's rated maximum. Below it the claim is not
+    checked: the power model charges a busy GPU its full limit, an upper bound, not an
+    estimate of a particular run's average."""
     gpus = _config_gpus(ev.run(c.config, c.overrides))
     cap = sum(g.tdp_w for g in gpus)
     lo, _ = widened(c.claimed_low, c.claimed_high)
@@ -942,7 +962,9 @@ def _avg_power(ev: Evaluator, c: Claim) -> ClaimResult:
     )
     if lo > cap:
         return ClaimResult(c, "spec-error", text + ": the claim exceeds it", ceiling=cap)
-    return _unverifiable(c, text + "; no power model yet to check the average", ceiling=cap)
+    return _unverifiable(
+        c, text + "; under it the power model gives only an upper bound", ceiling=cap
+    )
 
 
 # ---------------------------------------------------------------------------------------------
