@@ -115,19 +115,17 @@ def device_weight_bytes(cfg: RunConfig, stage: Stage) -> float:
     return total
 
 
-def device_kv_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: int) -> float:
-    """KV cache one device of ``stage`` holds for the resident sequences."""
-    m = cfg.model
-    per_token_layer = 2 * kv_heads_per_device(m, cfg.tensor) * m.head_dim * cfg.kv_dtype_bytes
-    cached = mm.kv_cached_tokens(m, sequence_tokens)
-    return len(stage.layers) * per_token_layer * cached * cfg.concurrent_sequences
-
-
 def device_kv_bytes_per_token(cfg: RunConfig, stage: Stage) -> float:
     """KV cache bytes one more cached token costs a device of ``stage``."""
     m = cfg.model
     per_token_layer = 2 * kv_heads_per_device(m, cfg.tensor) * m.head_dim * cfg.kv_dtype_bytes
     return len(stage.layers) * per_token_layer
+
+
+def device_kv_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: int) -> float:
+    """KV cache one device of ``stage`` holds for the resident sequences."""
+    cached = mm.kv_cached_tokens(cfg.model, sequence_tokens)
+    return device_kv_bytes_per_token(cfg, stage) * cached * cfg.concurrent_sequences
 
 
 def kv_pool_tokens(
