@@ -83,6 +83,13 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "replicas": Key("int", None, _min(1), "independent copies"),
         "layer_split": Key("list[float]", None, _positive, "ratios per stage"),
         "offload_layers": Key("int", 0, _min(0), "layers kept in host memory, run by the CPU"),
+        "cpu_moe_layers": Key(
+            "int",
+            0,
+            _min(0),
+            "llama.cpp --n-cpu-moe N: routed experts of layers 0..N-1 in host RAM",
+        ),
+        "cpu_moe": Key("bool", False, doc="llama.cpp --cpu-moe: every routed expert in host RAM"),
     },
     "engine": {
         "profile": Key("str", "llama.cpp", doc="engine profile id"),
@@ -298,6 +305,9 @@ class RunConfig:
     length_spread: float
     lengths_csv: Path | None
     resolved: dict[str, Any] = field(compare=False, hash=False)
+    cpu_moe_layers: int = (
+        0  # llama.cpp --n-cpu-moe: layers 0..N-1 keep their routed experts on the host
+    )
 
     @property
     def gpus_per_node(self) -> int:
@@ -479,6 +489,8 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             f"{par['offload_layers']}; valid choices: {', '.join(shelf('host_memory'))}"
         )
 
+    cpu_moe_layers = _cpu_moe_layers(par, m, profile, host_mem)
+
     kv_dtype = eng["kv_cache_dtype"] or profile.default_kv_cache_dtype
     if kv_dtype not in KV_CACHE_DTYPES:
         raise ConfigError(
@@ -551,7 +563,13 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             "host_memory": host_mem.id if host_mem else None,
         },
         "model": {"name": m.id, "quant": q.id},
-        "parallel": {**par, "tensor": t, "pipeline": p, "replicas": r},
+        "parallel": {
+            **par,
+            "tensor": t,
+            "pipeline": p,
+            "replicas": r,
+            "cpu_moe_layers": cpu_moe_layers,
+        },
         "engine": {
             **eng,
             "profile": profile.id,
@@ -603,9 +621,45 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         length_spread=0.0 if spread is None else spread,
         lengths_csv=None if wl["lengths_csv"] is None else Path(wl["lengths_csv"]),
         resolved=resolved,
+        cpu_moe_layers=cpu_moe_layers,
     )
     check_runnable(cfg)
     return cfg
+
+
+def _cpu_moe_layers(
+    par: Mapping[str, Any],
+    m: ModelSpec,
+    profile: EngineProfile,
+    host_mem: HostMemorySpec | None,
+) -> int:
+    """``parallel.cpu_moe_layers`` / ``parallel.cpu_moe`` resolved to a layer count (llama.cpp
+    common/arg.cpp: --n-cpu-moe N overrides ``blk.i.ffn_(up|down|gate|gate_up)_exps`` of
+    i = 0..N-1 to the CPU buffer; --cpu-moe every ``ffn_*_exps``)."""
+    n = m.layers if par["cpu_moe"] else par["cpu_moe_layers"]
+    if n == 0:
+        return 0
+    key = "parallel.cpu_moe" if par["cpu_moe"] else "parallel.cpu_moe_layers"
+    if par["cpu_moe"] and par["cpu_moe_layers"] not in (0, m.layers):
+        raise ConfigError(
+            f"parallel.cpu_moe_layers: {par['cpu_moe_layers']} contradicts parallel.cpu_moe = "
+            "true (every layer); give one of the two"
+        )
+    if not m.is_moe:
+        raise ConfigError(f"{key}: {m.id} is a dense model with no routed experts to offload")
+    if n > m.layers:
+        raise ConfigError(f"{key}: {n} but {m.id} has {m.layers} layers")
+    if host_mem is None:
+        raise ConfigError(
+            f"hardware.host_memory: required when {key} is set; "
+            f"valid choices: {', '.join(shelf('host_memory'))}"
+        )
+    if "expert_host_efficiency" not in profile.params:
+        raise CannotRun(
+            f"{key}: engine.profile = {profile.id} cannot keep experts in host memory "
+            "(llama.cpp's --n-cpu-moe / -ot exps=CPU); use engine.profile = llama.cpp"
+        )
+    return n
 
 
 def check_runnable(cfg: RunConfig) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from simulator import expert_offload, units
 from simulator import model as mm
-from simulator import units
 from simulator.catalog import shelf
 from simulator.config import RunConfig
 from simulator.errors import CannotRun
@@ -76,11 +76,17 @@ class DeviceMemory:
 @dataclass(frozen=True)
 class MemoryPlan:
     devices: tuple[DeviceMemory, ...]
-    host_weights_bytes: float  # offloaded layers and host-side embeddings
+    host_weights_bytes: float  # offloaded layers, offloaded experts and host-side embeddings
+    host_capacity_bytes: float | None = None  # the host memory's size, when the catalogue has it
+
+    @property
+    def host_fits(self) -> bool:
+        cap = self.host_capacity_bytes
+        return cap is None or self.host_weights_bytes <= cap
 
     @property
     def fits(self) -> bool:
-        return all(d.fits for d in self.devices)
+        return all(d.fits for d in self.devices) and self.host_fits
 
     def tightest(self) -> DeviceMemory:
         return min(self.devices, key=lambda d: d.free_bytes)
@@ -105,9 +111,12 @@ def sharded_layer_weight_bytes(m: ModelSpec, q: QuantSpec, layer: int, tensor: i
 
 
 def device_weight_bytes(cfg: RunConfig, stage: Stage) -> float:
-    """Weights one device of ``stage`` holds (every rank of a stage holds the same share)."""
+    """Weights one device of ``stage`` holds (every rank of a stage holds the same share);
+    routed experts kept in host memory (``parallel.cpu_moe_layers``) are not on it."""
     m, q, t = cfg.model, cfg.quant, cfg.tensor
     total = sum(sharded_layer_weight_bytes(m, q, i, t) for i in stage.layers)
+    on_host = [i for i in expert_offload.offloaded_expert_layers(cfg) if i in stage.layers]
+    total -= expert_offload.offloaded_expert_bytes(cfg, tuple(on_host)) / t
     if stage.holds_embedding:
         total += mm.embedding_bytes(m, q) / t
     if stage.holds_output and not (m.tied_embeddings and stage.holds_embedding):
@@ -158,7 +167,12 @@ def device_compute_buffer_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: i
     mlp = 2 * u * (inter / t) * units.F32_BYTES
     hidden = 4 * u * m.hidden_size * units.F32_BYTES
     logits = u * m.vocab_size * units.F32_BYTES if stage.holds_output else 0.0
-    return scores + mlp + hidden + logits if stage.layers or stage.holds_output else 0.0
+    copies = 0.0  # op offload copies host-resident experts to the first GPU for prompts
+    if stage.index == 0 and u >= expert_offload.OP_OFFLOAD_MIN_BATCH_TOKENS:
+        copies = expert_offload.copy_buffer_bytes(cfg, expert_offload.offloaded_expert_layers(cfg))
+    if not (stage.layers or stage.holds_output):
+        return copies
+    return scores + mlp + hidden + logits + copies
 
 
 def runtime_bytes(cfg: RunConfig, gpu: GpuSpec, sm_count: float | None) -> float:
@@ -191,11 +205,17 @@ def plan(
         rows.append(_device_memory(cfg, d, st, seq))
     m, q = cfg.model, cfg.quant
     host = sum(mm.layer_weight_bytes(m, q, i) for i in pl.cpu_layers)
+    host += expert_offload.offloaded_expert_bytes(cfg, pl.cpu_expert_layers)
     if pl.embedding_on_host:
         host += mm.embedding_bytes(m, q)
     if pl.output_on_host:
         host += mm.output_bytes(m, q)
-    return MemoryPlan(devices=tuple(rows), host_weights_bytes=host * cfg.replicas)
+    capacity = getattr(cfg.host_memory, "capacity_bytes", None)
+    return MemoryPlan(
+        devices=tuple(rows),
+        host_weights_bytes=host * cfg.replicas,
+        host_capacity_bytes=None if capacity is None else float(capacity),
+    )
 
 
 def _device_memory(cfg: RunConfig, d: Device, st: Stage, seq: int) -> DeviceMemory:
@@ -277,8 +297,16 @@ def suggestions(cfg: RunConfig) -> list[str]:
 
 def not_fit_reason(cfg: RunConfig, mem: MemoryPlan) -> str:
     """One line: the tightest device, need vs capacity in GB, and what would fit instead."""
-    d = mem.tightest()
     gb = units.GB
+    if all(x.fits for x in mem.devices) and not mem.host_fits:
+        cap = mem.host_capacity_bytes or 0.0
+        return (
+            f"does not fit: host memory ({cfg.host_memory.id if cfg.host_memory else '?'}) "
+            f"needs {mem.host_weights_bytes / gb:.1f} GB of weights but has {cap / gb:.1f} GB; "
+            "keep fewer experts or layers on the host (parallel.cpu_moe_layers, "
+            "parallel.offload_layers) or use a smaller model.quant"
+        )
+    d = mem.tightest()
     parts = (
         f"weights {d.weights_bytes / gb:.1f} + KV cache {d.kv_cache_bytes / gb:.1f} + "
         f"compute buffers {d.compute_buffer_bytes / gb:.1f} + runtime {d.runtime_bytes / gb:.1f}"

@@ -13,13 +13,13 @@ detail add up to the same durations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from simulator import costs, units
+from simulator import costs, expert_offload, units
 from simulator import model as mm
 from simulator.config import RunConfig
 from simulator.placement import Placement, Stage
-from simulator.topology import route
+from simulator.topology import host_route, route
 
 ACTIVATION_BYTES = units.F16_BYTES
 
@@ -114,13 +114,19 @@ class StageCoster:
         t = cfg.tensor
         gpu = stage.devices[0].gpu
         tokens = part_tokens(parts)
-        # dense models: every layer alike, no need to look at each
-        groups: dict[bool, int] = {False: len(stage.layers)} if stage.layers else {}
+        # dense models: every layer alike, no need to look at each; MoE layers by whether
+        # their routed experts sit in host memory and run on the CPU for this micro-batch
+        on_cpu = set(self.placement.cpu_expert_layers)
+        if expert_offload.experts_copied_to_gpu(tokens):
+            on_cpu = set()  # op offload: copied to the GPU, computed there
+        groups: dict[tuple[bool, bool], int] = (
+            {(False, False): len(stage.layers)} if stage.layers else {}
+        )
         if m.is_moe:
             groups = {}
             for i in stage.layers:
-                moe = m.layer_is_moe(i)
-                groups[moe] = groups.get(moe, 0) + 1
+                kind = (m.layer_is_moe(i), i in on_cpu)
+                groups[kind] = groups.get(kind, 0) + 1
         ar_path = None
         if t > 1:
             r = route(cfg, stage.devices[0], stage.devices[1])
@@ -129,9 +135,16 @@ class StageCoster:
         ar_time = 0.0 if ar_path is None else 2 * costs.allreduce_time(ar_path, ar_size, t, prof)
         ar_bytes = 2 * costs.ring_bytes_per_rank(ar_size, t)
         layer_costs = []
-        for moe, count in groups.items():
-            layer = next(i for i in stage.layers if m.layer_is_moe(i) == moe)
+        for (moe, cpu), count in groups.items():
+            layer = next(i for i in stage.layers if (m.layer_is_moe(i), i in on_cpu) == (moe, cpu))
             work, pairs, prompt = batch_layer_work(cfg, layer, parts)
+            if cpu:  # the GPU runs the layer without its routed experts
+                ew = mm.routed_expert_work(m, q, layer, tokens)
+                work = replace(
+                    work,
+                    flops=work.flops - ew.flops,
+                    weight_bytes=work.weight_bytes - ew.weight_bytes,
+                )
             extra = 0.0
             if prompt:  # prefill: score matrix and dequantization traffic
                 params = work.weight_bytes * 8 / q.layer_bits_per_weight
@@ -191,3 +204,47 @@ class StageCoster:
         """Weights of the offloaded layers (prefill copies them to the GPU per micro-batch)."""
         m, q = self.cfg.model, self.cfg.quant
         return sum(mm.layer_weight_bytes(m, q, i) for i in self.placement.cpu_layers)
+
+    # -- expert offload (parallel.cpu_moe_layers) ---------------------------------------------
+
+    def host_expert_s(self, parts: tuple[Part, ...]) -> float:
+        """CPU time of the host-resident experts for a micro-batch the CPU runs them for (under
+        32 tokens): hit experts' bytes at host bandwidth, two PCIe crossings and the split's
+        overhead per layer. 0 when the micro-batch copies them to the GPU instead."""
+        cfg = self.cfg
+        layers = self.placement.cpu_expert_layers
+        tokens = part_tokens(parts)
+        if not layers or cfg.host_memory is None or expert_offload.experts_copied_to_gpu(tokens):
+            return 0.0
+        m, q = cfg.model, cfg.quant
+        weight_bytes = sum(mm.routed_expert_work(m, q, i, tokens).weight_bytes for i in layers)
+        first = self.placement.stages(0)[0].devices[0]
+        rt = host_route(cfg, first, to_device=False)
+        crossing = 0.0
+        if rt is not None:
+            size = tokens * m.hidden_size * ACTIVATION_BYTES
+            crossing = costs.transfer_time(rt.path, size, cfg.profile)
+        return expert_offload.host_expert_seconds(
+            weight_bytes, len(layers), cfg.host_memory.bandwidth_bytes_per_s, crossing, cfg.profile
+        )
+
+    def host_expert_copy_bytes(self, parts: tuple[Part, ...]) -> float:
+        """Expert bytes a micro-batch of 32+ tokens copies from host RAM to the GPU."""
+        layers = self.placement.cpu_expert_layers
+        if not layers or not expert_offload.experts_copied_to_gpu(part_tokens(parts)):
+            return 0.0
+        return expert_offload.offloaded_expert_bytes(self.cfg, layers)
+
+    def host_cpu_s(self, parts: tuple[Part, ...]) -> float:
+        """Everything the host CPU runs for a micro-batch: offloaded layers (decode) and
+        host-resident experts (micro-batches under the op-offload threshold)."""
+        prompt = any(n > 1 for n, _, _ in parts)
+        layers = 0.0 if prompt else self.host_layers_s(parts)
+        return layers + self.host_expert_s(parts)
+
+    def host_copy_bytes(self, parts: tuple[Part, ...]) -> float:
+        """Weights a micro-batch copies from host RAM to the first GPU: offloaded layers for
+        a prompt, host-resident experts for 32+ tokens."""
+        prompt = any(n > 1 for n, _, _ in parts)
+        layers = self.host_weight_bytes() if prompt and self.placement.cpu_layers else 0.0
+        return layers + self.host_expert_copy_bytes(parts)
