@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -124,3 +125,33 @@ def test_bad_combinations_are_refused() -> None:
         )
     with pytest.raises(CannotRun, match=r"llama\.cpp"):
         moe_cfg(4, engine={"profile": "vllm"}, model={"quant": "AWQ-INT4"})
+
+
+def test_expert_fit_recovers_a_known_efficiency_and_skips_unknown_hardware() -> None:
+    import pandas as pd
+
+    from simulator.calibrate_experts import DATA_CSV, fit_expert_path
+
+    data = pd.read_csv(DATA_CSV)
+    assert data["source"].str.startswith("https://").all()  # every row has its source
+    row = data.iloc[0].copy()
+    row["gpu"], row["host_memory"], row["row_id"] = "rtx3070", "ddr4-3200-2ch", "synthetic"
+    truth = 0.41
+    cfg = cfgmod.resolve(
+        {
+            "hardware": {"gpus": ["rtx3070"], "host_memory": "ddr4-3200-2ch"},
+            "model": {"name": "qwen3-30b-a3b", "quant": "Q4_K_M"},
+            "parallel": {"cpu_moe_layers": int(row["cpu_moe_layers"])},
+            "engine": {"flash_attention": True},
+            "workload": {"prompt_tokens": 0, "output_tokens": int(row["output_tokens"])},
+        }
+    )
+    prof = cfg.profile.with_params(expert_host_efficiency=truth)
+    s = analytic.single_stream(dataclasses.replace(cfg, profile=prof))
+    row["measured"] = cfg.output_tokens / s.decode_s
+    unknown = data.iloc[0].copy()
+    unknown["gpu"] = "no-such-gpu"
+    fit = fit_expert_path(pd.DataFrame([row, unknown]))
+    assert fit.value == pytest.approx(truth, rel=1e-3)
+    assert fit.mean_abs_rel_error is not None and fit.mean_abs_rel_error < 1e-3
+    assert "no-such-gpu" in fit.skipped[str(unknown["row_id"])]
