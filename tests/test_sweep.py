@@ -427,3 +427,11 @@ def test_a_killed_dask_sweep_loses_no_finished_row(tmp_path: Path) -> None:
     rerun = subprocess.run([*argv, "--jobs", "1"], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert out.read_text() == reference.read_text()
+
+
+def test_a_ray_sweep_writes_the_same_file_as_a_local_one(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    plan = sweep.make_plan(_config(tmp_path), ["workload.context_tokens=0,1024,4096"])
+    sweep.run(plan, tmp_path / "local.csv", jobs=1)
+    sweep.run(plan, tmp_path / "ray.csv", jobs=2, executor="ray")
+    assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "ray.csv").read_bytes()
