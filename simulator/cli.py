@@ -84,6 +84,19 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--jobs", type=int, default=None, metavar="N", help="processes (default: every core)"
     )
+    sw.add_argument(
+        "--executor",
+        choices=("local", "dask", "ray"),
+        default="local",
+        help="where points run: local processes (default), a Dask or a Ray cluster",
+    )
+    sw.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="Dask scheduler (tcp://host:8786) or Ray cluster (host:6379) address; without it "
+        "dask/ray start a local cluster of --jobs workers",
+    )
     lst = sub.add_parser("list", help="print a catalogue with sources")
     lst.add_argument("kind", choices=LIST_KINDS)
     lst.add_argument("--json", action="store_true")
@@ -289,7 +302,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from simulator import sweep
 
     plan = sweep.make_plan(args.config, args.vary, args.set)
-    s = sweep.run(plan, args.out, jobs=args.jobs, progress=_SweepProgress())
+    s = sweep.run(
+        plan,
+        args.out,
+        jobs=args.jobs,
+        progress=_SweepProgress(),
+        executor=args.executor,
+        address=args.address,
+    )
     counts = ", ".join(f"{s.statuses[k]} {k}" for k in sweep.STATUSES if s.statuses[k])
     print(
         f"sweep: {s.total} rows in {s.path} ({s.ran} run now"
