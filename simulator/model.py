@@ -319,10 +319,9 @@ def mla_attention_params(m: ModelSpec) -> int:
     its norm + kv_b (kv_lora x heads x (nope + v)); o_proj (heads x v x hidden)."""
     h, n = m.hidden_size, m.attention_heads
     qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+    q = h * n * qk  # no q_lora_rank: a plain q_proj
     if m.q_lora_rank:
         q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * n * qk
-    else:
-        q = h * n * qk
     kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
     kv += m.kv_lora_rank * n * (m.qk_nope_head_dim + m.v_head_dim)
     o = n * m.v_head_dim * h
