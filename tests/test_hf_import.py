@@ -259,7 +259,7 @@ def test_model_keys_exclusive_and_quant_required() -> None:
         config_mod.resolve(raw)
     raw = _raw("Qwen--Qwen3-8B")
     del raw["model"]["quant"]
-    with pytest.raises(ConfigError, match="model.quant: required"):
+    with pytest.raises(ConfigError, match=r"model\.quant: required"):
         config_mod.resolve(raw)
 
 
