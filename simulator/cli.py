@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="print a catalogue with sources")
     lst.add_argument("kind", choices=LIST_KINDS)
     lst.add_argument("--json", action="store_true")
+    lst.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="models: show the spec built from a config.json or a .gguf file",
+    )
     return p
 
 
@@ -168,7 +174,33 @@ def _list_rows(kind: str) -> list[dict[str, Any]]:
     return [entry.as_dict() for entry in shelf(kind).values()]
 
 
+def cmd_list_from(args: argparse.Namespace) -> int:
+    """``sim list models --from FILE``: what an import read, to check it."""
+    from simulator import gguf_import, hf_import
+
+    if args.kind != "models":
+        raise ConfigError(f"--from: only with 'sim list models', not {args.kind!r}")
+    path = Path(args.from_file)
+    quant = None
+    if path.suffix.lower() == ".gguf":
+        m, quant = gguf_import.load_gguf(path, "--from")
+    else:
+        m = hf_import.from_hf_config(path, "--from")
+    rows = hf_import.describe(m)
+    if quant is not None:
+        rows += [("quant (from the file)", quant.id), ("weights", quant.derivation)]
+    if args.json:
+        print(json.dumps({k: v for k, v in rows}, indent=1, default=list))
+        return 0
+    print(m.name)
+    for k, v in rows:
+        print(f"  {k:<46} {v}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.from_file:
+        return cmd_list_from(args)
     rows = _list_rows(args.kind)
     if args.json:
         print(json.dumps(rows, indent=1))

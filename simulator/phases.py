@@ -57,7 +57,7 @@ def batch_layer_work(
         total = total + mm.Work(w.flops, 0.0, w.kv_read_bytes, w.kv_write_bytes, w.activation_bytes)
         if n > 1:
             prompt = True
-            pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx), False) * seqs
+            pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
     weights = mm.layer_work(m, q, layer, tokens, 0).weight_bytes
     return total + mm.Work(weight_bytes=weights), pairs, prompt
 
@@ -114,13 +114,15 @@ class StageCoster:
         t = cfg.tensor
         gpu = stage.devices[0].gpu
         tokens = part_tokens(parts)
-        # dense models: every layer alike, no need to look at each
-        groups: dict[bool, int] = {False: len(stage.layers)} if stage.layers else {}
-        if m.is_moe:
+        # uniform dense models: every layer alike, no need to look at each
+        groups: dict[tuple[bool, int | None], int] = {}
+        if stage.layers:
+            groups = {mm.layer_kind(m, stage.layers[0]): len(stage.layers)}
+        if m.is_moe or m.layer_windows:  # layers differ: experts or not, KV window
             groups = {}
             for i in stage.layers:
-                moe = m.layer_is_moe(i)
-                groups[moe] = groups.get(moe, 0) + 1
+                kind = mm.layer_kind(m, i)
+                groups[kind] = groups.get(kind, 0) + 1
         ar_path = None
         if t > 1:
             r = route(cfg, stage.devices[0], stage.devices[1])
@@ -129,8 +131,8 @@ class StageCoster:
         ar_time = 0.0 if ar_path is None else 2 * costs.allreduce_time(ar_path, ar_size, t, prof)
         ar_bytes = 2 * costs.ring_bytes_per_rank(ar_size, t)
         layer_costs = []
-        for moe, count in groups.items():
-            layer = next(i for i in stage.layers if m.layer_is_moe(i) == moe)
+        for kind, count in groups.items():
+            layer = next(i for i in stage.layers if mm.layer_kind(m, i) == kind)
             work, pairs, prompt = batch_layer_work(cfg, layer, parts)
             extra = 0.0
             if prompt:  # prefill: score matrix and dequantization traffic
