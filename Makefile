@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/dual4090_pcie4.toml
 PY_DIRS := $(wildcard simulator tests calibration experiments benchmarks)
 
-.PHONY: run test lint typecheck bench experiments clean
+.PHONY: run test check lint typecheck bench experiments clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/python -m pytest
+
+# the developer's fast loop: lint, types and every test not marked slow (CI runs `make test`)
+check: lint typecheck
+	$(BIN)/python -m pytest -m "not slow" -q
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -99,9 +99,7 @@ def ceiling(cfg: RunConfig, placement: Placement | None = None) -> Ceiling:
             for i in pl.cpu_layers
         )
         host_bytes += (
-            len(pl.cpu_layers)
-            * mm.kv_bytes_per_token_per_layer(m, cfg.kv_dtype_bytes)
-            * mm.kv_cached_tokens(m, round(ctx))
+            mm.kv_bytes_of_layers(m, pl.cpu_layers, round(ctx), cfg.kv_dtype_bytes)
             * cfg.fewest_resident_sequences
         )
         if pl.output_on_host:

@@ -84,9 +84,28 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument(
         "--jobs", type=int, default=None, metavar="N", help="processes (default: every core)"
     )
+    sw.add_argument(
+        "--executor",
+        choices=("local", "dask", "ray"),
+        default="local",
+        help="where points run: local processes (default), a Dask or a Ray cluster",
+    )
+    sw.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="Dask scheduler (tcp://host:8786) or Ray cluster (host:6379) address; without it "
+        "dask/ray start a local cluster of --jobs workers",
+    )
     lst = sub.add_parser("list", help="print a catalogue with sources")
     lst.add_argument("kind", choices=LIST_KINDS)
     lst.add_argument("--json", action="store_true")
+    lst.add_argument(
+        "--from",
+        dest="from_file",
+        metavar="FILE",
+        help="models: show the spec built from a config.json or a .gguf file",
+    )
     return p
 
 
@@ -155,7 +174,33 @@ def _list_rows(kind: str) -> list[dict[str, Any]]:
     return [entry.as_dict() for entry in shelf(kind).values()]
 
 
+def cmd_list_from(args: argparse.Namespace) -> int:
+    """``sim list models --from FILE``: what an import read, to check it."""
+    from simulator import gguf_import, hf_import
+
+    if args.kind != "models":
+        raise ConfigError(f"--from: only with 'sim list models', not {args.kind!r}")
+    path = Path(args.from_file)
+    quant = None
+    if path.suffix.lower() == ".gguf":
+        m, quant = gguf_import.load_gguf(path, "--from")
+    else:
+        m = hf_import.from_hf_config(path, "--from")
+    rows = hf_import.describe(m)
+    if quant is not None:
+        rows += [("quant (from the file)", quant.id), ("weights", quant.derivation)]
+    if args.json:
+        print(json.dumps({k: v for k, v in rows}, indent=1, default=list))
+        return 0
+    print(m.name)
+    for k, v in rows:
+        print(f"  {k:<46} {v}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.from_file:
+        return cmd_list_from(args)
     rows = _list_rows(args.kind)
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -289,7 +334,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from simulator import sweep
 
     plan = sweep.make_plan(args.config, args.vary, args.set)
-    s = sweep.run(plan, args.out, jobs=args.jobs, progress=_SweepProgress())
+    s = sweep.run(
+        plan,
+        args.out,
+        jobs=args.jobs,
+        progress=_SweepProgress(),
+        executor=args.executor,
+        address=args.address,
+    )
     counts = ", ".join(f"{s.statuses[k]} {k}" for k in sweep.STATUSES if s.statuses[k])
     print(
         f"sweep: {s.total} rows in {s.path} ({s.ran} run now"

@@ -74,8 +74,10 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "unified_memory_gib": Key("float", None, _positive, "Apple: unified memory size"),
     },
     "model": {
-        "name": Key("str", REQUIRED, doc="model id"),
-        "quant": Key("str", REQUIRED, doc="quant id"),
+        "name": Key("str", None, doc="model id (or give hf_config or gguf)"),
+        "quant": Key("str", None, doc="quant id (a GGUF file brings its own)"),
+        "hf_config": Key("str", None, doc="a Hugging Face config.json (relative to the config)"),
+        "gguf": Key("str", None, doc="a GGUF file: header and tensor table only, exact bytes"),
     },
     "parallel": {
         "tensor": Key("int", None, _min(1), "tensor-parallel degree"),
@@ -386,6 +388,12 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     raw = apply_overrides(load_file(path), overrides or [])
     if raw.get("name") is None:
         raw["name"] = Path(path).stem
+    mdl = raw.get("model")
+    for key in ("hf_config", "gguf"):  # paths in the file are relative to the file
+        if isinstance(mdl, dict) and isinstance(mdl.get(key), str):
+            file_path = Path(mdl[key]).expanduser()
+            if not file_path.is_absolute():
+                mdl[key] = str(Path(path).parent / file_path)
     wl = raw.get("workload")
     if isinstance(wl, dict) and isinstance(wl.get("lengths_csv"), str):
         csv_path = Path(wl["lengths_csv"])
@@ -459,8 +467,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             )
         gpus = tuple(g.with_power_limit(w) for g, w in zip(gpus, power_limits, strict=True))
 
-    m = model.model(mdl["name"], "model.name")
-    q = model.quant(mdl["quant"], "model.quant")
+    m, q = _model_and_quant(mdl)
     profile = profiles.profile(eng["profile"], "engine.profile")
 
     # parallel degrees: an unset degree is 1; all unset means llama.cpp's default layer split
@@ -562,7 +569,11 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             "node_link": node_link.id if node_link else None,
             "host_memory": host_mem.id if host_mem else None,
         },
-        "model": {"name": m.id, "quant": q.id},
+        "model": {
+            "name": m.id,
+            "quant": q.id,
+            **{k: mdl[k] for k in ("hf_config", "gguf") if mdl[k] is not None},
+        },
         "parallel": {
             **par,
             "tensor": t,
@@ -660,6 +671,37 @@ def _cpu_moe_layers(
             "(llama.cpp's --n-cpu-moe / -ot exps=CPU); use engine.profile = llama.cpp"
         )
     return n
+
+
+def _model_and_quant(mdl: Mapping[str, Any]) -> tuple[ModelSpec, QuantSpec]:
+    """The model from exactly one of model.name / hf_config / gguf, and its quant."""
+    from simulator import gguf_import, hf_import
+
+    given = [k for k in ("name", "hf_config", "gguf") if mdl[k] is not None]
+    if len(given) != 1:
+        shown = ", ".join(f"model.{k}" for k in given) or "none"
+        raise ConfigError(
+            f"model: give exactly one of model.name, model.hf_config, model.gguf (got {shown})"
+        )
+    if mdl["gguf"] is not None:
+        m, q = gguf_import.load_gguf(mdl["gguf"], "model.gguf")
+        asked = mdl["quant"]
+        if asked is not None and asked.upper() != q.id.upper():
+            raise ConfigError(
+                f"model.quant: {asked!r} but {mdl['gguf']} is {q.id}; leave model.quant out "
+                "with model.gguf (the file's tensor types are used)"
+            )
+        return m, q
+    if mdl["quant"] is None:
+        raise ConfigError(
+            f"model.quant: required with model.{given[0]}; valid choices: "
+            f"{', '.join(model.quant_ids())}"
+        )
+    if mdl["hf_config"] is not None:
+        m = hf_import.from_hf_config(mdl["hf_config"], "model.hf_config")
+    else:
+        m = model.model(mdl["name"], "model.name")
+    return m, model.quant(mdl["quant"], "model.quant")
 
 
 def check_runnable(cfg: RunConfig) -> None:

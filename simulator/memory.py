@@ -104,10 +104,15 @@ def kv_heads_per_device(m: ModelSpec, tensor: int) -> int:
 def sharded_layer_weight_bytes(m: ModelSpec, q: QuantSpec, layer: int, tensor: int) -> float:
     """One tensor rank's share of decoder layer ``layer``'s weights."""
     p = mm.layer_params(m, layer)
-    kv_proj = 2 * m.hidden_size * m.kv_heads * m.head_dim
-    kv_proj_mine = 2 * m.hidden_size * kv_heads_per_device(m, tensor) * m.head_dim
+    if (
+        m.is_mla
+    ):  # every projection splits by head; the small latent down-projection is counted split too
+        kv_proj = kv_proj_mine = 0
+    else:
+        kv_proj = 2 * m.hidden_size * m.kv_heads * m.head_dim
+        kv_proj_mine = 2 * m.hidden_size * kv_heads_per_device(m, tensor) * m.head_dim
     params = (p.total - kv_proj - p.norms) / tensor + kv_proj_mine + p.norms
-    return params * q.layer_bits_per_weight / units.BITS_PER_BYTE
+    return params * mm.layer_bits_per_weight(m, q, layer) / units.BITS_PER_BYTE
 
 
 def device_weight_bytes(cfg: RunConfig, stage: Stage) -> float:
@@ -127,13 +132,19 @@ def device_weight_bytes(cfg: RunConfig, stage: Stage) -> float:
 def device_kv_bytes_per_token(cfg: RunConfig, stage: Stage) -> float:
     """KV cache bytes one more cached token costs a device of ``stage``."""
     m = cfg.model
-    per_token_layer = 2 * kv_heads_per_device(m, cfg.tensor) * m.head_dim * cfg.kv_dtype_bytes
+    heads = kv_heads_per_device(m, cfg.tensor)
+    per_token_layer = mm.kv_bytes_per_token_per_layer(m, cfg.kv_dtype_bytes, heads)
     return len(stage.layers) * per_token_layer
 
 
 def device_kv_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: int) -> float:
     """KV cache one device of ``stage`` holds for the resident sequences."""
-    cached = mm.kv_cached_tokens(cfg.model, sequence_tokens)
+    m = cfg.model
+    if m.layer_windows:  # windowed layers hold only their window (Gemma 2/3, gpt-oss)
+        heads = kv_heads_per_device(m, cfg.tensor)
+        one = mm.kv_bytes_of_layers(m, stage.layers, sequence_tokens, cfg.kv_dtype_bytes, heads)
+        return one * cfg.concurrent_sequences
+    cached = mm.kv_cached_tokens(m, sequence_tokens)
     return device_kv_bytes_per_token(cfg, stage) * cached * cfg.concurrent_sequences
 
 

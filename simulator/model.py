@@ -15,6 +15,7 @@ Formulas (docs/physics.md):
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 
@@ -49,17 +50,48 @@ class ModelSpec:
     moe_layer_interval: int = 1
     sliding_window_tokens: int | None = None
     params_reference_b: float | None = None
+    # Per-layer variation and architecture features (docs/physics.md "Imported models"); the
+    # defaults describe the uniform Llama-style layer every catalogue entry before them had.
+    layer_windows: tuple[int | None, ...] = ()  # per layer: KV window, None = global attention
+    dense_layers: tuple[int, ...] = ()  # MoE models: layers with a dense MLP instead of experts
+    shared_expert_intermediate_size: int = 0  # 0: each shared expert is moe_intermediate_size
+    kv_lora_rank: int = 0  # multi-head latent attention (DeepSeek V2/V3, Kimi K2): cached latent
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    qk_norm: bool = False  # RMSNorm over each q and k head (Qwen3, Gemma 3)
+    attention_sinks: bool = False  # one learned sink logit per head (gpt-oss)
+    attention_out_bias: bool = False  # o_proj bias (gpt-oss attention_bias covers q, k, v, o)
+    expert_bias: bool = False  # router and expert projections carry biases (gpt-oss)
+    norms_per_layer: int = 2  # RMSNorm weight vectors of hidden size per layer (Gemma 2/3: 4)
+    source: str = ""  # where the shape was read (catalogue file, config.json, GGUF)
 
     @property
     def is_moe(self) -> bool:
         return self.experts_total > 0
+
+    @property
+    def is_mla(self) -> bool:
+        """Multi-head latent attention: the cache holds one compressed latent per token."""
+        return self.kv_lora_rank > 0
+
+    def layer_window(self, layer: int) -> int | None:
+        """The KV window of decoder layer ``layer`` (None: it attends to the whole context)."""
+        if self.layer_windows:
+            return self.layer_windows[layer]
+        return self.sliding_window_tokens
 
     def layer_is_moe(self, layer: int) -> bool:
         """Whether decoder layer ``layer`` (0-based) has routed experts.
 
         With an interval k, layers k-1, 2k-1, ... are MoE (transformers' Llama 4 rule).
         """
-        return self.is_moe and (layer + 1) % self.moe_layer_interval == 0
+        return (
+            self.is_moe
+            and (layer + 1) % self.moe_layer_interval == 0
+            and layer not in self.dense_layers
+        )
 
     @classmethod
     def from_entry(cls, e: Entry) -> ModelSpec:
@@ -67,6 +99,15 @@ class ModelSpec:
         ref = e.value("params_reference_b", None)
         hidden = int(e.value("hidden_size"))
         heads = int(e.value("attention_heads"))
+        layers = int(e.value("layers"))
+        local = e.value("local_window_tokens", None)
+        layer_windows: tuple[int | None, ...] = ()
+        if local is not None:
+            # local_global_pattern N: every Nth layer is global, the others local (Gemma 3: 6,
+            # Gemma 2 and gpt-oss: 2, the first layer local)
+            n = int(e.value("local_global_pattern"))
+            layer_windows = tuple(None if (i + 1) % n == 0 else int(local) for i in range(layers))
+        first_dense = int(e.value("first_dense_layers", 0))
         return cls(
             id=e.id,
             name=e.name,
@@ -87,6 +128,20 @@ class ModelSpec:
             moe_layer_interval=int(e.value("moe_layer_interval", 1)),
             sliding_window_tokens=None if window is None else int(window),
             params_reference_b=None if ref is None else float(ref),
+            layer_windows=layer_windows,
+            dense_layers=tuple(range(first_dense)),
+            shared_expert_intermediate_size=int(e.value("shared_expert_intermediate_size", 0)),
+            kv_lora_rank=int(e.value("kv_lora_rank", 0)),
+            q_lora_rank=int(e.value("q_lora_rank", 0)),
+            qk_rope_head_dim=int(e.value("qk_rope_head_dim", 0)),
+            qk_nope_head_dim=int(e.value("qk_nope_head_dim", 0)),
+            v_head_dim=int(e.value("v_head_dim", 0)),
+            qk_norm=bool(e.value("qk_norm", False)),
+            attention_sinks=bool(e.value("attention_sinks", False)),
+            attention_out_bias=bool(e.value("attention_out_bias", False)),
+            expert_bias=bool(e.value("expert_bias", False)),
+            norms_per_layer=int(e.value("norms_per_layer", 2)),
+            source=e.path.name,
         )
 
 
@@ -109,6 +164,10 @@ class QuantSpec:
     compute_dtype_bytes: int
     weight_dtype: str
     derivation: str
+    dequant_class: str = ""  # how a kernel expands a block (see data/quants/README)
+    # exact bytes per decoder layer, (always-read tensors, routed-expert tensors), from a GGUF
+    # file's tensor table; empty for a catalogue quant (bits per weight x parameters)
+    layer_bytes: tuple[tuple[float, float], ...] = ()
 
     @property
     def is_gguf(self) -> bool:
@@ -186,6 +245,7 @@ def _quant_from_entry(e: Entry) -> QuantSpec:
         compute_dtype_bytes=int(e.value("compute_dtype_bytes")),
         weight_dtype=str(e.value("weight_dtype")),
         derivation=derivation,
+        dequant_class=str(e.value("dequant_class", "")),
     )
 
 
@@ -236,28 +296,59 @@ class LayerParams:
 
 
 def attention_params(m: ModelSpec) -> int:
-    """Wq + Wk + Wv + Wo (+ q/k/v bias) of one layer."""
+    """Wq + Wk + Wv + Wo (+ q/k/v bias) of one layer; MLA's low-rank projections instead."""
+    if m.is_mla:
+        return mla_attention_params(m)
     q = m.hidden_size * m.attention_heads * m.head_dim
     kv = 2 * m.hidden_size * m.kv_heads * m.head_dim
     o = m.attention_heads * m.head_dim * m.hidden_size
     bias = (m.attention_heads + 2 * m.kv_heads) * m.head_dim if m.qkv_bias else 0
-    return q + kv + o + bias
+    extra = 0
+    if m.attention_out_bias:
+        extra += m.hidden_size
+    if m.qk_norm:
+        extra += 2 * m.head_dim
+    if m.attention_sinks:
+        extra += m.attention_heads
+    return q + kv + o + bias + extra
+
+
+def mla_attention_params(m: ModelSpec) -> int:
+    """DeepSeek V2/V3 attention: q_a (hidden x q_lora) + its norm + q_b (q_lora x heads x
+    (nope + rope)), or a plain q_proj without q_lora_rank; kv_a (hidden x (kv_lora + rope)) +
+    its norm + kv_b (kv_lora x heads x (nope + v)); o_proj (heads x v x hidden)."""
+    h, n = m.hidden_size, m.attention_heads
+    qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+    q = h * n * qk  # no q_lora_rank: a plain q_proj
+    if m.q_lora_rank:
+        q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * n * qk
+    kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
+    kv += m.kv_lora_rank * n * (m.qk_nope_head_dim + m.v_head_dim)
+    o = n * m.v_head_dim * h
+    return q + kv + o
 
 
 def layer_params(m: ModelSpec, layer: int) -> LayerParams:
     """Parameter counts of decoder layer ``layer`` (0-based)."""
     attn = attention_params(m)
-    norms = 2 * m.hidden_size
+    norms = m.norms_per_layer * m.hidden_size
     if m.layer_is_moe(layer):
         per_expert = 3 * m.hidden_size * m.moe_intermediate_size
+        router = m.hidden_size * m.experts_total
+        if m.expert_bias:  # router bias; gate/up bias (2 x expert size) + down bias (hidden)
+            router += m.experts_total
+            per_expert += 2 * m.moe_intermediate_size + m.hidden_size
+        shared = per_expert * m.shared_experts
+        if m.shared_expert_intermediate_size:
+            shared = 3 * m.hidden_size * m.shared_expert_intermediate_size
         return LayerParams(
             attention=attn,
             norms=norms,
             dense_mlp=0,
-            router=m.hidden_size * m.experts_total,
+            router=router,
             per_expert=per_expert,
             experts=m.experts_total,
-            shared=per_expert * m.shared_experts,
+            shared=shared,
             experts_active=m.experts_active,
         )
     return LayerParams(
@@ -299,8 +390,19 @@ def active_params(m: ModelSpec) -> int:
 
 
 def layer_weight_bytes(m: ModelSpec, q: QuantSpec, layer: int) -> float:
-    """Bytes of decoder layer ``layer``'s weights stored at the quant's layer bits per weight."""
+    """Bytes of decoder layer ``layer``'s weights stored at the quant's layer bits per weight
+    (a GGUF import: the exact bytes of the layer's tensors)."""
+    if q.layer_bytes:
+        always, experts = q.layer_bytes[layer]
+        return always + experts
     return layer_params(m, layer).total * q.layer_bits_per_weight / units.BITS_PER_BYTE
+
+
+def layer_bits_per_weight(m: ModelSpec, q: QuantSpec, layer: int) -> float:
+    """Average bits per weight of decoder layer ``layer`` (exact per layer for a GGUF import)."""
+    if q.layer_bytes:
+        return layer_weight_bytes(m, q, layer) * units.BITS_PER_BYTE / layer_params(m, layer).total
+    return q.layer_bits_per_weight
 
 
 def embedding_bytes(m: ModelSpec, q: QuantSpec) -> float:
@@ -320,9 +422,19 @@ def total_weight_bytes(m: ModelSpec, q: QuantSpec) -> float:
     return embedding_bytes(m, q) + layers + head
 
 
-def kv_bytes_per_token_per_layer(m: ModelSpec, kv_dtype_bytes: float) -> float:
-    """K and V of one token in one layer: 2 x kv_heads x head_dim x bytes."""
-    return 2 * m.kv_heads * m.head_dim * kv_dtype_bytes
+def kv_bytes_per_token_per_layer(
+    m: ModelSpec, kv_dtype_bytes: float, kv_heads: int | None = None
+) -> float:
+    """K and V of one token in one layer: 2 x kv_heads x head_dim x bytes.
+
+    ``kv_heads``: the heads one tensor rank holds (default: all). Multi-head latent attention
+    caches one latent of kv_lora_rank + qk_rope_head_dim per token for all heads (llama.cpp and
+    vLLM keep it compressed), so every rank holds all of it.
+    """
+    if m.is_mla:
+        return (m.kv_lora_rank + m.qk_rope_head_dim) * kv_dtype_bytes
+    heads = m.kv_heads if kv_heads is None else kv_heads
+    return 2 * heads * m.head_dim * kv_dtype_bytes
 
 
 def kv_bytes_per_token(m: ModelSpec, kv_dtype_bytes: float) -> float:
@@ -330,11 +442,50 @@ def kv_bytes_per_token(m: ModelSpec, kv_dtype_bytes: float) -> float:
     return m.layers * kv_bytes_per_token_per_layer(m, kv_dtype_bytes)
 
 
-def kv_cached_tokens(m: ModelSpec, context_tokens: int) -> int:
-    """Tokens a sequence of ``context_tokens`` keeps in its KV cache (a sliding window caps it)."""
-    if m.sliding_window_tokens is not None:
-        return min(context_tokens, m.sliding_window_tokens)
+def kv_cached_tokens(m: ModelSpec, context_tokens: int, layer: int | None = None) -> int:
+    """Tokens a sequence of ``context_tokens`` keeps in its KV cache (a sliding window caps it).
+
+    ``layer``: the layer asked about; without it, the longest any layer keeps.
+    """
+    if layer is not None:
+        window = m.layer_window(layer)
+    elif m.layer_windows:
+        window = None if None in m.layer_windows else max(w or 0 for w in m.layer_windows)
+    else:
+        window = m.sliding_window_tokens
+    if window is not None:
+        return min(context_tokens, window)
     return context_tokens
+
+
+def kv_layer_groups(m: ModelSpec, layers: Sequence[int]) -> list[tuple[int | None, int]]:
+    """(window, how many of ``layers``) for each distinct KV window among ``layers``."""
+    counts: dict[int | None, int] = {}
+    for i in layers:
+        w = m.layer_window(i)
+        counts[w] = counts.get(w, 0) + 1
+    return list(counts.items())
+
+
+def kv_bytes_of_layers(
+    m: ModelSpec,
+    layers: Sequence[int],
+    context_tokens: int,
+    kv_dtype_bytes: float,
+    kv_heads: int | None = None,
+) -> float:
+    """KV bytes ``layers`` hold for one sequence of ``context_tokens`` (windows per layer)."""
+    per_layer = kv_bytes_per_token_per_layer(m, kv_dtype_bytes, kv_heads)
+    total = 0.0
+    for window, count in kv_layer_groups(m, layers):
+        cached = context_tokens if window is None else min(context_tokens, window)
+        total += count * per_layer * cached
+    return total
+
+
+def layer_kind(m: ModelSpec, layer: int) -> tuple[bool, int | None]:
+    """What makes layers cost differently: routed experts or not, and the KV window."""
+    return (m.layer_is_moe(layer), m.layer_window(layer))
 
 
 def expected_experts_hit(experts_total: int, experts_active: int, tokens: float) -> float:
@@ -437,13 +588,24 @@ def layer_work(
         hit = expected_experts_hit(p.experts, p.experts_active, tokens)
         params_read = p.always_read + p.per_expert * hit
     else:
+        hit = 0.0
         params_read = p.total
-    weight_bytes = params_read * q.layer_bits_per_weight / units.BITS_PER_BYTE
-    cached = kv_cached_tokens(m, context_tokens)
+    if q.layer_bytes:  # a GGUF import: the file's bytes, experts apart
+        always_b, experts_b = q.layer_bytes[layer]
+        weight_bytes = always_b + (experts_b * hit / p.experts if p.experts else experts_b)
+    else:
+        weight_bytes = params_read * q.layer_bits_per_weight / units.BITS_PER_BYTE
+    cached = kv_cached_tokens(m, context_tokens, layer)
     pairs = attention_pairs(n_tokens, cached, causal_skip) * sequences
     kv_token = kv_bytes_per_token_per_layer(m, kv_dtype_bytes)
     act_bytes = 2 * tokens * m.hidden_size * q.compute_dtype_bytes  # layer input and output
-    attn_flops = 4 * m.attention_heads * m.head_dim * pairs
+    if m.is_mla:
+        # absorbed MLA (llama.cpp, vLLM decode): each head scores the cached latent + rope key
+        # (kv_lora + rope) and sums the latent values (kv_lora)
+        per_pair = 2 * m.attention_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
+        attn_flops = per_pair * pairs
+    else:
+        attn_flops = 4 * m.attention_heads * m.head_dim * pairs
     return Work(
         flops=2 * tokens * p.active + attn_flops,
         weight_bytes=weight_bytes,

@@ -57,7 +57,7 @@ def batch_layer_work(
         total = total + mm.Work(w.flops, 0.0, w.kv_read_bytes, w.kv_write_bytes, w.activation_bytes)
         if n > 1:
             prompt = True
-            pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx), False) * seqs
+            pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
     weights = mm.layer_work(m, q, layer, tokens, 0).weight_bytes
     return total + mm.Work(weight_bytes=weights), pairs, prompt
 
@@ -114,18 +114,23 @@ class StageCoster:
         t = cfg.tensor
         gpu = stage.devices[0].gpu
         tokens = part_tokens(parts)
-        # dense models: every layer alike, no need to look at each; MoE layers by whether
-        # their routed experts sit in host memory and run on the CPU for this micro-batch
+        # uniform dense models: every layer alike, no need to look at each; layers differ by
+        # experts or not, KV window, and whether their routed experts sit in host memory and
+        # run on the CPU for this micro-batch (op offload copies them to the GPU for 32+ tokens)
         on_cpu = set(self.placement.cpu_expert_layers)
         if expert_offload.experts_copied_to_gpu(tokens):
-            on_cpu = set()  # op offload: copied to the GPU, computed there
-        groups: dict[tuple[bool, bool], int] = (
-            {(False, False): len(stage.layers)} if stage.layers else {}
-        )
-        if m.is_moe:
+            on_cpu = set()
+
+        def kind_of(i: int) -> tuple[tuple[bool, int | None], bool]:
+            return mm.layer_kind(m, i), i in on_cpu
+
+        groups: dict[tuple[tuple[bool, int | None], bool], int] = {}
+        if stage.layers:
+            groups = {kind_of(stage.layers[0]): len(stage.layers)}
+        if m.is_moe or m.layer_windows:
             groups = {}
             for i in stage.layers:
-                kind = (m.layer_is_moe(i), i in on_cpu)
+                kind = kind_of(i)
                 groups[kind] = groups.get(kind, 0) + 1
         ar_path = None
         if t > 1:
@@ -135,8 +140,9 @@ class StageCoster:
         ar_time = 0.0 if ar_path is None else 2 * costs.allreduce_time(ar_path, ar_size, t, prof)
         ar_bytes = 2 * costs.ring_bytes_per_rank(ar_size, t)
         layer_costs = []
-        for (moe, cpu), count in groups.items():
-            layer = next(i for i in stage.layers if (m.layer_is_moe(i), i in on_cpu) == (moe, cpu))
+        for group, count in groups.items():
+            cpu = group[1]
+            layer = next(i for i in stage.layers if kind_of(i) == group)
             work, pairs, prompt = batch_layer_work(cfg, layer, parts)
             if cpu:  # the GPU runs the layer without its routed experts
                 ew = mm.routed_expert_work(m, q, layer, tokens)

@@ -30,17 +30,18 @@ import io
 import itertools
 import json
 import os
-import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import numpy as np
 
 from simulator import config as config_mod
-from simulator import hardware, links, model, profiles
+from simulator import executors, hardware, links, model, profiles
 from simulator.errors import CannotRun, ConfigError, choices_hint
 from simulator.result import METRIC_KEYS, evaluate
 
@@ -220,7 +221,28 @@ class Plan:
 
     def points(self) -> list[tuple[Any, ...]]:
         """Every grid point, in order (the last axis varies fastest)."""
-        return list(itertools.product(*(a.values for a in self.axes)))
+        return list(self.iter_points())
+
+    def iter_points(self) -> Iterator[tuple[Any, ...]]:
+        """The grid points in order, one at a time (a large grid is never held in memory)."""
+        return itertools.product(*(a.values for a in self.axes))
+
+    @cached_property
+    def _positions(self) -> tuple[dict[str, int], ...]:
+        return tuple({t: i for i, t in enumerate(a.texts)} for a in self.axes)
+
+    def index_of(self, texts: Sequence[str]) -> int | None:
+        """The grid index of the point whose key cells are ``texts`` (None: not in this grid).
+
+        Mixed radix over the axes, the last varying fastest, as :meth:`iter_points` orders them.
+        """
+        index = 0
+        for text, axis, pos in zip(texts, self.axes, self._positions, strict=True):
+            i = pos.get(text)
+            if i is None:
+                return None
+            index = index * len(axis.values) + i
+        return index
 
     def __len__(self) -> int:
         n = 1
@@ -384,7 +406,11 @@ def _replace_durably(path: Path, data: bytes) -> None:
 
 
 class _Journal:
-    """The CSV rows are appended to: locked, partial last line dropped, rows parsed."""
+    """The CSV rows are appended to: locked, partial last line dropped, finished points known.
+
+    Only what resuming needs is kept in memory: one flag per grid point (``done``), never the
+    rows themselves, so a resumed sweep of millions of points stays small.
+    """
 
     def __init__(self, path: Path, plan: Plan):
         self.path = path
@@ -396,8 +422,8 @@ class _Journal:
         except BlockingIOError as err:
             os.close(self.fd)
             raise ConfigError(f"--out {path}: another sweep is writing this file") from err
-        self.lines: list[str] = []  # complete data lines, as written
-        self.rows: list[list[str]] = []
+        self.done = np.zeros(len(plan), dtype=bool)
+        self.rows = 0  # data lines in the file, of this grid or another
         try:
             self._load()
         except BaseException:
@@ -405,39 +431,31 @@ class _Journal:
             raise
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
-        cut = data.rfind(b"\n")
-        if cut + 1 != len(data):  # a partial last line (killed mid-write): drop it
-            os.ftruncate(self.fd, cut + 1)
-            data = data[: cut + 1]
-        columns = list(self.plan.columns)
-        if not data:
-            self.append(csv_line(columns, dict(zip(columns, columns, strict=True))))
-            return
-        lines = data.decode().splitlines(keepends=True)
-        header = next(csv.reader([lines[0]]))
-        if header != columns:
-            raise ConfigError(
-                f"--out {self.path}: holds another sweep (its columns start "
-                f"{', '.join(header[:4])}, ...; this one's start {', '.join(columns[:4])}, ...); "
-                "use another --out or remove the file"
-            )
-        sha_col = columns.index("base_config_sha256")
-        for number, line in enumerate(lines[1:], start=2):
-            cells = next(csv.reader([line]))
-            if len(cells) != len(columns):
+        size = os.fstat(self.fd).st_size
+        with self.path.open("rb") as fh:
+            if size:
+                fh.seek(max(size - 1, 0))
+                if fh.read(1) != b"\n":  # a partial last line (killed mid-write): drop it
+                    fh.seek(0)
+                    data_end = _last_newline_end(fh, size)
+                    os.ftruncate(self.fd, data_end)
+                    size = data_end
+            columns = list(self.plan.columns)
+            if not size:
+                self.append(csv_line(columns, dict(zip(columns, columns, strict=True))))
+                return
+            fh.seek(0)
+            header = next(csv.reader([fh.readline().decode()]))
+            if header != columns:
                 raise ConfigError(
-                    f"--out {self.path}: line {number} has {len(cells)} fields, expected "
-                    f"{len(columns)}; not a file this sweep wrote"
+                    f"--out {self.path}: holds another sweep (its columns start "
+                    f"{', '.join(header[:4])}, ...; this one's start {', '.join(columns[:4])}, "
+                    "...); use another --out or remove the file"
                 )
-            if cells[sha_col] != self.plan.base_sha256:
-                raise ConfigError(
-                    f"--out {self.path}: line {number} was computed from another base config "
-                    f"(sha256 {cells[sha_col]}, now {self.plan.base_sha256}); use another --out "
-                    "or remove the file"
-                )
-            self.lines.append(line)
-            self.rows.append(cells)
+            for _, index, _, _ in _data_lines(fh, self.plan, self.path, size):
+                self.rows += 1
+                if index is not None:
+                    self.done[index] = True
 
     def append(self, line: str) -> None:
         """One write, then fsync: the row is on disk before the next one is considered."""
@@ -451,8 +469,47 @@ class _Journal:
         os.close(self.fd)
 
 
-def _key_of(cells: Sequence[str], n_keys: int) -> tuple[str, ...]:
-    return tuple(cells[:n_keys])
+def _last_newline_end(fh: BinaryIO, size: int, block: int = 1 << 16) -> int:
+    """Offset just past the last newline of a file of ``size`` bytes (0 if none)."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - block)
+        fh.seek(start)
+        chunk = fh.read(pos - start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        pos = start
+    return 0
+
+
+def _data_lines(
+    fh: BinaryIO, plan: Plan, path: Path, size: int
+) -> Iterator[tuple[int, int | None, int, int]]:
+    """Each data line after the header: (line number, grid index or None, offset, length),
+    checked against the plan's columns and base-config hash. ``fh`` is just past the header."""
+    columns = plan.columns
+    n_keys = len(plan.keys)
+    sha_col = columns.index("base_config_sha256")
+    number = 1
+    offset = fh.tell()
+    while offset < size:
+        raw = fh.readline()
+        number += 1
+        cells = next(csv.reader([raw.decode()]))
+        if len(cells) != len(columns):
+            raise ConfigError(
+                f"--out {path}: line {number} has {len(cells)} fields, expected "
+                f"{len(columns)}; not a file this sweep wrote"
+            )
+        if cells[sha_col] != plan.base_sha256:
+            raise ConfigError(
+                f"--out {path}: line {number} was computed from another base config "
+                f"(sha256 {cells[sha_col]}, now {plan.base_sha256}); use another --out "
+                "or remove the file"
+            )
+        yield number, plan.index_of(cells[:n_keys]), offset, len(raw)
+        offset += len(raw)
 
 
 def parquet_available() -> bool:
@@ -464,16 +521,24 @@ def run(
     out: str | Path,
     jobs: int | None = None,
     progress: Progress | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Summary:
     """Run every grid point not yet in ``out``; append rows as they finish; finish in order.
 
-    ``out`` ending in ``.parquet`` needs pyarrow: rows go to ``<out>.partial.csv`` while the
-    sweep runs and the parquet file is written (atomically) when every point is done.
+    ``executor`` (``local``, ``dask``, ``ray``; see :mod:`simulator.executors`) runs the points;
+    this process alone writes the file, so every executor keeps the same durability. ``out``
+    ending in ``.parquet`` needs pyarrow: rows go to ``<out>.partial.csv`` while the sweep runs
+    and the parquet file is written (atomically) when every point is done.
     """
     out_path = Path(out)
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: must be >= 1")
+    if executor not in executors.EXECUTORS:
+        raise ConfigError(
+            f"--executor {executor!r}: valid choices: {', '.join(executors.EXECUTORS)}"
+        )
     parquet = out_path.suffix == ".parquet"
     if parquet and not parquet_available():
         raise ConfigError(
@@ -484,13 +549,15 @@ def run(
     t0 = time.perf_counter()
     journal = _Journal(journal_path, plan)
     try:
-        n_keys = len(plan.keys)
-        done: set[tuple[str, ...]] = {_key_of(c, n_keys) for c in journal.rows}
+        done = journal.done
         if parquet and out_path.exists():
-            done |= _parquet_keys(out_path, plan)
-        points = plan.points()
-        todo = [p for p in points if tuple(value_text(v) for v in p) not in done]
-        summary = Summary(path=out_path, total=len(points), already=len(points) - len(todo), ran=0)
+            for key in _parquet_keys(out_path, plan):
+                index = plan.index_of(key)
+                if index is not None:
+                    done[index] = True
+        total = len(plan)
+        already = int(done.sum())
+        summary = Summary(path=out_path, total=total, already=already, ran=0)
         columns = plan.columns
         sha = plan.base_sha256
 
@@ -509,12 +576,14 @@ def run(
 
         if progress is not None:
             progress(summary.already, summary.total, 0, time.perf_counter() - t0)
-        _execute(plan, todo, jobs, finished)
+        todo = (p for i, p in enumerate(plan.iter_points()) if not done[i])
+        n_todo = total - already
+        _execute(plan, todo, n_todo, jobs, finished, executor, address)
         summary.complete = True
         if parquet:
             _finish_parquet(out_path, journal_path, plan)
         else:
-            _finish_csv(out_path, journal, plan)
+            _finish_csv(out_path, plan)
     finally:
         journal.close()
     summary.elapsed_s = time.perf_counter() - t0
@@ -524,65 +593,75 @@ def run(
 def run_rows(plan: Plan, jobs: int | None = 1) -> list[dict[str, Any]]:
     """Every grid point's row, in grid order, without a file (experiments, notebooks)."""
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
-    points = plan.points()
-    index = {tuple(value_text(v) for v in p): i for i, p in enumerate(points)}
-    rows: list[dict[str, Any] | None] = [None] * len(points)
+    rows: list[dict[str, Any] | None] = [None] * len(plan)
 
     def finished(row: dict[str, Any]) -> None:
         row["base_config_sha256"] = plan.base_sha256
-        rows[index[tuple(row[k] for k in plan.keys)]] = row
+        index = plan.index_of([row[k] for k in plan.keys])
+        assert index is not None
+        rows[index] = row
 
-    _execute(plan, points, jobs, finished)
+    _execute(plan, plan.iter_points(), len(plan), jobs, finished)
     return [r for r in rows if r is not None]
 
 
 def _execute(
     plan: Plan,
-    todo: list[tuple[Any, ...]],
+    todo: Iterable[tuple[Any, ...]],
+    n_todo: int,
     jobs: int,
     finished: Callable[[dict[str, Any]], None],
+    executor: str = "local",
+    address: str | None = None,
 ) -> None:
-    keys = plan.keys
-    if jobs == 1 or len(todo) <= 1:
-        for point in todo:
-            finished(evaluate_point(plan.base, keys, point))
-        return
-    ex = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), initializer=_ignore_sigint)
-    try:
-        futures: list[Future[dict[str, Any]]] = [
-            ex.submit(evaluate_point, plan.base, keys, point) for point in todo
-        ]
-        for fut in as_completed(futures):
-            finished(fut.result())
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+    base, keys = plan.base, plan.keys
+    workers = max(1, min(jobs, n_todo))
+    if executor == "local" and n_todo <= 1:
+        workers = 1
+    args = ((base, keys, point) for point in todo)
+    for row in executors.run_all(evaluate_point, args, executor, workers, address):
+        finished(row)
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops submitting and keeps finished rows."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _finish_csv(out_path: Path, plan: Plan) -> None:
+    """Rewrite the file in grid order: rows of this grid by index, then rows of points outside
+    it (an earlier, wider sweep) in file order; a repeated point keeps its first row.
 
-
-def _ordered_lines(journal: _Journal, plan: Plan) -> list[str]:
-    """The journal's rows in grid order; rows of points outside this grid (an earlier, wider
-    sweep) follow in file order; a repeated point keeps its first row."""
-    n_keys = len(plan.keys)
-    by_key: dict[tuple[str, ...], str] = {}
-    for cells, line in zip(journal.rows, journal.lines, strict=True):
-        by_key.setdefault(_key_of(cells, n_keys), line)
-    grid = [tuple(value_text(v) for v in p) for p in plan.points()]
-    in_grid = set(grid)
-    ordered = [by_key[k] for k in grid if k in by_key]
-    ordered += [line for k, line in by_key.items() if k not in in_grid]
-    return ordered
-
-
-def _finish_csv(out_path: Path, journal: _Journal, plan: Plan) -> None:
-    journal.rows, journal.lines = [], []
-    journal._load()  # re-read what is on disk, rows of this run included
-    header = csv_line(plan.columns, dict(zip(plan.columns, plan.columns, strict=True)))
-    body = "".join(_ordered_lines(journal, plan))
-    _replace_durably(out_path, (header + body).encode())
+    Only (order, offset, length) per row is held in memory; the rows are copied from the file.
+    """
+    size = out_path.stat().st_size
+    with out_path.open("rb") as fh:
+        header = fh.readline()
+        index_l, offset_l, length_l = [], [], []
+        outside = len(plan)
+        for _, index, offset, length in _data_lines(fh, plan, out_path, size):
+            if index is None:
+                index = outside
+                outside += 1
+            index_l.append(index)
+            offset_l.append(offset)
+            length_l.append(length)
+        order = np.asarray(index_l, dtype=np.int64)
+        offsets = np.asarray(offset_l, dtype=np.int64)
+        lengths = np.asarray(length_l, dtype=np.int64)
+        del index_l, offset_l, length_l
+        rank = np.argsort(order, kind="stable")
+        first = np.ones(len(rank), dtype=bool)
+        first[1:] = order[rank][1:] != order[rank][:-1]
+        tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+        try:
+            with tmp.open("wb") as dst:
+                dst.write(header)
+                for i in rank[first]:
+                    fh.seek(int(offsets[i]))
+                    dst.write(fh.read(int(lengths[i])))
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.replace(tmp, out_path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    _fsync_dir(out_path)
 
 
 def _parquet_keys(path: Path, plan: Plan) -> set[tuple[str, ...]]:
@@ -609,8 +688,11 @@ def _finish_parquet(out_path: Path, journal_path: Path, plan: Plan) -> None:
     if out_path.exists():
         frames.insert(0, pd.read_parquet(out_path))
     df = pd.concat(frames, ignore_index=True).drop_duplicates(list(plan.keys), keep="first")
-    grid = {tuple(value_text(v) for v in p): i for i, p in enumerate(plan.points())}
-    order = [grid.get(tuple(str(x) for x in r), len(grid)) for r in df[list(plan.keys)].values]
+    outside = len(plan)
+    order = []
+    for r in df[list(plan.keys)].values:
+        index = plan.index_of([str(x) for x in r])
+        order.append(outside if index is None else index)
     df = df.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -334,3 +336,102 @@ def test_a_killed_sweep_loses_no_finished_row_and_resumes_to_the_full_table(
     assert set(finished_before_kill) <= set(final)  # no finished row lost or changed
     assert len(set(final)) == len(final)  # none duplicated
     assert sorted(final) == sorted(expected)  # the same table as an uninterrupted run
+
+
+# --- executors and large grids ---------------------------------------------------------------
+
+
+def test_a_ten_million_point_grid_is_never_held_in_memory(tmp_path: Path) -> None:
+    """Planning and resuming a 10^7-point grid holds one flag per point, not the points."""
+    import tracemalloc
+
+    base = minimal_config()
+    vary = {f"workload.{k}": list(range(1, 11)) for k in ("prompt_tokens", "output_tokens")}
+    vary |= {"workload.context_tokens": list(range(10)), "workload.seed": list(range(10))}
+    vary |= {"workload.requests": list(range(1, 11)), "workload.concurrency": list(range(1, 11))}
+    vary |= {"engine.ubatch_tokens": list(range(1, 11))}
+    tracemalloc.start()
+    plan = sweep.plan_from(base, vary)
+    assert len(plan) == 10**7
+    first = list(itertools.islice(plan.iter_points(), 3))
+    journal = sweep._Journal(tmp_path / "runs.csv", plan)
+    journal.close()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert first[2] == (1, 1, 0, 0, 1, 1, 3)
+    # the done flags are 10 MB; a list of 10^7 point tuples would be well over 1 GB
+    assert peak < 40e6, peak
+    last = tuple(str(a.values[-1]) for a in plan.axes)
+    assert plan.index_of(last) == len(plan) - 1
+    assert plan.index_of(("1", "1", "0", "0", "1", "1", "99")) is None
+
+
+def test_unknown_executor_and_missing_package_are_one_line_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = sweep.make_plan(_config(tmp_path), ["workload.context_tokens=0,512"])
+    with pytest.raises(ConfigError, match="--executor 'spark': valid choices: local, dask, ray"):
+        sweep.run(plan, tmp_path / "a.csv", jobs=1, executor="spark")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    with pytest.raises(
+        ConfigError, match=r'the ray package is not installed; pip install -e "\.\[ray\]"'
+    ):
+        sweep.run(plan, tmp_path / "b.csv", jobs=1, executor="ray")
+    with pytest.raises(ConfigError, match="--address: only for --executor dask or ray"):
+        sweep.run(plan, tmp_path / "c.csv", jobs=1, address="tcp://127.0.0.1:8786")
+
+
+def test_a_dask_sweep_writes_the_same_file_as_a_local_one(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    plan = sweep.make_plan(
+        _config(tmp_path), ["workload.context_tokens=0,1024,4096", "model.quant=Q4_K_M,Q2_K"]
+    )
+    sweep.run(plan, tmp_path / "local.csv", jobs=1)
+    summary = sweep.run(plan, tmp_path / "dask.csv", jobs=2, executor="dask")
+    assert summary.ran == 6
+    assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "dask.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_killed_dask_sweep_loses_no_finished_row(tmp_path: Path) -> None:
+    """SIGKILL a Dask sweep mid-way: the rows it wrote survive and the re-run (local) completes
+    the same file an uninterrupted run writes."""
+    pytest.importorskip("distributed")
+    base = _config(tmp_path, output_tokens=256)
+    varies = ["workload.context_tokens=" + ",".join(str(512 * i) for i in range(24))]
+    reference = tmp_path / "reference.csv"
+    sweep.run(sweep.make_plan(base, varies), reference, jobs=1)
+    out = tmp_path / "runs.csv"
+    argv = [sys.executable, "-m", "simulator.cli", "sweep", "--config", str(base)]
+    argv += ["--vary", varies[0], "--out", str(out)]
+    proc = subprocess.Popen(
+        [*argv, "--executor", "dask", "--jobs", "2"],
+        start_new_session=True,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if out.exists() and out.read_text().count("\n") > 4:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+    kept = out.read_text()
+    kept = kept[: kept.rfind("\n") + 1].splitlines(keepends=True)[1:]
+    expected = reference.read_text().splitlines(keepends=True)
+    assert kept and set(kept) <= set(expected[1:])
+    rerun = subprocess.run([*argv, "--jobs", "1"], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert out.read_text() == reference.read_text()
+
+
+def test_a_ray_sweep_writes_the_same_file_as_a_local_one(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    plan = sweep.make_plan(_config(tmp_path), ["workload.context_tokens=0,1024,4096"])
+    sweep.run(plan, tmp_path / "local.csv", jobs=1)
+    sweep.run(plan, tmp_path / "ray.csv", jobs=2, executor="ray")
+    assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "ray.csv").read_bytes()

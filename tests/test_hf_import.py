@@ -1,0 +1,282 @@
+"""config.json import: each family's KV bytes per token and weights against hand computation,
+and `sim run` from each file (fixtures: tests/fixtures/hf_configs/, sources in its README)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator import config as config_mod
+from simulator import hf_import
+from simulator import memory as mem_mod
+from simulator import model as mm
+from simulator.errors import ConfigError
+from simulator.placement import place
+from simulator.result import evaluate
+
+FIX = Path(__file__).parent / "fixtures" / "hf_configs"
+
+
+def spec(name: str) -> mm.ModelSpec:
+    return hf_import.from_hf_config(FIX / f"{name}.json")
+
+
+def test_llama_3_1_8b_by_hand() -> None:
+    m = spec("meta-llama--Meta-Llama-3.1-8B")
+    assert mm.kv_bytes_per_token(m, 2) == 2 * 32 * 8 * 128 * 2 == 131_072
+    attn = 4096 * 4096 + 2 * 4096 * 8 * 128 + 4096 * 4096
+    layer = attn + 3 * 4096 * 14336 + 2 * 4096
+    assert mm.total_params(m) == 32 * layer + 2 * 128256 * 4096 + 4096 == 8_030_261_248
+    # the same shape as the catalogue entry, so the same bytes
+    q = mm.quant("Q4_K_M")
+    assert mm.total_weight_bytes(m, q) == mm.total_weight_bytes(mm.model("llama-3.1-8b"), q)
+
+
+def test_qwen2_5_7b_has_qkv_bias() -> None:
+    m = spec("Qwen--Qwen2.5-7B")
+    assert m.qkv_bias and not m.layer_windows  # use_sliding_window false
+    assert mm.kv_bytes_per_token(m, 2) == 2 * 28 * 4 * 128 * 2 == 57_344
+    attn = 3584 * 3584 + 2 * 3584 * 512 + 3584 * 3584 + (3584 + 2 * 512)
+    assert mm.attention_params(m) == attn
+
+
+def test_qwen3_8b_qk_norm() -> None:
+    m = spec("Qwen--Qwen3-8B")
+    assert m.qk_norm
+    assert mm.kv_bytes_per_token(m, 2) == 2 * 36 * 8 * 128 * 2 == 147_456
+    attn = 4096 * 4096 + 2 * 4096 * 1024 + 4096 * 4096 + 2 * 128  # q_norm, k_norm
+    assert mm.attention_params(m) == attn
+    assert mm.total_params(m) / 1e9 == pytest.approx(8.19, abs=0.01)  # card: 8.2B
+
+
+def test_qwen3_30b_a3b_moe() -> None:
+    m = spec("Qwen--Qwen3-30B-A3B")
+    assert m.experts_total == 128 and m.experts_active == 8 and m.intermediate_size == 0
+    assert all(m.layer_is_moe(i) for i in range(48))
+    assert mm.kv_bytes_per_token(m, 2) == 2 * 48 * 4 * 128 * 2 == 98_304
+    per_expert = 3 * 2048 * 768
+    p = mm.layer_params(m, 0)
+    assert p.per_expert == per_expert and p.router == 2048 * 128
+    assert mm.total_params(m) / 1e9 == pytest.approx(30.5, abs=0.05)  # card: 30.5B
+
+
+def test_gpt_oss_20b_sliding_window_sinks_biases() -> None:
+    m = spec("openai--gpt-oss-20b")
+    assert m.layer_windows == (128, None) * 12
+    assert m.attention_sinks and m.attention_out_bias and m.expert_bias
+    per_layer = 2 * 8 * 64 * 2  # bytes of one token's K and V in one layer at f16
+    # 12 global layers keep the whole context, 12 windowed layers 128 tokens
+    ctx = 32_768
+    assert mm.kv_bytes_of_layers(m, range(24), ctx, 2) == 12 * per_layer * (ctx + 128)
+    attn = 2880 * 4096 + 2 * 2880 * 512 + 4096 * 2880 + (4096 + 1024) + 2880 + 64
+    expert = 3 * 2880 * 2880 + 2 * 2880 + 2880
+    layer = attn + 2 * 2880 + (2880 * 32 + 32) + 32 * expert
+    assert mm.total_params(m) == 24 * layer + 2 * 201088 * 2880 + 2880
+    assert mm.total_params(m) / 1e9 == pytest.approx(20.9, abs=0.05)  # OpenAI: 20.9B
+    assert mm.active_params(m) / 1e9 == pytest.approx(3.6, abs=0.05)  # 3.6B active
+
+
+def test_gpt_oss_120b() -> None:
+    m = spec("openai--gpt-oss-120b")
+    assert m.layers == 36 and m.experts_total == 128
+    assert mm.total_params(m) / 1e9 == pytest.approx(116.8, abs=0.1)  # OpenAI: 116.8B
+    assert mm.active_params(m) / 1e9 == pytest.approx(5.1, abs=0.05)  # 5.1B active
+
+
+def test_deepseek_v3_mla() -> None:
+    m = spec("deepseek-ai--DeepSeek-V3")
+    assert m.is_mla and m.dense_layers == (0, 1, 2)
+    # the cache holds the 512 latent + 64 rope key per token per layer, for all 128 heads
+    assert mm.kv_bytes_per_token_per_layer(m, 2) == (512 + 64) * 2
+    assert mm.kv_bytes_per_token(m, 2) == 61 * 1152 == 70_272
+    h, n = 7168, 128
+    attn = (
+        h * 1536 + 1536 + 1536 * n * 192  # q_a, q_a norm, q_b
+        + h * (512 + 64) + 512 + 512 * n * (128 + 128)  # kv_a (+ rope key), norm, kv_b
+        + n * 128 * h  # o_proj
+    )  # fmt: skip
+    assert mm.attention_params(m) == attn
+    assert mm.layer_params(m, 0).dense_mlp == 3 * h * 18432
+    assert mm.layer_params(m, 3).shared == 3 * h * 2048
+    assert mm.total_params(m) / 1e9 == pytest.approx(671.0, abs=0.5)  # 671B without MTP
+    assert mm.active_params(m) / 1e9 == pytest.approx(36.6, abs=0.2)  # 36.6B (README_WEIGHTS)
+
+
+def test_kimi_k2_mla_one_dense_layer() -> None:
+    m = spec("moonshotai--Kimi-K2-Instruct")
+    assert m.is_mla and m.dense_layers == (0,) and m.experts_total == 384
+    assert mm.total_params(m) / 1e12 == pytest.approx(1.03, abs=0.01)  # card: 1T total
+
+
+def test_mla_kv_is_replicated_across_tensor_ranks() -> None:
+    m = spec("deepseek-ai--DeepSeek-V3")
+    raw = _raw("deepseek-ai--DeepSeek-V3", gpus=["h200-sxm"] * 8, link="nvlink4")
+    raw["parallel"] = {"tensor": 8}
+    cfg = config_mod.resolve(raw)
+    stage = place(cfg).stages(0)[0]
+    assert mem_mod.device_kv_bytes_per_token(cfg, stage) == 61 * 1152
+    assert m.kv_heads == m.attention_heads
+
+
+@pytest.mark.parametrize(
+    ("family", "data", "windows"),
+    [
+        # rule tests on the keys each family's config.json uses (values of the published
+        # files: gemma-2-27b 46 layers / window 4096, gemma-3 window 1024 pattern 6,
+        # Mistral-7B-v0.1 window 4096 on every layer, Phi-3-mini-4k window 2047)
+        ("gemma2", {"sliding_window": 4096}, (4096, None)),
+        ("gemma3_text", {"sliding_window": 1024, "sliding_window_pattern": 6},
+         (1024,) * 5 + (None,)),
+        ("mistral", {"sliding_window": 4096}, (4096, 4096)),
+        ("phi3", {"sliding_window": 2047}, (2047, 2047)),
+        ("qwen2", {"sliding_window": 4096, "use_sliding_window": False}, ()),
+    ],
+)  # fmt: skip
+def test_sliding_window_rules(family: str, data: dict[str, Any], windows: tuple[int, ...]) -> None:
+    base = {
+        "model_type": family,
+        "num_hidden_layers": 12,
+        "hidden_size": 1024,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "intermediate_size": 4096,
+        "vocab_size": 1000,
+        "max_position_embeddings": 8192,
+    }
+    m = hf_import.spec_from_hf_dict({**base, **data}, "t", "test")
+    if windows:
+        k = len(windows)
+        assert m.layer_windows[:k] == windows
+    else:
+        assert m.layer_windows == ()
+
+
+def test_gemma3_text_config_nested_and_kv_per_layer() -> None:
+    data = {
+        "model_type": "gemma3",
+        "text_config": {
+            "hidden_size": 5376, "num_hidden_layers": 62, "num_attention_heads": 32,
+            "num_key_value_heads": 16, "head_dim": 128, "intermediate_size": 21504,
+            "vocab_size": 262208, "max_position_embeddings": 131072, "sliding_window": 1024,
+            "sliding_window_pattern": 6, "model_type": "gemma3_text",
+        },
+    }  # fmt: skip
+    m = hf_import.spec_from_hf_dict(data, "gemma-3-27b", "test")
+    assert m.tied_embeddings and m.norms_per_layer == 4 and m.qk_norm
+    globals_ = [i for i in range(62) if m.layer_window(i) is None]
+    assert globals_ == [5, 11, 17, 23, 29, 35, 41, 47, 53, 59]
+    per_layer = 2 * 16 * 128 * 2
+    ctx = 131_072
+    assert mm.kv_bytes_of_layers(m, range(62), ctx, 2) == per_layer * (10 * ctx + 52 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Qwen--Qwen3.5-35B-A3B", "linear_attention"),
+        ("google--gemma-4-26B-A4B", "global_head_dim"),
+    ],
+)
+def test_unsupported_architectures_are_refused(name: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        spec(name)
+
+
+def test_unknown_and_missing_keys() -> None:
+    with pytest.raises(ConfigError, match="unknown model_type 'llamma'"):
+        hf_import.spec_from_hf_dict({"model_type": "llamma"}, "t", "test")
+    with pytest.raises(ConfigError, match="missing key 'hidden_size'"):
+        hf_import.spec_from_hf_dict({"model_type": "llama", "num_hidden_layers": 2}, "t", "test")
+    bad = {"model_type": "gpt_oss", "layer_types": ["chunked_attention"]}
+    with pytest.raises(ConfigError, match="unknown layer_types value"):
+        hf_import._layer_windows(bad, "gpt_oss", 1, "test")
+
+
+def _raw(name: str, gpus: list[str] | None = None, link: str | None = None) -> dict[str, Any]:
+    gpus = gpus or ["h100-sxm"]
+    hw: dict[str, Any] = {"gpus": gpus}
+    if len(gpus) > 1:
+        hw["gpu_link"] = link or "pcie4-x16"
+    return {
+        "name": name,
+        "hardware": hw,
+        "model": {"hf_config": str(FIX / f"{name}.json"), "quant": "Q4_K_M"},
+        "workload": {"prompt_tokens": 256, "output_tokens": 16, "context_tokens": 4096},
+    }
+
+
+RUNNABLE = {
+    "meta-llama--Meta-Llama-3.1-8B": None,
+    "Qwen--Qwen2.5-7B": None,
+    "Qwen--Qwen3-8B": None,
+    "Qwen--Qwen3-14B": None,
+    "Qwen--Qwen3-30B-A3B": None,
+    "openai--gpt-oss-20b": None,
+    "openai--gpt-oss-120b": ["h100-sxm", "h100-sxm"],
+    "deepseek-ai--DeepSeek-V3": ["h200-sxm"] * 4,
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUNNABLE))
+def test_sim_run_from_each_config(name: str) -> None:
+    cfg = config_mod.resolve(_raw(name, RUNNABLE[name], "nvlink4"))
+    result = evaluate(cfg)
+    assert result["fits"], result["reason"]
+    assert result["metrics"]["decode_tok_s"] > 0
+    assert result["config"]["model"]["hf_config"].endswith(f"{name}.json")
+
+
+def test_windowed_kv_fits_more_context() -> None:
+    # gpt-oss-20b: half the layers keep 128 tokens, so the KV of a 32k sequence is about half
+    cfg = config_mod.resolve(_raw("openai--gpt-oss-20b"))
+    stage = place(cfg).stages(0)[0]
+    full = mem_mod.device_kv_bytes_per_token(cfg, stage) * 32_768
+    assert mem_mod.device_kv_bytes(cfg, stage, 32_768) == pytest.approx(
+        full * (32_768 + 128) / (2 * 32_768)
+    )
+
+
+def test_config_file_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    src = FIX / "Qwen--Qwen3-8B.json"
+    (tmp_path / "m" / "config.json").write_text(src.read_text())
+    (tmp_path / "run.toml").write_text(
+        '[hardware]\ngpus = ["rtx4090"]\n[model]\nhf_config = "m/config.json"\nquant = "Q4_K_M"\n'
+    )
+    cfg = config_mod.load(tmp_path / "run.toml")
+    assert cfg.model.layers == 36
+
+
+def test_model_keys_exclusive_and_quant_required() -> None:
+    raw = _raw("Qwen--Qwen3-8B")
+    raw["model"]["name"] = "qwen3-32b"
+    with pytest.raises(ConfigError, match="exactly one of"):
+        config_mod.resolve(raw)
+    raw = _raw("Qwen--Qwen3-8B")
+    del raw["model"]["quant"]
+    with pytest.raises(ConfigError, match=r"model\.quant: required"):
+        config_mod.resolve(raw)
+
+
+def test_cli_list_from_and_bad_file(tmp_path: Path) -> None:
+    exe = [sys.executable, "-m", "simulator.cli"]
+    ok = subprocess.run(
+        [*exe, "list", "models", "--from", str(FIX / "deepseek-ai--DeepSeek-V3.json"), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    shown = json.loads(ok.stdout)
+    assert shown["KV bytes per token at f16 (full context)"] == 70_272
+    bad = tmp_path / "config.json"
+    bad.write_text('{"model_type": "mamba"}')
+    out = subprocess.run(
+        [*exe, "list", "models", "--from", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 2 and "state-space" in out.stderr and "Traceback" not in out.stderr
