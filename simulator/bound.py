@@ -107,6 +107,14 @@ def ceiling(cfg: RunConfig, placement: Placement | None = None) -> Ceiling:
         host_time = host_bytes / cfg.host_memory.bandwidth_bytes_per_s
     host_time += host_expert_floor_s(cfg, pl)
     step = gpu_time + host_time
+    spec = cfg.speculative
+    if spec is not None:  # per token: (verify >= one step's bytes + k drafts) / E
+        from simulator.phases import draft_config
+
+        draft = ceiling(draft_config(cfg)).step_time_s if spec.method == "draft" else 0.0
+        scale = 1.0 / spec.tokens_per_cycle
+        step = (step + spec.draft_tokens * draft) * scale
+        gpu_time, host_time = gpu_time * scale, host_time * scale
     bottleneck = "host-memory-bandwidth" if host_time > gpu_time else "memory-bandwidth"
     return Ceiling(
         decode_tok_s=1.0 / step if step > 0 else float("inf"),

@@ -22,6 +22,7 @@ from simulator.hardware import GpuSpec, HostMemorySpec
 from simulator.links import LinkSpec
 from simulator.model import ModelSpec, QuantSpec
 from simulator.profiles import EngineProfile
+from simulator.speculative import DEFAULT_ACCEPTANCE, METHODS, SpeculativeSpec
 
 REQUIRED = object()
 SCHEDULERS = ("continuous", "slots", "static")
@@ -106,6 +107,7 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "block_size": Key("int", None, _min(1), "paged KV cache block, tokens"),
         "chunked_prefill": Key("bool", None, doc="split long prompts across steps"),
         "router": Key("str", "round_robin", doc="replica router: round_robin or least_loaded"),
+        "speculative": Key("table", None, doc="speculative decoding: [engine.speculative]"),
     },
     "workload": {
         "prompt_tokens": Key("int", 512, _min(0)),
@@ -126,6 +128,20 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
 }
 
 
+SPECULATIVE: dict[str, Key] = {
+    "method": Key("str", REQUIRED, doc="draft, mtp or eagle"),
+    "draft_model": Key("str", None, doc="method draft: the draft model's catalogue id"),
+    "draft_quant": Key("str", None, doc="method draft: its quant (default: the target's)"),
+    "draft_tokens": Key("int", 4, _min(1), "k tokens drafted per cycle"),
+    "acceptance_rate": Key(
+        "float",
+        None,
+        lambda v: None if 0.0 <= v <= 1.0 else "must be between 0 and 1",
+        "per drafted token (default for mtp only)",
+    ),
+}
+
+
 def all_keys() -> list[str]:
     """Every dotted config key the schema accepts."""
     out = []
@@ -133,7 +149,11 @@ def all_keys() -> list[str]:
         if isinstance(body, Key):
             out.append(section)
         else:
-            out.extend(f"{section}.{k}" for k in body)
+            for k, key in body.items():
+                if key.kind == "table":
+                    out.extend(f"{section}.{k}.{kk}" for kk in SPECULATIVE)
+                else:
+                    out.append(f"{section}.{k}")
     return out
 
 
@@ -192,6 +212,25 @@ def _coerce(path: str, key: Key, v: Any) -> Any:
         if isinstance(v, list):
             return [as_float(x) for x in v]
         return as_float(v)
+    if kind == "table":  # [engine.speculative]
+        if not isinstance(v, dict):
+            raise bad(f"a table [{path}]")
+        out: dict[str, Any] = {}
+        for k in v:
+            if k not in SPECULATIVE:
+                full = [f"{path}.{x}" for x in SPECULATIVE]
+                raise ConfigError(f"unknown key '{path}.{k}'; {choices_hint(f'{path}.{k}', full)}")
+        for k, sub in SPECULATIVE.items():
+            if k in v:
+                x = _coerce(f"{path}.{k}", sub, v[k])
+                if sub.check is not None and (msg := sub.check(x)) is not None:
+                    raise ConfigError(f"{path}.{k}: {msg}, got {v[k]!r}")
+                out[k] = x
+            elif sub.default is REQUIRED:
+                raise ConfigError(f"{path}.{k}: required key is missing")
+            else:
+                out[k] = sub.default
+        return out
     raise AssertionError(kind)
 
 
@@ -307,9 +346,9 @@ class RunConfig:
     length_spread: float
     lengths_csv: Path | None
     resolved: dict[str, Any] = field(compare=False, hash=False)
-    cpu_moe_layers: int = (
-        0  # llama.cpp --n-cpu-moe: layers 0..N-1 keep their routed experts on the host
-    )
+    # llama.cpp --n-cpu-moe: layers 0..N-1 keep their routed experts on the host
+    cpu_moe_layers: int = 0
+    speculative: SpeculativeSpec | None = None  # [engine.speculative]
 
     @property
     def gpus_per_node(self) -> int:
@@ -633,6 +672,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         lengths_csv=None if wl["lengths_csv"] is None else Path(wl["lengths_csv"]),
         resolved=resolved,
         cpu_moe_layers=cpu_moe_layers,
+        speculative=_speculative(eng["speculative"], q, t),
     )
     check_runnable(cfg)
     return cfg
@@ -702,6 +742,49 @@ def _model_and_quant(mdl: Mapping[str, Any]) -> tuple[ModelSpec, QuantSpec]:
     else:
         m = model.model(mdl["name"], "model.name")
     return m, model.quant(mdl["quant"], "model.quant")
+
+
+def _speculative(raw: dict[str, Any] | None, q: QuantSpec, tensor: int) -> SpeculativeSpec | None:
+    """``[engine.speculative]`` resolved (ConfigError naming the key on a bad value)."""
+    if raw is None:
+        return None
+    method = raw["method"]
+    if method not in METHODS:
+        raise ConfigError(
+            f"engine.speculative.method: {method!r}; {choices_hint(method, list(METHODS))}"
+        )
+    a = raw["acceptance_rate"]
+    if a is None:
+        if method not in DEFAULT_ACCEPTANCE:
+            raise ConfigError(
+                f"engine.speculative.acceptance_rate: required for method {method!r} (no "
+                "published default: it depends on the draft/target pair and the text); e.g. 0.7"
+            )
+        a = DEFAULT_ACCEPTANCE[method]
+    dm = dq = None
+    if method == "draft":
+        if raw["draft_model"] is None:
+            raise ConfigError(
+                "engine.speculative.draft_model: required for method 'draft'; valid choices: "
+                + ", ".join(shelf("models"))
+            )
+        dm = model.model(raw["draft_model"], "engine.speculative.draft_model")
+        dq = (
+            q
+            if raw["draft_quant"] is None
+            else model.quant(raw["draft_quant"], "engine.speculative.draft_quant")
+        )
+        if dm.attention_heads % tensor != 0:
+            raise CannotRun(
+                f"engine.speculative.draft_model: parallel.tensor = {tensor} does not divide "
+                f"{dm.id}'s {dm.attention_heads} attention heads"
+            )
+    elif raw["draft_model"] is not None:
+        raise ConfigError(
+            f"engine.speculative.draft_model: only for method 'draft' ({method} drafts with "
+            "the target's own heads)"
+        )
+    return SpeculativeSpec(method, raw["draft_tokens"], float(a), dm, dq)
 
 
 def check_runnable(cfg: RunConfig) -> None:

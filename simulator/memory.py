@@ -214,6 +214,8 @@ def plan(
     for d in pl.devices:
         st = stage_of[d.name]
         rows.append(_device_memory(cfg, d, st, seq))
+    if cfg.speculative is not None:
+        rows = _with_draft(cfg, rows, stage_of, seq)
     m, q = cfg.model, cfg.quant
     host = sum(mm.layer_weight_bytes(m, q, i) for i in pl.cpu_layers)
     host += expert_offload.offloaded_expert_bytes(cfg, pl.cpu_expert_layers)
@@ -227,6 +229,47 @@ def plan(
         host_weights_bytes=host * cfg.replicas,
         host_capacity_bytes=None if capacity is None else float(capacity),
     )
+
+
+def _with_draft(
+    cfg: RunConfig, rows: list[DeviceMemory], stage_of: dict[str, Stage], seq: int
+) -> list[DeviceMemory]:
+    """Add what speculative decoding keeps on the GPUs: the draft model's weights, KV cache
+    and compute buffers (method draft, on the same GPUs), or the MTP / EAGLE head's one
+    decoder layer and its KV on the device with the output head."""
+    from simulator.phases import draft_config
+
+    spec = cfg.speculative
+    assert spec is not None
+    if spec.method == "draft":
+        dcfg = draft_config(cfg)
+        extra = {r.device: r for r in plan(dcfg, sequence_tokens=seq).devices}
+        return [
+            replace(
+                r,
+                weights_bytes=r.weights_bytes + extra[r.device].weights_bytes,
+                kv_cache_bytes=r.kv_cache_bytes + extra[r.device].kv_cache_bytes,
+                compute_buffer_bytes=r.compute_buffer_bytes + extra[r.device].compute_buffer_bytes,
+            )
+            for r in rows
+        ]
+    m, q, t = cfg.model, cfg.quant, cfg.tensor
+    last = m.layers - 1
+    out = []
+    for r in rows:
+        st = stage_of[r.device]
+        if st.holds_output:
+            kv = (
+                2 * kv_heads_per_device(m, t) * m.head_dim * cfg.kv_dtype_bytes
+                * mm.kv_cached_tokens(m, seq) * cfg.concurrent_sequences
+            )  # fmt: skip
+            r = replace(
+                r,
+                weights_bytes=r.weights_bytes + sharded_layer_weight_bytes(m, q, last, t),
+                kv_cache_bytes=r.kv_cache_bytes + kv,
+            )
+        out.append(r)
+    return out
 
 
 def _device_memory(cfg: RunConfig, d: Device, st: Stage, seq: int) -> DeviceMemory:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from simulator import costs, expert_offload, units
+from simulator import costs, expert_offload, speculative, units
 from simulator import model as mm
 from simulator.config import RunConfig
-from simulator.placement import Placement, Stage
+from simulator.placement import Placement, Stage, place
 from simulator.topology import host_route, route
 
 ACTIVATION_BYTES = units.F16_BYTES
@@ -95,6 +95,7 @@ class StageCoster:
         self.cfg = cfg
         self.placement = placement
         self._cache: dict[tuple[object, ...], StageCost] = {}
+        self._draft: StageCoster | None = None  # the draft model's coster (method draft)
 
     def stage(self, stage: Stage, parts: tuple[Part, ...], logits_tokens: int) -> StageCost:
         """Cost of ``stage`` for the micro-batch ``parts``.
@@ -104,11 +105,67 @@ class StageCoster:
         key = (stage.index, stage.first_layer, parts, logits_tokens)
         hit = self._cache.get(key)
         if hit is None:
-            hit = self._compute(stage, parts, logits_tokens)
+            if self._speculating(parts):
+                hit = self._speculative_stage(stage, parts, logits_tokens)
+            else:
+                hit = self._compute(stage, parts, logits_tokens)
             self._cache[key] = hit
         return hit
 
-    def _compute(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> StageCost:
+    # -- speculative decoding ([engine.speculative]) ------------------------------------------
+
+    def _speculating(self, parts: tuple[Part, ...]) -> bool:
+        """Whether a micro-batch is a speculating decode step (every part one token per seq)."""
+        return self.cfg.speculative is not None and all(n == 1 for n, _, _ in parts)
+
+    def _speculative_stage(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> StageCost:
+        """A decode step's share of one draft-and-verify cycle: (k draft steps + the verify
+        pass of k + 1 tokens per sequence) / expected tokens per cycle."""
+        spec = self.cfg.speculative
+        assert spec is not None
+        k = spec.draft_tokens
+        verify = self._compute(
+            stage, speculative.verify_parts(parts, k), logits * (k + 1), verify=True
+        )
+        draft_s = k * self._draft_step_s(stage, parts, logits)
+        scale = 1.0 / spec.tokens_per_cycle
+        return StageCost(
+            compute_s=(verify.compute_s + draft_s) * scale,
+            compute_bound_s=verify.compute_bound_s * scale,
+            memory_bound_s=(verify.memory_bound_s + draft_s) * scale,
+            overhead_s=verify.overhead_s * scale,
+            allreduce_s=verify.allreduce_s * scale,
+            allreduce_bytes=verify.allreduce_bytes * scale,
+            layer_costs=tuple(
+                (replace(c, compute_s=c.compute_s * scale, allreduce_s=c.allreduce_s * scale), n)
+                for c, n in verify.layer_costs
+            ),
+            head_s=(verify.head_s + draft_s) * scale,
+        )
+
+    def _draft_step_s(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> float:
+        """One drafted token for the micro-batch's sequences on ``stage``: the draft model's
+        decode step on the same GPUs (method draft), or, on the stage with the output head,
+        one more decoder layer and the head (MTP module / EAGLE head)."""
+        spec = self.cfg.speculative
+        assert spec is not None
+        if spec.method == "draft":
+            if self._draft is None:
+                assert spec.draft_model is not None and spec.draft_quant is not None
+                dcfg = draft_config(self.cfg)
+                self._draft = StageCoster(dcfg, place(dcfg))
+            dstage = self._draft.placement.stages(0)[stage.index]
+            c = self._draft.stage(dstage, parts, logits)
+            return c.compute_s + c.allreduce_s
+        if not stage.holds_output:
+            return 0.0
+        c = self._compute(stage, parts, logits)
+        last, _ = c.layer_costs[-1]
+        return last.compute_s + last.allreduce_s + c.head_s
+
+    def _compute(
+        self, stage: Stage, parts: tuple[Part, ...], logits: int, verify: bool = False
+    ) -> StageCost:
         cfg = self.cfg
         m, q, prof = cfg.model, cfg.quant, cfg.profile
         t = cfg.tensor
@@ -152,7 +209,7 @@ class StageCoster:
                     weight_bytes=work.weight_bytes - ew.weight_bytes,
                 )
             extra = 0.0
-            if prompt:  # prefill: score matrix and dequantization traffic
+            if prompt and not verify:  # prefill: score matrix and dequantization traffic
                 params = work.weight_bytes * 8 / q.layer_bits_per_weight
                 extra = costs.extra_prefill_bytes(
                     prof,
@@ -254,3 +311,19 @@ class StageCoster:
         prompt = any(n > 1 for n, _, _ in parts)
         layers = self.host_weight_bytes() if prompt and self.placement.cpu_layers else 0.0
         return layers + self.host_expert_copy_bytes(parts)
+
+
+def draft_config(cfg: RunConfig) -> RunConfig:
+    """The draft model of method "draft" as a config of its own on the same GPUs and stages
+    (its layers split by memory, llama.cpp's default; nothing offloaded)."""
+    spec = cfg.speculative
+    assert spec is not None and spec.draft_model is not None and spec.draft_quant is not None
+    return replace(
+        cfg,
+        model=spec.draft_model,
+        quant=spec.draft_quant,
+        speculative=None,
+        cpu_moe_layers=0,
+        offload_layers=0,
+        layer_split=None,
+    )
