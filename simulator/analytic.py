@@ -105,8 +105,12 @@ def single_stream(cfg: RunConfig, placement: Placement | None = None) -> SingleS
     base = cfg.context_tokens + cfg.prompt_tokens
     hops = sum(hop_s(s, 1) for s in range(len(stages) - 1))
 
+    step_overhead = overhead
+    if cfg.speculative is not None:  # one scheduler step per draft-and-verify cycle
+        step_overhead = overhead / cfg.speculative.tokens_per_cycle
+
     def step(ctx: int) -> float:
-        t = coster.host_cpu_s(((1, ctx, 1),)) + hops + overhead
+        t = coster.host_cpu_s(((1, ctx, 1),)) + hops + step_overhead
         for st in stages:
             c = coster.stage(st, ((1, ctx, 1),), 1)
             t += c.compute_s + c.allreduce_s

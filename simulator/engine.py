@@ -459,6 +459,9 @@ class Engine:
         batches = self._micro_batches(chunks)
         label = f"r{replica} step {self.iterations}"
         overhead = self.cfg.profile.num("token_overhead_s")
+        spec = self.cfg.speculative
+        if spec is not None and not any(c.prefill for c in chunks):
+            overhead /= spec.tokens_per_cycle  # one scheduler step per draft-and-verify cycle
         if critical:
             self.critical_s["host-overhead"] += overhead
         if len(batches) == 1 and self.virtual_engines == 1 and self.detail == "stage":
