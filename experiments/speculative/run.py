@@ -81,10 +81,18 @@ def build() -> dict[str, pd.DataFrame]:
             "engine.speculative.acceptance_rate": "acceptance_rate",
         }
     )
-    base = df[df["draft"] == "none"].set_index(["setup", "users"])["output_throughput_tok_s"]
+    plain = df[df["draft"] == "none"]
+    without = {
+        (str(s), int(u)): float(t)
+        for s, u, t in zip(
+            plain["setup"], plain["users"], plain["output_throughput_tok_s"], strict=True
+        )
+    }
     df["speedup"] = [
-        float("nan") if r.status != "ok" else r.output_throughput_tok_s / base[(r.setup, r.users)]
-        for r in df.itertuples()
+        float("nan") if st != "ok" else float(t) / without[(str(s), int(u))]
+        for st, s, u, t in zip(
+            df["status"], df["setup"], df["users"], df["output_throughput_tok_s"], strict=True
+        )
     ]
     return {"table.csv": df}
 
