@@ -276,6 +276,7 @@ class StageCoster:
         overhead per layer. 0 when the micro-batch copies them to the GPU instead."""
         cfg = self.cfg
         layers = self.placement.cpu_expert_layers
+        parts, scale = self._host_view(parts)
         tokens = part_tokens(parts)
         if not layers or cfg.host_memory is None or expert_offload.experts_copied_to_gpu(tokens):
             return 0.0
@@ -287,16 +288,25 @@ class StageCoster:
         if rt is not None:
             size = tokens * m.hidden_size * ACTIVATION_BYTES
             crossing = costs.transfer_time(rt.path, size, cfg.profile)
-        return expert_offload.host_expert_seconds(
+        return scale * expert_offload.host_expert_seconds(
             weight_bytes, len(layers), cfg.host_memory.bandwidth_bytes_per_s, crossing, cfg.profile
         )
+
+    def _host_view(self, parts: tuple[Part, ...]) -> tuple[tuple[Part, ...], float]:
+        """The micro-batch the host-resident experts really see, and the share of it one step
+        pays: a speculating decode step is 1/E of a verify pass of k + 1 tokens per sequence."""
+        spec = self.cfg.speculative
+        if spec is None or not self._speculating(parts):
+            return parts, 1.0
+        return speculative.verify_parts(parts, spec.draft_tokens), 1.0 / spec.tokens_per_cycle
 
     def host_expert_copy_bytes(self, parts: tuple[Part, ...]) -> float:
         """Expert bytes a micro-batch of 32+ tokens copies from host RAM to the GPU."""
         layers = self.placement.cpu_expert_layers
+        parts, scale = self._host_view(parts)
         if not layers or not expert_offload.experts_copied_to_gpu(part_tokens(parts)):
             return 0.0
-        return expert_offload.offloaded_expert_bytes(self.cfg, layers)
+        return scale * expert_offload.offloaded_expert_bytes(self.cfg, layers)
 
     def host_cpu_s(self, parts: tuple[Part, ...]) -> float:
         """Everything the host CPU runs for a micro-batch: offloaded layers (decode) and
