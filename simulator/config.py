@@ -28,6 +28,7 @@ REQUIRED = object()
 SCHEDULERS = ("continuous", "slots", "static")
 ROUTERS = ("round_robin", "least_loaded")
 LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
+KV_PAD_TOKENS = 256  # llama.cpp: cparams.n_ctx = GGML_PAD(n_ctx, 256), and each slot's share
 KV_CACHE_DTYPES = {"f16": 2.0, "bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
@@ -113,6 +114,9 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "prompt_tokens": Key("int", 512, _min(0)),
         "output_tokens": Key("int", 128, _min(0)),
         "context_tokens": Key("int", 0, _min(0), "tokens already cached before the prompt"),
+        "context_size": Key(
+            "int", None, _min(1), "llama.cpp -c / vLLM max_model_len: what the KV cache holds"
+        ),
         "concurrency": Key("int", 1, _min(1), "requests in flight (closed loop)"),
         "requests": Key("int", None, _min(1), "total requests; defaults to concurrency"),
         "arrival_rate": Key("float", 0.0, _min(0), "requests/s, Poisson; 0: closed loop"),
@@ -349,6 +353,20 @@ class RunConfig:
     # llama.cpp --n-cpu-moe: layers 0..N-1 keep their routed experts on the host
     cpu_moe_layers: int = 0
     speculative: SpeculativeSpec | None = None  # [engine.speculative]
+    context_size: int | None = None  # llama.cpp -c (all slots together) / vLLM max_model_len
+
+    @property
+    def slot_context_tokens(self) -> int | None:
+        """The longest sequence one slot may hold: llama.cpp pads -c to 256 and, with an
+        explicit --parallel N (not unified), gives each slot n_ctx / N, padded to 256
+        (src/llama-context.cpp); vLLM's max_model_len is per sequence."""
+        if self.context_size is None:
+            return None
+        if self.scheduler == "continuous":
+            return self.context_size
+        n_ctx = -(-self.context_size // KV_PAD_TOKENS) * KV_PAD_TOKENS
+        per_slot = n_ctx // self.concurrent_sequences
+        return -(-per_slot // KV_PAD_TOKENS) * KV_PAD_TOKENS
 
     @property
     def gpus_per_node(self) -> int:
@@ -673,6 +691,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         resolved=resolved,
         cpu_moe_layers=cpu_moe_layers,
         speculative=_speculative(eng["speculative"], q, t),
+        context_size=wl["context_size"],
     )
     check_runnable(cfg)
     return cfg
@@ -821,6 +840,17 @@ def check_runnable(cfg: RunConfig) -> None:
                 f"hardware.gpu_link = {link.id} joins at most {link.max_devices} GPUs, but "
                 f"hardware.gpus lists {cfg.gpus_per_node}"
             )
+    slot = cfg.slot_context_tokens
+    if slot is not None and cfg.max_sequence_tokens > slot:
+        share = (
+            "max_model_len"
+            if cfg.scheduler == "continuous"
+            else f"-c {cfg.context_size:,} over {cfg.concurrent_sequences} slot(s): {slot:,} each"
+        )
+        raise CannotRun(
+            f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "
+            f"workload.context_size ({share}); raise workload.context_size"
+        )
     if cfg.max_sequence_tokens > m.max_context_tokens:
         raise CannotRun(
             f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "

@@ -205,6 +205,8 @@ def plan(
     """Memory needed on every device for ``cfg`` (at ``sequence_tokens`` if given)."""
     pl = placement or place(cfg)
     seq = cfg.max_sequence_tokens if sequence_tokens is None else sequence_tokens
+    if sequence_tokens is None and cfg.slot_context_tokens is not None:
+        seq = cfg.slot_context_tokens  # KV reserved for workload.context_size, not the run
     rows = []
     stage_of: dict[str, Stage] = {}
     for stages in pl.replicas:
