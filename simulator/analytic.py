@@ -72,12 +72,7 @@ def single_stream(cfg: RunConfig, placement: Placement | None = None) -> SingleS
     if cfg.prompt_tokens > 0:
         u = cfg.ubatch_tokens
         n_ub = -(-cfg.prompt_tokens // u)
-        host_copy = 0.0
-        if pl.cpu_layers:
-            rt = host_route(cfg, stages[0].devices[0], to_device=True)
-            host_copy = (
-                0.0 if rt is None else transfer_time(rt.path, coster.host_weight_bytes(), prof)
-            )
+        rt = host_route(cfg, stages[0].devices[0], to_device=True)
         free: dict[str, float] = {}
         finish = 0.0
         for k in range(n_ub):
@@ -85,8 +80,13 @@ def single_stream(cfg: RunConfig, placement: Placement | None = None) -> SingleS
             ctx = cfg.context_tokens + k * u
             logits = 1 if k == n_ub - 1 else 0
             steps: list[tuple[str, float]] = []
+            size = coster.host_copy_bytes(((n, ctx, 1),))
+            host_copy = 0.0 if rt is None or size <= 0 else transfer_time(rt.path, size, prof)
             if host_copy > 0:
                 steps.append(("host", host_copy))
+            host_cpu = coster.host_cpu_s(((n, ctx, 1),))
+            if host_cpu > 0:
+                steps.append(("cpu", host_cpu))
             for s, st in enumerate(stages):
                 c = coster.stage(st, ((n, ctx, 1),), logits)
                 steps.append((f"stage{s}", c.compute_s + c.allreduce_s))
@@ -105,8 +105,12 @@ def single_stream(cfg: RunConfig, placement: Placement | None = None) -> SingleS
     base = cfg.context_tokens + cfg.prompt_tokens
     hops = sum(hop_s(s, 1) for s in range(len(stages) - 1))
 
+    step_overhead = overhead
+    if cfg.speculative is not None:  # one scheduler step per draft-and-verify cycle
+        step_overhead = overhead / cfg.speculative.tokens_per_cycle
+
     def step(ctx: int) -> float:
-        t = coster.host_layers_s(((1, ctx, 1),)) + hops + overhead
+        t = coster.host_cpu_s(((1, ctx, 1),)) + hops + step_overhead
         for st in stages:
             c = coster.stage(st, ((1, ctx, 1),), 1)
             t += c.compute_s + c.allreduce_s

@@ -14,12 +14,14 @@ Communication, compute and every overhead are taken as free, so no engine can be
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from simulator import model as mm
 from simulator.config import RunConfig
+from simulator.expert_offload import offloaded_expert_bytes, offloaded_expert_layers
 from simulator.memory import device_kv_bytes, kv_heads_per_device
 from simulator.placement import Placement, Stage, place
+from simulator.topology import host_route
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,14 @@ def stage_decode_read_bytes(cfg: RunConfig, stage: Stage, context: float) -> flo
     m, q, t = cfg.model, cfg.quant, cfg.tensor
     streams = cfg.fewest_resident_sequences
     total = 0.0
+    on_host = set(offloaded_expert_layers(cfg))
     for i in stage.layers:
         w = mm.layer_work(m, q, i, 1, 0, sequences=streams)
+        if i in on_host:  # routed experts in host memory: the host side reads them
+            w = replace(
+                w,
+                weight_bytes=w.weight_bytes - mm.routed_expert_work(m, q, i, streams).weight_bytes,
+            )
         # layer_work reads the (hit) weights of the whole layer; a rank reads its 1/t share,
         # except the K/V projections, which are replicated beyond the KV-head count
         kv_proj = 2 * m.hidden_size * m.head_dim * q.layer_bits_per_weight / 8
@@ -52,6 +60,25 @@ def stage_decode_read_bytes(cfg: RunConfig, stage: Stage, context: float) -> flo
         total += mm.output_bytes(m, q) / t
     kv = device_kv_bytes(cfg, stage, round(context)) if stage.layers else 0.0
     return total + kv * streams / cfg.concurrent_sequences
+
+
+def host_expert_floor_s(cfg: RunConfig, pl: Placement) -> float:
+    """The least time a decode step can spend on host-resident experts: the faster of reading
+    the hit experts at the host memory's peak bandwidth (the CPU runs them) and copying every
+    offloaded expert over the PCIe link at its peak (the GPU runs them, as llama.cpp's op
+    offload does for 32+ tokens). Activations, compute and overheads are free."""
+    layers = pl.cpu_expert_layers
+    if not layers or cfg.host_memory is None:
+        return 0.0
+    m, q = cfg.model, cfg.quant
+    streams = cfg.fewest_resident_sequences
+    hit = sum(mm.routed_expert_work(m, q, i, streams).weight_bytes for i in layers)
+    cpu_s = hit / cfg.host_memory.bandwidth_bytes_per_s
+    rt = host_route(cfg, pl.stages(0)[0].devices[0], to_device=True)
+    if rt is None:
+        return cpu_s
+    copy_s = offloaded_expert_bytes(cfg, layers) / rt.path.link.bandwidth_per_direction_bytes_per_s
+    return min(cpu_s, copy_s)
 
 
 def ceiling(cfg: RunConfig, placement: Placement | None = None) -> Ceiling:
@@ -78,7 +105,16 @@ def ceiling(cfg: RunConfig, placement: Placement | None = None) -> Ceiling:
         if pl.output_on_host:
             host_bytes += mm.output_bytes(m, q)
         host_time = host_bytes / cfg.host_memory.bandwidth_bytes_per_s
+    host_time += host_expert_floor_s(cfg, pl)
     step = gpu_time + host_time
+    spec = cfg.speculative
+    if spec is not None:  # per token: (verify >= one step's bytes + k drafts) / E
+        from simulator.phases import draft_config
+
+        draft = ceiling(draft_config(cfg)).step_time_s if spec.method == "draft" else 0.0
+        scale = 1.0 / spec.tokens_per_cycle
+        step = (step + spec.draft_tokens * draft) * scale
+        gpu_time, host_time = gpu_time * scale, host_time * scale
     bottleneck = "host-memory-bandwidth" if host_time > gpu_time else "memory-bandwidth"
     return Ceiling(
         decode_tok_s=1.0 / step if step > 0 else float("inf"),

@@ -22,11 +22,13 @@ from simulator.hardware import GpuSpec, HostMemorySpec
 from simulator.links import LinkSpec
 from simulator.model import ModelSpec, QuantSpec
 from simulator.profiles import EngineProfile
+from simulator.speculative import DEFAULT_ACCEPTANCE, METHODS, SpeculativeSpec
 
 REQUIRED = object()
 SCHEDULERS = ("continuous", "slots", "static")
 ROUTERS = ("round_robin", "least_loaded")
 LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
+KV_PAD_TOKENS = 256  # llama.cpp: cparams.n_ctx = GGML_PAD(n_ctx, 256), and each slot's share
 KV_CACHE_DTYPES = {"f16": 2.0, "bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
@@ -85,6 +87,13 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "replicas": Key("int", None, _min(1), "independent copies"),
         "layer_split": Key("list[float]", None, _positive, "ratios per stage"),
         "offload_layers": Key("int", 0, _min(0), "layers kept in host memory, run by the CPU"),
+        "cpu_moe_layers": Key(
+            "int",
+            0,
+            _min(0),
+            "llama.cpp --n-cpu-moe N: routed experts of layers 0..N-1 in host RAM",
+        ),
+        "cpu_moe": Key("bool", False, doc="llama.cpp --cpu-moe: every routed expert in host RAM"),
     },
     "engine": {
         "profile": Key("str", "llama.cpp", doc="engine profile id"),
@@ -99,11 +108,15 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "block_size": Key("int", None, _min(1), "paged KV cache block, tokens"),
         "chunked_prefill": Key("bool", None, doc="split long prompts across steps"),
         "router": Key("str", "round_robin", doc="replica router: round_robin or least_loaded"),
+        "speculative": Key("table", None, doc="speculative decoding: [engine.speculative]"),
     },
     "workload": {
         "prompt_tokens": Key("int", 512, _min(0)),
         "output_tokens": Key("int", 128, _min(0)),
         "context_tokens": Key("int", 0, _min(0), "tokens already cached before the prompt"),
+        "context_size": Key(
+            "int", None, _min(1), "llama.cpp -c / vLLM max_model_len: what the KV cache holds"
+        ),
         "concurrency": Key("int", 1, _min(1), "requests in flight (closed loop)"),
         "requests": Key("int", None, _min(1), "total requests; defaults to concurrency"),
         "arrival_rate": Key("float", 0.0, _min(0), "requests/s, Poisson; 0: closed loop"),
@@ -119,6 +132,20 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
 }
 
 
+SPECULATIVE: dict[str, Key] = {
+    "method": Key("str", REQUIRED, doc="draft, mtp or eagle"),
+    "draft_model": Key("str", None, doc="method draft: the draft model's catalogue id"),
+    "draft_quant": Key("str", None, doc="method draft: its quant (default: the target's)"),
+    "draft_tokens": Key("int", 4, _min(1), "k tokens drafted per cycle"),
+    "acceptance_rate": Key(
+        "float",
+        None,
+        lambda v: None if 0.0 <= v <= 1.0 else "must be between 0 and 1",
+        "per drafted token (default for mtp only)",
+    ),
+}
+
+
 def all_keys() -> list[str]:
     """Every dotted config key the schema accepts."""
     out = []
@@ -126,7 +153,11 @@ def all_keys() -> list[str]:
         if isinstance(body, Key):
             out.append(section)
         else:
-            out.extend(f"{section}.{k}" for k in body)
+            for k, key in body.items():
+                if key.kind == "table":
+                    out.extend(f"{section}.{k}.{kk}" for kk in SPECULATIVE)
+                else:
+                    out.append(f"{section}.{k}")
     return out
 
 
@@ -185,6 +216,25 @@ def _coerce(path: str, key: Key, v: Any) -> Any:
         if isinstance(v, list):
             return [as_float(x) for x in v]
         return as_float(v)
+    if kind == "table":  # [engine.speculative]
+        if not isinstance(v, dict):
+            raise bad(f"a table [{path}]")
+        out: dict[str, Any] = {}
+        for k in v:
+            if k not in SPECULATIVE:
+                full = [f"{path}.{x}" for x in SPECULATIVE]
+                raise ConfigError(f"unknown key '{path}.{k}'; {choices_hint(f'{path}.{k}', full)}")
+        for k, sub in SPECULATIVE.items():
+            if k in v:
+                x = _coerce(f"{path}.{k}", sub, v[k])
+                if sub.check is not None and (msg := sub.check(x)) is not None:
+                    raise ConfigError(f"{path}.{k}: {msg}, got {v[k]!r}")
+                out[k] = x
+            elif sub.default is REQUIRED:
+                raise ConfigError(f"{path}.{k}: required key is missing")
+            else:
+                out[k] = sub.default
+        return out
     raise AssertionError(kind)
 
 
@@ -300,6 +350,23 @@ class RunConfig:
     length_spread: float
     lengths_csv: Path | None
     resolved: dict[str, Any] = field(compare=False, hash=False)
+    # llama.cpp --n-cpu-moe: layers 0..N-1 keep their routed experts on the host
+    cpu_moe_layers: int = 0
+    speculative: SpeculativeSpec | None = None  # [engine.speculative]
+    context_size: int | None = None  # llama.cpp -c (all slots together) / vLLM max_model_len
+
+    @property
+    def slot_context_tokens(self) -> int | None:
+        """The longest sequence one slot may hold: llama.cpp pads -c to 256 and, with an
+        explicit --parallel N (not unified), gives each slot n_ctx / N, padded to 256
+        (src/llama-context.cpp); vLLM's max_model_len is per sequence."""
+        if self.context_size is None:
+            return None
+        if self.scheduler == "continuous":
+            return self.context_size
+        n_ctx = -(-self.context_size // KV_PAD_TOKENS) * KV_PAD_TOKENS
+        per_slot = n_ctx // self.concurrent_sequences
+        return -(-per_slot // KV_PAD_TOKENS) * KV_PAD_TOKENS
 
     @property
     def gpus_per_node(self) -> int:
@@ -486,6 +553,8 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             f"{par['offload_layers']}; valid choices: {', '.join(shelf('host_memory'))}"
         )
 
+    cpu_moe_layers = _cpu_moe_layers(par, m, profile, host_mem)
+
     kv_dtype = eng["kv_cache_dtype"] or profile.default_kv_cache_dtype
     if kv_dtype not in KV_CACHE_DTYPES:
         raise ConfigError(
@@ -562,7 +631,13 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             "quant": q.id,
             **{k: mdl[k] for k in ("hf_config", "gguf") if mdl[k] is not None},
         },
-        "parallel": {**par, "tensor": t, "pipeline": p, "replicas": r},
+        "parallel": {
+            **par,
+            "tensor": t,
+            "pipeline": p,
+            "replicas": r,
+            "cpu_moe_layers": cpu_moe_layers,
+        },
         "engine": {
             **eng,
             "profile": profile.id,
@@ -614,9 +689,47 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         length_spread=0.0 if spread is None else spread,
         lengths_csv=None if wl["lengths_csv"] is None else Path(wl["lengths_csv"]),
         resolved=resolved,
+        cpu_moe_layers=cpu_moe_layers,
+        speculative=_speculative(eng["speculative"], q, t),
+        context_size=wl["context_size"],
     )
     check_runnable(cfg)
     return cfg
+
+
+def _cpu_moe_layers(
+    par: Mapping[str, Any],
+    m: ModelSpec,
+    profile: EngineProfile,
+    host_mem: HostMemorySpec | None,
+) -> int:
+    """``parallel.cpu_moe_layers`` / ``parallel.cpu_moe`` resolved to a layer count (llama.cpp
+    common/arg.cpp: --n-cpu-moe N overrides ``blk.i.ffn_(up|down|gate|gate_up)_exps`` of
+    i = 0..N-1 to the CPU buffer; --cpu-moe every ``ffn_*_exps``)."""
+    n = m.layers if par["cpu_moe"] else par["cpu_moe_layers"]
+    if n == 0:
+        return 0
+    key = "parallel.cpu_moe" if par["cpu_moe"] else "parallel.cpu_moe_layers"
+    if par["cpu_moe"] and par["cpu_moe_layers"] not in (0, m.layers):
+        raise ConfigError(
+            f"parallel.cpu_moe_layers: {par['cpu_moe_layers']} contradicts parallel.cpu_moe = "
+            "true (every layer); give one of the two"
+        )
+    if not m.is_moe:
+        raise ConfigError(f"{key}: {m.id} is a dense model with no routed experts to offload")
+    if n > m.layers:
+        raise ConfigError(f"{key}: {n} but {m.id} has {m.layers} layers")
+    if host_mem is None:
+        raise ConfigError(
+            f"hardware.host_memory: required when {key} is set; "
+            f"valid choices: {', '.join(shelf('host_memory'))}"
+        )
+    if "expert_host_efficiency" not in profile.params:
+        raise CannotRun(
+            f"{key}: engine.profile = {profile.id} cannot keep experts in host memory "
+            "(llama.cpp's --n-cpu-moe / -ot exps=CPU); use engine.profile = llama.cpp"
+        )
+    return n
 
 
 def _model_and_quant(mdl: Mapping[str, Any]) -> tuple[ModelSpec, QuantSpec]:
@@ -648,6 +761,49 @@ def _model_and_quant(mdl: Mapping[str, Any]) -> tuple[ModelSpec, QuantSpec]:
     else:
         m = model.model(mdl["name"], "model.name")
     return m, model.quant(mdl["quant"], "model.quant")
+
+
+def _speculative(raw: dict[str, Any] | None, q: QuantSpec, tensor: int) -> SpeculativeSpec | None:
+    """``[engine.speculative]`` resolved (ConfigError naming the key on a bad value)."""
+    if raw is None:
+        return None
+    method = raw["method"]
+    if method not in METHODS:
+        raise ConfigError(
+            f"engine.speculative.method: {method!r}; {choices_hint(method, list(METHODS))}"
+        )
+    a = raw["acceptance_rate"]
+    if a is None:
+        if method not in DEFAULT_ACCEPTANCE:
+            raise ConfigError(
+                f"engine.speculative.acceptance_rate: required for method {method!r} (no "
+                "published default: it depends on the draft/target pair and the text); e.g. 0.7"
+            )
+        a = DEFAULT_ACCEPTANCE[method]
+    dm = dq = None
+    if method == "draft":
+        if raw["draft_model"] is None:
+            raise ConfigError(
+                "engine.speculative.draft_model: required for method 'draft'; valid choices: "
+                + ", ".join(shelf("models"))
+            )
+        dm = model.model(raw["draft_model"], "engine.speculative.draft_model")
+        dq = (
+            q
+            if raw["draft_quant"] is None
+            else model.quant(raw["draft_quant"], "engine.speculative.draft_quant")
+        )
+        if dm.attention_heads % tensor != 0:
+            raise CannotRun(
+                f"engine.speculative.draft_model: parallel.tensor = {tensor} does not divide "
+                f"{dm.id}'s {dm.attention_heads} attention heads"
+            )
+    elif raw["draft_model"] is not None:
+        raise ConfigError(
+            f"engine.speculative.draft_model: only for method 'draft' ({method} drafts with "
+            "the target's own heads)"
+        )
+    return SpeculativeSpec(method, raw["draft_tokens"], float(a), dm, dq)
 
 
 def check_runnable(cfg: RunConfig) -> None:
@@ -684,6 +840,17 @@ def check_runnable(cfg: RunConfig) -> None:
                 f"hardware.gpu_link = {link.id} joins at most {link.max_devices} GPUs, but "
                 f"hardware.gpus lists {cfg.gpus_per_node}"
             )
+    slot = cfg.slot_context_tokens
+    if slot is not None and cfg.max_sequence_tokens > slot:
+        share = (
+            "max_model_len"
+            if cfg.scheduler == "continuous"
+            else f"-c {cfg.context_size:,} over {cfg.concurrent_sequences} slot(s): {slot:,} each"
+        )
+        raise CannotRun(
+            f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "
+            f"workload.context_size ({share}); raise workload.context_size"
+        )
     if cfg.max_sequence_tokens > m.max_context_tokens:
         raise CannotRun(
             f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "

@@ -331,16 +331,16 @@ class Engine:
     def _host_part(
         self, replica: int, parts: tuple[Part, ...], prompt: bool, critical: bool
     ) -> Proc:
-        if not self.placement.cpu_layers:
+        if not (self.placement.cpu_layers or self.placement.cpu_expert_layers):
             return
         first = self.placement.stages(replica)[0].devices[0]
-        if prompt:  # llama.cpp copies offloaded weights to the GPU for large batches
+        # llama.cpp copies host-resident weights to the GPU for large batches (op offload) ...
+        copy = self.coster.host_copy_bytes(parts)
+        if copy > 0:
             rt = host_route(self.cfg, first, to_device=True)
-            yield from self._transfer(
-                rt, self.coster.host_weight_bytes(), "offloaded weights", critical
-            )
-            return
-        seconds = self.coster.host_layers_s(parts)
+            yield from self._transfer(rt, copy, "offloaded weights", critical)
+        # ... and runs them on the CPU for small ones
+        seconds = self.coster.host_cpu_s(parts)
         if critical:
             self.critical_s["host-memory-bandwidth"] += seconds
         yield from self._hold((f"node{first.node}/cpu",), "offloaded layers", seconds)
@@ -407,28 +407,25 @@ class Engine:
         """The uncontended walk of ``_micro_batch``, booked without events: its duration."""
         cfg, prof = self.cfg, self.cfg.profile
         stages = self.placement.stages(replica)
-        prompt = any(n > 1 for n, _, _ in parts)
         tokens = part_tokens(parts)
         t = self.env.now
-        if self.placement.cpu_layers:
+        if self.placement.cpu_layers or self.placement.cpu_expert_layers:
             first = stages[0].devices[0]
-            if prompt:
-                rt = host_route(cfg, first, to_device=True)
-                size = self.coster.host_weight_bytes()
-                if rt is not None and size > 0:
-                    sec = transfer_time(rt.path, size, prof)
-                    if critical:
-                        self.critical_s["interconnect"] += sec
-                    self._count_bytes(rt, size)
-                    self._book(tuple(sorted(rt.resources)), "offloaded weights", t, sec)
-                    t += sec
-            else:
-                sec = self.coster.host_layers_s(parts)
+            rt = host_route(cfg, first, to_device=True)
+            size = self.coster.host_copy_bytes(parts)
+            if rt is not None and size > 0:
+                sec = transfer_time(rt.path, size, prof)
                 if critical:
-                    self.critical_s["host-memory-bandwidth"] += sec
-                if sec > 0:
-                    self._book((f"node{first.node}/cpu",), "offloaded layers", t, sec)
-                    t += sec
+                    self.critical_s["interconnect"] += sec
+                self._count_bytes(rt, size)
+                self._book(tuple(sorted(rt.resources)), "offloaded weights", t, sec)
+                t += sec
+            sec = self.coster.host_cpu_s(parts)
+            if critical:
+                self.critical_s["host-memory-bandwidth"] += sec
+            if sec > 0:
+                self._book((f"node{first.node}/cpu",), "offloaded layers", t, sec)
+                t += sec
         for s, stage in enumerate(stages):
             cost = self.coster.stage(stage, parts, logits)
             self._account_stage(cost, critical)
@@ -462,6 +459,9 @@ class Engine:
         batches = self._micro_batches(chunks)
         label = f"r{replica} step {self.iterations}"
         overhead = self.cfg.profile.num("token_overhead_s")
+        spec = self.cfg.speculative
+        if spec is not None and not any(c.prefill for c in chunks):
+            overhead /= spec.tokens_per_cycle  # one scheduler step per draft-and-verify cycle
         if critical:
             self.critical_s["host-overhead"] += overhead
         if len(batches) == 1 and self.virtual_engines == 1 and self.detail == "stage":

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from simulator import expert_offload, units
 from simulator import model as mm
-from simulator import units
 from simulator.catalog import shelf
 from simulator.config import RunConfig
 from simulator.errors import CannotRun
@@ -76,11 +76,17 @@ class DeviceMemory:
 @dataclass(frozen=True)
 class MemoryPlan:
     devices: tuple[DeviceMemory, ...]
-    host_weights_bytes: float  # offloaded layers and host-side embeddings
+    host_weights_bytes: float  # offloaded layers, offloaded experts and host-side embeddings
+    host_capacity_bytes: float | None = None  # the host memory's size, when the catalogue has it
+
+    @property
+    def host_fits(self) -> bool:
+        cap = self.host_capacity_bytes
+        return cap is None or self.host_weights_bytes <= cap
 
     @property
     def fits(self) -> bool:
-        return all(d.fits for d in self.devices)
+        return all(d.fits for d in self.devices) and self.host_fits
 
     def tightest(self) -> DeviceMemory:
         return min(self.devices, key=lambda d: d.free_bytes)
@@ -110,9 +116,12 @@ def sharded_layer_weight_bytes(m: ModelSpec, q: QuantSpec, layer: int, tensor: i
 
 
 def device_weight_bytes(cfg: RunConfig, stage: Stage) -> float:
-    """Weights one device of ``stage`` holds (every rank of a stage holds the same share)."""
+    """Weights one device of ``stage`` holds (every rank of a stage holds the same share);
+    routed experts kept in host memory (``parallel.cpu_moe_layers``) are not on it."""
     m, q, t = cfg.model, cfg.quant, cfg.tensor
     total = sum(sharded_layer_weight_bytes(m, q, i, t) for i in stage.layers)
+    on_host = [i for i in expert_offload.offloaded_expert_layers(cfg) if i in stage.layers]
+    total -= expert_offload.offloaded_expert_bytes(cfg, tuple(on_host)) / t
     if stage.holds_embedding:
         total += mm.embedding_bytes(m, q) / t
     if stage.holds_output and not (m.tied_embeddings and stage.holds_embedding):
@@ -169,7 +178,12 @@ def device_compute_buffer_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: i
     mlp = 2 * u * (inter / t) * units.F32_BYTES
     hidden = 4 * u * m.hidden_size * units.F32_BYTES
     logits = u * m.vocab_size * units.F32_BYTES if stage.holds_output else 0.0
-    return scores + mlp + hidden + logits if stage.layers or stage.holds_output else 0.0
+    copies = 0.0  # op offload copies host-resident experts to the first GPU for prompts
+    if stage.index == 0 and u >= expert_offload.OP_OFFLOAD_MIN_BATCH_TOKENS:
+        copies = expert_offload.copy_buffer_bytes(cfg, expert_offload.offloaded_expert_layers(cfg))
+    if not (stage.layers or stage.holds_output):
+        return copies
+    return scores + mlp + hidden + logits + copies
 
 
 def runtime_bytes(cfg: RunConfig, gpu: GpuSpec, sm_count: float | None) -> float:
@@ -191,6 +205,8 @@ def plan(
     """Memory needed on every device for ``cfg`` (at ``sequence_tokens`` if given)."""
     pl = placement or place(cfg)
     seq = cfg.max_sequence_tokens if sequence_tokens is None else sequence_tokens
+    if sequence_tokens is None and cfg.slot_context_tokens is not None:
+        seq = cfg.slot_context_tokens  # KV reserved for workload.context_size, not the run
     rows = []
     stage_of: dict[str, Stage] = {}
     for stages in pl.replicas:
@@ -200,13 +216,62 @@ def plan(
     for d in pl.devices:
         st = stage_of[d.name]
         rows.append(_device_memory(cfg, d, st, seq))
+    if cfg.speculative is not None:
+        rows = _with_draft(cfg, rows, stage_of, seq)
     m, q = cfg.model, cfg.quant
     host = sum(mm.layer_weight_bytes(m, q, i) for i in pl.cpu_layers)
+    host += expert_offload.offloaded_expert_bytes(cfg, pl.cpu_expert_layers)
     if pl.embedding_on_host:
         host += mm.embedding_bytes(m, q)
     if pl.output_on_host:
         host += mm.output_bytes(m, q)
-    return MemoryPlan(devices=tuple(rows), host_weights_bytes=host * cfg.replicas)
+    capacity = getattr(cfg.host_memory, "capacity_bytes", None)
+    return MemoryPlan(
+        devices=tuple(rows),
+        host_weights_bytes=host * cfg.replicas,
+        host_capacity_bytes=None if capacity is None else float(capacity),
+    )
+
+
+def _with_draft(
+    cfg: RunConfig, rows: list[DeviceMemory], stage_of: dict[str, Stage], seq: int
+) -> list[DeviceMemory]:
+    """Add what speculative decoding keeps on the GPUs: the draft model's weights, KV cache
+    and compute buffers (method draft, on the same GPUs), or the MTP / EAGLE head's one
+    decoder layer and its KV on the device with the output head."""
+    from simulator.phases import draft_config
+
+    spec = cfg.speculative
+    assert spec is not None
+    if spec.method == "draft":
+        dcfg = draft_config(cfg)
+        extra = {r.device: r for r in plan(dcfg, sequence_tokens=seq).devices}
+        return [
+            replace(
+                r,
+                weights_bytes=r.weights_bytes + extra[r.device].weights_bytes,
+                kv_cache_bytes=r.kv_cache_bytes + extra[r.device].kv_cache_bytes,
+                compute_buffer_bytes=r.compute_buffer_bytes + extra[r.device].compute_buffer_bytes,
+            )
+            for r in rows
+        ]
+    m, q, t = cfg.model, cfg.quant, cfg.tensor
+    last = m.layers - 1
+    out = []
+    for r in rows:
+        st = stage_of[r.device]
+        if st.holds_output:
+            kv = (
+                2 * kv_heads_per_device(m, t) * m.head_dim * cfg.kv_dtype_bytes
+                * mm.kv_cached_tokens(m, seq) * cfg.concurrent_sequences
+            )  # fmt: skip
+            r = replace(
+                r,
+                weights_bytes=r.weights_bytes + sharded_layer_weight_bytes(m, q, last, t),
+                kv_cache_bytes=r.kv_cache_bytes + kv,
+            )
+        out.append(r)
+    return out
 
 
 def _device_memory(cfg: RunConfig, d: Device, st: Stage, seq: int) -> DeviceMemory:
@@ -288,8 +353,16 @@ def suggestions(cfg: RunConfig) -> list[str]:
 
 def not_fit_reason(cfg: RunConfig, mem: MemoryPlan) -> str:
     """One line: the tightest device, need vs capacity in GB, and what would fit instead."""
-    d = mem.tightest()
     gb = units.GB
+    if all(x.fits for x in mem.devices) and not mem.host_fits:
+        cap = mem.host_capacity_bytes or 0.0
+        return (
+            f"does not fit: host memory ({cfg.host_memory.id if cfg.host_memory else '?'}) "
+            f"needs {mem.host_weights_bytes / gb:.1f} GB of weights but has {cap / gb:.1f} GB; "
+            "keep fewer experts or layers on the host (parallel.cpu_moe_layers, "
+            "parallel.offload_layers) or use a smaller model.quant"
+        )
+    d = mem.tightest()
     parts = (
         f"weights {d.weights_bytes / gb:.1f} + KV cache {d.kv_cache_bytes / gb:.1f} + "
         f"compute buffers {d.compute_buffer_bytes / gb:.1f} + runtime {d.runtime_bytes / gb:.1f}"

@@ -501,6 +501,19 @@ def expected_experts_hit(experts_total: int, experts_active: int, tokens: float)
     return float(experts_total * (1.0 - miss**tokens))
 
 
+def routed_expert_params(m: ModelSpec, layer: int) -> int:
+    """Parameters of layer ``layer``'s routed experts (GGUF ``blk.N.ffn_{gate,up,down}_exps``);
+    0 on dense layers. Shared experts and the router are not routed experts."""
+    p = layer_params(m, layer)
+    return p.per_expert * p.experts
+
+
+def routed_expert_bytes(m: ModelSpec, q: QuantSpec, layer: int) -> float:
+    """Bytes of layer ``layer``'s routed experts at the quant's layer bits per weight: what
+    llama.cpp's ``--n-cpu-moe`` / ``-ot exps=CPU`` moves from VRAM to host memory."""
+    return routed_expert_params(m, layer) * q.layer_bits_per_weight / units.BITS_PER_BYTE
+
+
 # ---------------------------------------------------------------------------------------------
 # Work per layer
 
@@ -609,4 +622,17 @@ def output_work(m: ModelSpec, q: QuantSpec, tokens_with_logits: int) -> Work:
         flops=2 * tokens_with_logits * output_params(m),
         weight_bytes=output_bytes(m, q),
         activation_bytes=tokens_with_logits * m.vocab_size * 4,
+    )
+
+
+def routed_expert_work(m: ModelSpec, q: QuantSpec, layer: int, tokens: float) -> Work:
+    """The routed experts' share of :func:`layer_work` for a batch of ``tokens`` tokens: the
+    matmul FLOPs of the experts each token uses and the bytes of the experts the batch hits."""
+    p = layer_params(m, layer)
+    if not p.experts or tokens <= 0:
+        return Work()
+    hit = expected_experts_hit(p.experts, p.experts_active, tokens)
+    return Work(
+        flops=2 * tokens * p.per_expert * p.experts_active,
+        weight_bytes=p.per_expert * hit * q.layer_bits_per_weight / units.BITS_PER_BYTE,
     )

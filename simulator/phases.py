@@ -13,13 +13,13 @@ detail add up to the same durations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from simulator import costs, units
+from simulator import costs, expert_offload, speculative, units
 from simulator import model as mm
 from simulator.config import RunConfig
-from simulator.placement import Placement, Stage
-from simulator.topology import route
+from simulator.placement import Placement, Stage, place
+from simulator.topology import host_route, route
 
 ACTIVATION_BYTES = units.F16_BYTES
 
@@ -95,6 +95,7 @@ class StageCoster:
         self.cfg = cfg
         self.placement = placement
         self._cache: dict[tuple[object, ...], StageCost] = {}
+        self._draft: StageCoster | None = None  # the draft model's coster (method draft)
 
     def stage(self, stage: Stage, parts: tuple[Part, ...], logits_tokens: int) -> StageCost:
         """Cost of ``stage`` for the micro-batch ``parts``.
@@ -104,24 +105,89 @@ class StageCoster:
         key = (stage.index, stage.first_layer, parts, logits_tokens)
         hit = self._cache.get(key)
         if hit is None:
-            hit = self._compute(stage, parts, logits_tokens)
+            if self._speculating(parts):
+                hit = self._speculative_stage(stage, parts, logits_tokens)
+            else:
+                hit = self._compute(stage, parts, logits_tokens)
             self._cache[key] = hit
         return hit
 
-    def _compute(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> StageCost:
+    # -- speculative decoding ([engine.speculative]) ------------------------------------------
+
+    def _speculating(self, parts: tuple[Part, ...]) -> bool:
+        """Whether a micro-batch is a speculating decode step (every part one token per seq)."""
+        return self.cfg.speculative is not None and all(n == 1 for n, _, _ in parts)
+
+    def _speculative_stage(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> StageCost:
+        """A decode step's share of one draft-and-verify cycle: (k draft steps + the verify
+        pass of k + 1 tokens per sequence) / expected tokens per cycle."""
+        spec = self.cfg.speculative
+        assert spec is not None
+        k = spec.draft_tokens
+        verify = self._compute(
+            stage, speculative.verify_parts(parts, k), logits * (k + 1), verify=True
+        )
+        draft_s = k * self._draft_step_s(stage, parts, logits)
+        scale = 1.0 / spec.tokens_per_cycle
+        return StageCost(
+            compute_s=(verify.compute_s + draft_s) * scale,
+            compute_bound_s=verify.compute_bound_s * scale,
+            memory_bound_s=(verify.memory_bound_s + draft_s) * scale,
+            overhead_s=verify.overhead_s * scale,
+            allreduce_s=verify.allreduce_s * scale,
+            allreduce_bytes=verify.allreduce_bytes * scale,
+            layer_costs=tuple(
+                (replace(c, compute_s=c.compute_s * scale, allreduce_s=c.allreduce_s * scale), n)
+                for c, n in verify.layer_costs
+            ),
+            head_s=(verify.head_s + draft_s) * scale,
+        )
+
+    def _draft_step_s(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> float:
+        """One drafted token for the micro-batch's sequences on ``stage``: the draft model's
+        decode step on the same GPUs (method draft), or, on the stage with the output head,
+        one more decoder layer and the head (MTP module / EAGLE head)."""
+        spec = self.cfg.speculative
+        assert spec is not None
+        if spec.method == "draft":
+            if self._draft is None:
+                assert spec.draft_model is not None and spec.draft_quant is not None
+                dcfg = draft_config(self.cfg)
+                self._draft = StageCoster(dcfg, place(dcfg))
+            dstage = self._draft.placement.stages(0)[stage.index]
+            c = self._draft.stage(dstage, parts, logits)
+            return c.compute_s + c.allreduce_s
+        if not stage.holds_output:
+            return 0.0
+        c = self._compute(stage, parts, logits)
+        last, _ = c.layer_costs[-1]
+        return last.compute_s + last.allreduce_s + c.head_s
+
+    def _compute(
+        self, stage: Stage, parts: tuple[Part, ...], logits: int, verify: bool = False
+    ) -> StageCost:
         cfg = self.cfg
         m, q, prof = cfg.model, cfg.quant, cfg.profile
         t = cfg.tensor
         gpu = stage.devices[0].gpu
         tokens = part_tokens(parts)
-        # uniform dense models: every layer alike, no need to look at each
-        groups: dict[tuple[bool, int | None], int] = {}
+        # uniform dense models: every layer alike, no need to look at each; layers differ by
+        # experts or not, KV window, and whether their routed experts sit in host memory and
+        # run on the CPU for this micro-batch (op offload copies them to the GPU for 32+ tokens)
+        on_cpu = set(self.placement.cpu_expert_layers)
+        if expert_offload.experts_copied_to_gpu(tokens):
+            on_cpu = set()
+
+        def kind_of(i: int) -> tuple[tuple[bool, int | None], bool]:
+            return mm.layer_kind(m, i), i in on_cpu
+
+        groups: dict[tuple[tuple[bool, int | None], bool], int] = {}
         if stage.layers:
-            groups = {mm.layer_kind(m, stage.layers[0]): len(stage.layers)}
-        if m.is_moe or m.layer_windows:  # layers differ: experts or not, KV window
+            groups = {kind_of(stage.layers[0]): len(stage.layers)}
+        if m.is_moe or m.layer_windows:
             groups = {}
             for i in stage.layers:
-                kind = mm.layer_kind(m, i)
+                kind = kind_of(i)
                 groups[kind] = groups.get(kind, 0) + 1
         ar_path = None
         if t > 1:
@@ -131,11 +197,19 @@ class StageCoster:
         ar_time = 0.0 if ar_path is None else 2 * costs.allreduce_time(ar_path, ar_size, t, prof)
         ar_bytes = 2 * costs.ring_bytes_per_rank(ar_size, t)
         layer_costs = []
-        for kind, count in groups.items():
-            layer = next(i for i in stage.layers if mm.layer_kind(m, i) == kind)
+        for group, count in groups.items():
+            cpu = group[1]
+            layer = next(i for i in stage.layers if kind_of(i) == group)
             work, pairs, prompt = batch_layer_work(cfg, layer, parts)
+            if cpu:  # the GPU runs the layer without its routed experts
+                ew = mm.routed_expert_work(m, q, layer, tokens)
+                work = replace(
+                    work,
+                    flops=work.flops - ew.flops,
+                    weight_bytes=work.weight_bytes - ew.weight_bytes,
+                )
             extra = 0.0
-            if prompt:  # prefill: score matrix and dequantization traffic
+            if prompt and not verify:  # prefill: score matrix and dequantization traffic
                 params = work.weight_bytes * 8 / q.layer_bits_per_weight
                 extra = costs.extra_prefill_bytes(
                     prof,
@@ -193,3 +267,73 @@ class StageCoster:
         """Weights of the offloaded layers (prefill copies them to the GPU per micro-batch)."""
         m, q = self.cfg.model, self.cfg.quant
         return sum(mm.layer_weight_bytes(m, q, i) for i in self.placement.cpu_layers)
+
+    # -- expert offload (parallel.cpu_moe_layers) ---------------------------------------------
+
+    def host_expert_s(self, parts: tuple[Part, ...]) -> float:
+        """CPU time of the host-resident experts for a micro-batch the CPU runs them for (under
+        32 tokens): hit experts' bytes at host bandwidth, two PCIe crossings and the split's
+        overhead per layer. 0 when the micro-batch copies them to the GPU instead."""
+        cfg = self.cfg
+        layers = self.placement.cpu_expert_layers
+        parts, scale = self._host_view(parts)
+        tokens = part_tokens(parts)
+        if not layers or cfg.host_memory is None or expert_offload.experts_copied_to_gpu(tokens):
+            return 0.0
+        m, q = cfg.model, cfg.quant
+        weight_bytes = sum(mm.routed_expert_work(m, q, i, tokens).weight_bytes for i in layers)
+        first = self.placement.stages(0)[0].devices[0]
+        rt = host_route(cfg, first, to_device=False)
+        crossing = 0.0
+        if rt is not None:
+            size = tokens * m.hidden_size * ACTIVATION_BYTES
+            crossing = costs.transfer_time(rt.path, size, cfg.profile)
+        return scale * expert_offload.host_expert_seconds(
+            weight_bytes, len(layers), cfg.host_memory.bandwidth_bytes_per_s, crossing, cfg.profile
+        )
+
+    def _host_view(self, parts: tuple[Part, ...]) -> tuple[tuple[Part, ...], float]:
+        """The micro-batch the host-resident experts really see, and the share of it one step
+        pays: a speculating decode step is 1/E of a verify pass of k + 1 tokens per sequence."""
+        spec = self.cfg.speculative
+        if spec is None or not self._speculating(parts):
+            return parts, 1.0
+        return speculative.verify_parts(parts, spec.draft_tokens), 1.0 / spec.tokens_per_cycle
+
+    def host_expert_copy_bytes(self, parts: tuple[Part, ...]) -> float:
+        """Expert bytes a micro-batch of 32+ tokens copies from host RAM to the GPU."""
+        layers = self.placement.cpu_expert_layers
+        parts, scale = self._host_view(parts)
+        if not layers or not expert_offload.experts_copied_to_gpu(part_tokens(parts)):
+            return 0.0
+        return scale * expert_offload.offloaded_expert_bytes(self.cfg, layers)
+
+    def host_cpu_s(self, parts: tuple[Part, ...]) -> float:
+        """Everything the host CPU runs for a micro-batch: offloaded layers (decode) and
+        host-resident experts (micro-batches under the op-offload threshold)."""
+        prompt = any(n > 1 for n, _, _ in parts)
+        layers = 0.0 if prompt else self.host_layers_s(parts)
+        return layers + self.host_expert_s(parts)
+
+    def host_copy_bytes(self, parts: tuple[Part, ...]) -> float:
+        """Weights a micro-batch copies from host RAM to the first GPU: offloaded layers for
+        a prompt, host-resident experts for 32+ tokens."""
+        prompt = any(n > 1 for n, _, _ in parts)
+        layers = self.host_weight_bytes() if prompt and self.placement.cpu_layers else 0.0
+        return layers + self.host_expert_copy_bytes(parts)
+
+
+def draft_config(cfg: RunConfig) -> RunConfig:
+    """The draft model of method "draft" as a config of its own on the same GPUs and stages
+    (its layers split by memory, llama.cpp's default; nothing offloaded)."""
+    spec = cfg.speculative
+    assert spec is not None and spec.draft_model is not None and spec.draft_quant is not None
+    return replace(
+        cfg,
+        model=spec.draft_model,
+        quant=spec.draft_quant,
+        speculative=None,
+        cpu_moe_layers=0,
+        offload_layers=0,
+        layer_split=None,
+    )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from simulator.config import RunConfig
+from simulator.expert_offload import offloaded_expert_layers
 from simulator.hardware import GpuSpec
 
 
@@ -57,6 +58,7 @@ class Placement:
     embedding_on_host: bool
     output_on_host: bool
     tensor: int
+    cpu_expert_layers: tuple[int, ...] = ()  # GPU layers whose routed experts are on the host
 
     def stages(self, replica: int = 0) -> tuple[Stage, ...]:
         return self.replicas[replica]
@@ -139,4 +141,5 @@ def place(cfg: RunConfig) -> Placement:
         embedding_on_host=embed_on_host,
         output_on_host=output_on_host,
         tensor=t,
+        cpu_expert_layers=offloaded_expert_layers(cfg),
     )

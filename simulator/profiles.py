@@ -91,6 +91,11 @@ def profile(profile_id: str, config_key: str = "engine.profile") -> EngineProfil
     if cal is None:
         return base
     values, name, ranges = cal
+    for extra in sorted(CALIBRATED_DIR.glob(f"{entry.id}.*.toml")):
+        # a separate fit of a few parameters (e.g. llama.cpp.expert_offload.toml)
+        with extra.open("rb") as fh:
+            raw = tomllib.load(fh)
+        values = {**values, **{k: float(v["value"]) for k, v in raw["parameters"].items()}}
     unknown = set(values) - set(base.params)
     if unknown:
         raise DataError(f"{name}: parameters not in the profile: {sorted(unknown)}")

@@ -161,8 +161,13 @@ def table(result: dict[str, Any]) -> str:
     )
     lines.append(
         f"strategy : tensor {par['tensor']} x pipeline {par['pipeline']} x replicas "
-        f"{par['replicas']}, offload {par['offload_layers']} layers, engine "
-        f"{c['engine']['profile']}  [{', '.join(result['strategies'])}]"
+        f"{par['replicas']}, offload {par['offload_layers']} layers"
+        + (
+            f", routed experts of {par['cpu_moe_layers']} layers in host RAM"
+            if par.get("cpu_moe_layers")
+            else ""
+        )
+        + f", engine {c['engine']['profile']}  [{', '.join(result['strategies'])}]"
     )
     arrivals = (
         f"Poisson {wl['arrival_rate']:g} req/s"

@@ -77,9 +77,14 @@ def _native_pcie(d: Device) -> tuple[LinkSpec, ...]:
 
 
 def host_route(cfg: RunConfig, d: Device, to_device: bool) -> Route | None:
-    """The PCIe direction between the host and GPU ``d`` (for CPU-offloaded layers)."""
+    """The PCIe direction between the host and GPU ``d`` (for CPU-offloaded layers and
+    experts): the slower of ``gpu_link`` (when it is PCIe) and the card's own PCIe link, which
+    also serves a single GPU or cards joined by a bridge. None for a GPU without PCIe (Apple
+    unified memory: nothing to copy)."""
     link = cfg.gpu_link
-    if link is None or not link.is_pcie:
+    candidates = [*(_native_pcie(d)), *([link] if link is not None and link.is_pcie else [])]
+    if not candidates:
         return None
+    slowest = min(candidates, key=lambda lk: lk.bandwidth_per_direction_bytes_per_s)
     direction = "down" if to_device else "up"
-    return Route((f"link:{d.name}-host:{direction}",), Path(link, host_staged=False))
+    return Route((f"link:{d.name}-host:{direction}",), Path(slowest, host_staged=False))

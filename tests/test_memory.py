@@ -184,3 +184,31 @@ def test_a_bigger_card_never_makes_a_fitting_config_not_fit(
     if plan(cfg).fits:
         bigger = replace(cfg, gpus=tuple(hardware.gpu(big) for _ in range(n)))
         assert plan(bigger).fits
+
+
+def test_context_size_reserves_llama_cpp_n_ctx_over_all_slots() -> None:
+    """llama.cpp -c is the whole KV cache (padded to 256), split over explicit --parallel
+    slots (src/llama-context.cpp); vLLM's max_model_len is per sequence."""
+    from simulator import config as cfgmod
+    from simulator.errors import CannotRun
+    from tests.conftest import minimal_config
+
+    def cfg(size: int | None, **wl: int) -> cfgmod.RunConfig:
+        raw = minimal_config(
+            hardware={"gpus": ["rtx4090"]},
+            model={"name": "llama-3.1-8b"},
+            parallel={"tensor": 1, "pipeline": 1},
+            workload={"prompt_tokens": 512, "output_tokens": 128, "concurrency": 4, **wl},
+        )
+        raw["hardware"].pop("gpu_link")
+        if size is not None:
+            raw["workload"]["context_size"] = size
+        return cfgmod.resolve(raw)
+
+    per_token = 2 * 32 * 8 * 128 * 2  # Llama 3.1 8B, f16 K and V
+    # -c 16000 pads to 16128; over 4 slots each gets 4032 -> 4096, so n_ctx = 4 x 4096
+    assert plan(cfg(16000)).devices[0].kv_cache_bytes == per_token * 16384
+    assert plan(cfg(16000, concurrency=1)).devices[0].kv_cache_bytes == per_token * 16128
+    assert plan(cfg(None)).devices[0].kv_cache_bytes == per_token * 640 * 4  # the run's need
+    with pytest.raises(CannotRun, match="context_size"):
+        cfg(2048)  # 4 slots of 512 cannot hold 640 tokens

@@ -1,0 +1,164 @@
+"""Fit of the host-side expert path (``--n-cpu-moe`` decode) on its own measurements.
+
+    python -m simulator.calibrate_experts          # fit, print the table, write the params file
+
+A small, separate fit: the llama.cpp profile's other parameters stay as ``sim calibrate`` fitted
+them; only ``expert_host_efficiency`` (the share of host-memory bandwidth the CPU's expert
+kernels stream at) is fitted, by a one-dimensional search on the mean squared log error of the
+decode rows of ``calibration/data/expert_offload.csv``. ``expert_layer_overhead_s`` keeps its
+starting value until the data hold rows that tell the two apart (a sweep over
+``cpu_moe_layers`` on one machine). Rows whose GPU, host memory or model is not in the catalogue
+are skipped with the reason, so rows can be added before their hardware is; with no usable row
+nothing is written and the profile's starting value stands.
+
+The result goes to ``calibration/params/llama.cpp.expert_offload.toml``, which
+``profiles.profile`` applies on top of the main fit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from simulator import config as cfgmod
+from simulator.analytic import single_stream
+from simulator.errors import CannotRun, ConfigError
+from simulator.profiles import CALIBRATED_DIR, EngineProfile, profile
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_CSV = ROOT / "calibration" / "data" / "expert_offload.csv"
+PARAMS_TOML = CALIBRATED_DIR / "llama.cpp.expert_offload.toml"
+FITTED = "expert_host_efficiency"
+BOUNDS = (0.05, 1.0)  # a share of the peak: <= 1 keeps the ceiling a bound
+
+
+@dataclass(frozen=True)
+class ExpertFit:
+    value: float | None  # None: no usable row, nothing fitted
+    rows: pd.DataFrame  # row_id, measured, simulated, ratio
+    skipped: dict[str, str]  # row_id -> why it could not be simulated
+
+    @property
+    def mean_abs_rel_error(self) -> float | None:
+        if self.rows.empty:
+            return None
+        return float((self.rows["ratio"] - 1).abs().mean())
+
+
+def row_config(row: pd.Series) -> dict[str, Any]:
+    """The config a measured row describes."""
+    gpus = [str(row["gpu"])] * int(row["gpu_count"])
+    hw: dict[str, Any] = {"gpus": gpus, "host_memory": str(row["host_memory"])}
+    if isinstance(row["gpu_link"], str) and row["gpu_link"]:
+        hw["gpu_link"] = row["gpu_link"]
+    return {
+        "name": str(row["row_id"]),
+        "hardware": hw,
+        "model": {"name": str(row["model_id"]), "quant": str(row["quant_id"])},
+        "parallel": {"cpu_moe_layers": int(row["cpu_moe_layers"])},
+        "engine": {
+            "profile": "llama.cpp",
+            "flash_attention": str(row["flash_attention"]).lower() == "true",
+            "kv_cache_dtype": str(row["kv_cache_dtype"]),
+        },
+        "workload": {
+            "prompt_tokens": int(row["prompt_tokens"]),
+            "output_tokens": int(row["output_tokens"]),
+            "context_tokens": int(row["context_tokens"]),
+        },
+    }
+
+
+def _simulated(cfg: cfgmod.RunConfig, metric: str) -> float:
+    s = single_stream(cfg)
+    if metric == "decode_tok_s":
+        return (cfg.output_tokens - (1 if cfg.prompt_tokens else 0)) / s.decode_s
+    if metric == "prefill_tok_s":
+        return cfg.prompt_tokens / s.prefill_s
+    raise ValueError(metric)
+
+
+def fit_expert_path(data: pd.DataFrame | None = None) -> ExpertFit:
+    """Fit ``expert_host_efficiency`` to the decode rows (golden-section search on the mean
+    squared log error; the error is unimodal in the efficiency: time falls with it)."""
+    df = pd.read_csv(DATA_CSV) if data is None else data
+    base = profile("llama.cpp")
+    usable: list[tuple[str, cfgmod.RunConfig, str, float]] = []
+    skipped: dict[str, str] = {}
+    for _, row in df.iterrows():
+        try:
+            cfg = cfgmod.resolve(row_config(row))
+        except (ConfigError, CannotRun) as exc:
+            skipped[str(row["row_id"])] = str(exc)
+            continue
+        usable.append((str(row["row_id"]), cfg, str(row["metric_kind"]), float(row["measured"])))
+
+    def at(eff: float) -> list[float]:
+        prof: EngineProfile = base.with_params(**{FITTED: eff})
+        return [_simulated(replace(cfg, profile=prof), m) for _, cfg, m, _ in usable]
+
+    def loss(eff: float) -> float:
+        return sum(math.log(s / u[3]) ** 2 for s, u in zip(at(eff), usable, strict=True))
+
+    value: float | None = None
+    if usable:
+        lo, hi = BOUNDS
+        g = (math.sqrt(5) - 1) / 2
+        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+        for _ in range(60):
+            if loss(a) < loss(b):
+                hi, b = b, a
+                a = hi - g * (hi - lo)
+            else:
+                lo, a = a, b
+                b = lo + g * (hi - lo)
+        value = (lo + hi) / 2
+    sims = at(value) if value is not None else []
+    rows = pd.DataFrame(
+        {
+            "row_id": [u[0] for u in usable],
+            "measured": [u[3] for u in usable],
+            "simulated": sims,
+        }
+    )
+    rows["ratio"] = rows["simulated"] / rows["measured"] if usable else []
+    return ExpertFit(value, rows, skipped)
+
+
+def params_toml(fit: ExpertFit, day: str) -> str:
+    assert fit.value is not None
+    return (
+        "# Written by `python -m simulator.calibrate_experts`; never edited by hand.\n"
+        'profile = "llama.cpp"\n'
+        'data = "calibration/data/expert_offload.csv"\n'
+        f'date = "{day}"\n'
+        f"rows = {len(fit.rows)}\n\n"
+        "[parameters]\n"
+        f"{FITTED} = {{ value = {fit.value:.6g} }}\n\n"
+        "[residuals]\n"
+        f"decode_tok_s = {{ mean_abs_rel_error = {fit.mean_abs_rel_error:.4f}, "
+        f"rows = {len(fit.rows)} }}\n"
+    )
+
+
+def main() -> int:
+    fit = fit_expert_path()
+    for rid, why in fit.skipped.items():
+        print(f"skipped {rid}: {why}")
+    if fit.value is None:
+        print("no usable row: expert_host_efficiency keeps its starting value; nothing written")
+        return 0
+    print(fit.rows.to_string(index=False))
+    print(f"{FITTED} = {fit.value:.4f}, mean |sim/meas - 1| = {fit.mean_abs_rel_error:.1%}")
+    PARAMS_TOML.write_text(params_toml(fit, date.today().isoformat()))
+    print(f"wrote {PARAMS_TOML.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
