@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from simulator import cli_answers
 from simulator import config as config_mod
 from simulator.catalog import shelf
 from simulator.errors import CannotRun, ConfigError, SimError
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="one JSON object per config")
     run.add_argument("--trace", metavar="FILE", help="write a Chrome trace of the timeline")
     run.add_argument("--requests-out", metavar="FILE", help="write per-request records (CSV)")
+    cli_answers.format_arg(run)
 
     val = sub.add_parser("validate", help="check a config without running it")
     val.add_argument("--config", action="append", required=True, metavar="FILE")
@@ -97,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Dask scheduler (tcp://host:8786) or Ray cluster (host:6379) address; without it "
         "dask/ray start a local cluster of --jobs workers",
     )
+    cli_answers.add_parsers(sub)
     lst = sub.add_parser("list", help="print a catalogue with sources")
     lst.add_argument("kind", choices=LIST_KINDS)
     lst.add_argument("--json", action="store_true")
@@ -138,12 +141,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             write_trace(_numbered(args.trace, index, total), out, cfg.name)
         if out is not None and args.requests_out:
             write_requests(_numbered(args.requests_out, index, total), out)
-        if args.json:
+        fmt = args.format or ("json" if args.json else "table")
+        if fmt == "json":
             print(json.dumps(result), flush=True)
-        else:
+        elif fmt == "table":
             print(table(result), flush=True)
+        elif result["fits"]:
+            cli_answers.print_run(result, cfg, fmt)
         if not result["fits"]:
-            if not args.json:
+            if fmt != "json":
                 print(f"sim: error: {result['reason']}", file=sys.stderr)
             worst = max(worst, CannotRun.exit_code)
     return worst
@@ -367,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_sweep(args)
         if args.command == "claims":
             return cmd_claims(args)
+        answered = cli_answers.dispatch(args)
+        if answered is not None:
+            return answered
     except ConfigError as err:
         return _emit_error(err)
     except SimError as err:

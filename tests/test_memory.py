@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from simulator import config as cfgmod
 from simulator import hardware, units
+from simulator.fixes import ranked
 from simulator.memory import plan, suggestions
 from simulator.placement import assign_layers, place
 from tests.conftest import minimal_config
@@ -33,9 +34,11 @@ def test_llama3_70b_q4km_does_not_fit_one_24gb_card() -> None:
     mem = plan(cfg)
     assert not mem.fits
     tips = suggestions(cfg)
-    # even Q2_K is a 26.4 GB file for a 70B model: only a bigger card helps
+    # even Q2_K is a 26.4 GB file for a 70B model: a second card, another card or offload
     assert not any("model.quant" in t for t in tips)
-    assert any("hardware.gpus" in t for t in tips)
+    kinds = [f.kind for f in ranked(cfg)]
+    assert "same-gpu" in kinds and "other-gpu" in kinds and "quant" not in kinds
+    assert kinds.index("offload") < kinds.index("same-gpu") < kinds.index("other-gpu")
 
 
 def test_a_smaller_quant_is_suggested_when_one_fits() -> None:
