@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif fmt == "table":
             print(table(result), flush=True)
         elif result["fits"]:
-            cli_answers.print_run(result, cfg, fmt)
+            cli_answers.print_run(cfg, result, out, fmt)
         if not result["fits"]:
             if fmt != "json":
                 print(f"sim: error: {result['reason']}", file=sys.stderr)

@@ -159,15 +159,15 @@ def dispatch(args: argparse.Namespace) -> int | None:
     return None
 
 
-def print_run(result: dict[str, Any], cfg: config_mod.RunConfig, fmt: str) -> None:
+def print_run(cfg: config_mod.RunConfig, result: dict[str, Any], out: Any, fmt: str) -> None:
     """``sim run --format``: one result in another tool's vocabulary."""
     from simulator import formats
 
     if fmt == "llama-bench":
-        print(formats.llama_bench_markdown(formats.llama_bench_records(cfg, result)), flush=True)
+        print(formats.llama_bench_markdown(formats.llama_bench_records(cfg)), flush=True)
     elif fmt == "llama-bench-json":
-        print(json.dumps(formats.llama_bench_records(cfg, result), indent=2), flush=True)
+        print(json.dumps(formats.llama_bench_records(cfg), indent=2), flush=True)
     elif fmt == "vllm-bench":
-        print(json.dumps(formats.vllm_bench_result(cfg, result), indent=2), flush=True)
+        print(json.dumps(formats.vllm_bench_result(cfg, result, out)), flush=True)
     else:
         raise AssertionError(fmt)

@@ -157,3 +157,47 @@ def price(item: str, condition: str = "any") -> Price | None:
     if condition == "used":
         return None
     return launch_price(item) if item in shelf("gpus") else None
+
+
+@dataclass(frozen=True)
+class HardwarePrice:
+    """What a configuration's priced parts cost, and which quote each comes from."""
+
+    usd: float
+    items: tuple[tuple[str, int, Price], ...]  # (item, count, price)
+    unpriced: tuple[str, ...]  # items with no known price (then usd is a floor)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unpriced
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "usd": self.usd if self.complete else None,
+            "priced_usd": self.usd,
+            "complete": self.complete,
+            "unpriced": list(self.unpriced),
+            "items": [{"count": n, **p.as_json()} for _, n, p in self.items],
+            "scope": "GPUs (or Macs) and NVLink bridges only; not the rest of the machines",
+        }
+
+
+def hardware_price(
+    gpus: tuple[str, ...] | list[str], nodes: int, gpu_link: str | None, condition: str = "any"
+) -> HardwarePrice:
+    """The GPUs of ``nodes`` machines (each with ``gpus``) and, for an NVLink bridge, one
+    bridge per pair of cards."""
+    counts: dict[str, int] = {}
+    for g in gpus:
+        counts[g] = counts.get(g, 0) + nodes
+    if gpu_link is not None and gpu_link.endswith("-bridge"):
+        counts[gpu_link] = nodes * (len(gpus) // 2)
+    total, items, missing = 0.0, [], []
+    for item, n in counts.items():
+        p = price(item, condition)
+        if p is None:
+            missing.append(item)
+            continue
+        total += p.usd * n
+        items.append((item, n, p))
+    return HardwarePrice(total, tuple(items), tuple(missing))
