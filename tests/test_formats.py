@@ -169,5 +169,5 @@ def test_vllm_bench_keys_and_measured_check(run_cli, tmp_path: Path) -> None:  #
 def test_unreadable_measured_file_is_one_line_exit_2(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "x.txt"
     bad.write_text("hello\n")
-    code, out, err = run_cli("compare", "--measured", str(bad))
+    code, _out, err = run_cli("compare", "--measured", str(bad))
     assert code == 2 and "--measured" in err and "Traceback" not in err
