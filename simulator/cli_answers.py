@@ -1,6 +1,6 @@
 """The answer commands of ``sim``: ``fit``, ``compare``, ``plan`` and ``run --format``.
 
-A thin layer over :mod:`simulator.fitting`, :mod:`simulator.compare`, :mod:`simulator.plan`
+A thin layer over :mod:`simulator.fitting`, :mod:`simulator.comparison`, :mod:`simulator.planner`
 and :mod:`simulator.formats`; kept out of ``cli.py`` so the two evolve separately. Errors
 are ``SimError`` subclasses that ``cli.main`` turns into one line and exit 2 / 3.
 """
@@ -93,7 +93,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from simulator import compare
+    from simulator import comparison as compare
 
     if args.measured:
         if len(args.config) > 1:
@@ -121,7 +121,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from simulator import plan as plan_mod
+    from simulator import planner as plan_mod
 
     targets = plan_mod.Targets(
         model=args.model,

@@ -10,7 +10,7 @@ import pytest
 
 from simulator import config as cfgmod
 from simulator.errors import SimError
-from simulator.plan import Targets, plan
+from simulator.planner import Targets, plan
 from simulator.prices import hardware_price
 from simulator.result import evaluate
 
@@ -41,7 +41,7 @@ def test_every_answer_rerun_from_its_config_meets_the_targets(run_cli, tmp_path:
 
 
 def test_several_users_and_a_ttft_target_rerun(tmp_path: Path) -> None:
-    from simulator.plan import write_configs
+    from simulator.planner import write_configs
 
     t = Targets(
         model="llama-3.1-8b",
