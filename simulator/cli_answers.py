@@ -52,6 +52,12 @@ def add_parsers(sub: Any) -> None:
     pl.add_argument("--max-gpus", type=int, default=8, metavar="N", help="per machine (1-8)")
     pl.add_argument("--max-nodes", type=int, default=2, metavar="N", help="machines")
     pl.add_argument("--condition", default="any", help="prices: any, new or used")
+    pl.add_argument(
+        "--depth", type=int, default=0, metavar="D", help="tokens already cached when measured"
+    )
+    pl.add_argument(
+        "--calibrated-only", action="store_true", help="only engine profiles fitted to data"
+    )
     pl.add_argument("--top", type=int, default=10, metavar="K", help="rows to print")
     pl.add_argument("--json", action="store_true")
     pl.add_argument("--write-configs", metavar="DIR", help="write each answer as a config")
@@ -136,6 +142,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         max_gpus_per_node=args.max_gpus,
         max_nodes=args.max_nodes,
         condition=args.condition,
+        depth_tokens=args.depth,
+        calibrated_only=args.calibrated_only,
     )
     answer = plan_mod.plan(targets)
     written: list[str] = []

@@ -69,6 +69,7 @@ class Targets:
     max_nodes: int = 2
     condition: str = "any"
     depth_tokens: int = 0
+    calibrated_only: bool = False  # only engine profiles fitted to measurements (with ranges)
 
     def check(self) -> None:
         mm.model(self.model, "--model")
@@ -177,8 +178,12 @@ class Answer:
 
 def _engines_for(t: Targets, g: GpuSpec) -> list[tuple[str, str]]:
     """(engine, quant) pairs that can run on ``g``."""
+    from simulator.profiles import profile
+
     out = []
     for e in t.engines or ENGINES:
+        if t.calibrated_only and not profile(e).ranges:
+            continue
         if e == "mlx" and not g.is_apple:
             continue
         if e in ("vllm", "exllamav2") and (g.is_apple or g.vendor not in ("nvidia", "amd")):
@@ -501,6 +506,11 @@ def table(answer: Answer, top: int = 10, written: list[str] | None = None) -> st
             f"{p.date})"
         )
     lines.append("prices cover the GPUs (or Macs) and NVLink bridges only")
+    if any(o.metrics.get("decode_tok_s_low") is None for o in answer.front[:top]):
+        lines.append(
+            "range '-': that engine's profile is not fitted to measurements yet (its starting "
+            "values); --calibrated-only keeps to fitted profiles"
+        )
     if written:
         lines.append("")
         lines.append(f"wrote {len(written)} config(s): sim run --config {written[0]}")
