@@ -329,7 +329,8 @@ def table(r: FitReport) -> str:
             )
     if not r.fits:
         lines.append("")
-        lines.append(f"DOES NOT FIT as configured: {r.reason}")
+        short = (r.reason or "").split("; would fit:")[0].removeprefix("does not fit: ")
+        lines.append(f"DOES NOT FIT as configured: {short}")
     if r.suggestions:
         from simulator.fixes import fixes_table
 

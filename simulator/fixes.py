@@ -12,6 +12,8 @@ tok/s it would give at the config's workload (closed form, ``quick.stream``).
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +75,8 @@ class Fix:
     def text(self) -> str:
         speed = "" if self.decode_tok_s is None else f" -> {self.decode_tok_s:.1f} tok/s"
         cost = "" if self.added_usd is None else f", +${self.added_usd:,.0f}"
+        if self.added_usd is not None and self.kind == "other-gpu":
+            cost = f", cards ${self.added_usd:,.0f}"
         return f"{self.change}{speed}{cost}"
 
 
@@ -85,8 +89,19 @@ def _try(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig | None:
         return None
 
 
+_BARE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
+
+
+def _set_value(v: Any) -> str:
+    """A --set value: a plain id bare (``model.quant=Q3_K_S``, read back as a string), the
+    rest as TOML."""
+    if isinstance(v, str) and _BARE.match(v) and v not in ("true", "false", "inf", "nan"):
+        return v
+    return toml_value(v)
+
+
 def _sets(changes: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(f"{k}={toml_value(v)}" for k, v in changes.items() if v is not None)
+    return tuple(f"{k}={_set_value(v)}" for k, v in changes.items() if v is not None)
 
 
 def _words(changes: Mapping[str, Any]) -> str:
@@ -345,8 +360,15 @@ def fixes_table(fixes: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> str
         speed = "-" if f["decode_tok_s"] is None else f"{f['decode_tok_s']:.1f}"
         lo, hi = f.get("decode_tok_s_low"), f.get("decode_tok_s_high")
         rng = "" if lo is None or hi is None else f" ({lo:.1f}-{hi:.1f})"
-        cost = "" if f.get("added_usd") is None else f", about +${f['added_usd']:,.0f}"
+        usd = f.get("added_usd")
+        if usd is None:
+            cost = ""
+        elif f["kind"] == "other-gpu":
+            cost = f", the cards about ${usd:,.0f}"
+        else:
+            cost = f", about +${usd:,.0f}"
         note = f"; {f['note']}" if f.get("note") else ""
         lines.append(f"  {i}. [{f['kind']}] {f['change']}: {speed} tok/s{rng}{cost}{note}")
-        lines.append(f"     --set {' --set '.join(f['set'])}" if f["set"] else "")
+        sets = " ".join(f"--set {shlex.quote(x)}" for x in f["set"])
+        lines.append(f"     {sets}" if sets else "")
     return "\n".join(line for line in lines if line)

@@ -48,7 +48,7 @@ def test_flash_attention_before_kv_quant_before_offload_before_cards() -> None:
     assert kinds.index("offload") < kinds.index("same-gpu") < kinds.index("other-gpu")
     cfg = cfgmod.load(CONFIGS / "dual3090_nvlink.toml", ["workload.context_tokens=30000"])
     first = ranked(cfg)[0]
-    assert first.kind == "kv-cache-quant" and 'engine.kv_cache_dtype="q8_0"' in first.sets
+    assert first.kind == "kv-cache-quant" and "engine.kv_cache_dtype=q8_0" in first.sets
 
 
 def test_fewer_slots_are_offered_when_slots_do_not_fit() -> None:
