@@ -93,7 +93,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             print(json.dumps(report.as_json()), flush=True)
         else:
             print(table(report), flush=True)
-        if report.own.limited_by == "does-not-fit":
+        if not report.fits:  # answered, but the config as given cannot run: exit 3
             worst = max(worst, CannotRun.exit_code)
     return worst
 

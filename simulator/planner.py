@@ -1,7 +1,8 @@
 """``sim plan``: the cheapest hardware that meets a speed target, as configs ``sim run`` takes.
 
 The search (``candidates``): every priced GPU kind of the catalogue (``prices.price``), 1 to
-``max_gpus_per_node`` cards per machine (one per Mac), 1 to ``max_nodes`` machines; the
+``max_gpus_per_node`` cards per machine (one per Mac), 1 to ``max_nodes`` machines (a further
+machine only when the previous ones are full); the
 cards' own PCIe x16 link or their NVLink (a 3090 pair's bridge is priced); layer split,
 tensor parallel within a machine, and for several users replicas of either; the engines that
 load the quant's format on that hardware (llama.cpp: GGUF; vLLM: AWQ / GPTQ / FP8 / float;
@@ -269,7 +270,10 @@ def candidates(t: Targets) -> tuple[list[Option], list[str]]:
             continue
         max_per = 1 if g.is_apple else t.max_gpus_per_node
         for nodes in range(1, t.max_nodes + 1):
-            for per_node in range(1, max_per + 1):
+            # another machine only once one is full: the prices cover the GPUs alone, so two
+            # half-full machines would look as cheap as one full machine, and are slower
+            counts = range(1, max_per + 1) if nodes == 1 else range(max_per, max_per + 1)
+            for per_node in counts:
                 for link in _links(g, per_node):
                     price = hardware_price([g.id] * per_node, nodes, link, t.condition)
                     if t.budget_usd is not None and price.usd > t.budget_usd:
@@ -355,6 +359,21 @@ def _run_users(raw: dict[str, Any]) -> dict[str, Any]:
     return dict(res["metrics"]) if res["fits"] else {}
 
 
+def speed_bound(cfg: Any, ceiling_step_s: float) -> float:
+    """An upper bound on one stream's decode tok/s under ``cfg``'s engine profile: the
+    physical ceiling's step (every byte at peak bandwidth) plus the overheads every step pays
+    in series: the profile's per-step overhead and its per-layer overhead for each layer (a
+    stage's ranks pay theirs at the same time). tests/test_plan.py holds it above the
+    simulated speed of every candidate the plan simulates."""
+    prof = cfg.profile
+    step = (
+        ceiling_step_s
+        + prof.num("token_overhead_s")
+        + prof.num("layer_overhead_s") * (cfg.model.layers - cfg.offload_layers)
+    )
+    return 1.0 / step if step > 0 else float("inf")
+
+
 def plan(t: Targets) -> Answer:
     """The Pareto front of price vs decode tok/s among the configs meeting ``t``.
 
@@ -379,8 +398,8 @@ def plan(t: Targets) -> Answer:
     best = -1.0
     meeting = 0
     for o, cfg in fitting:
-        if ceiling(cfg).decode_tok_s <= best:
-            continue  # no engine gets this config past a cheaper one
+        if speed_bound(cfg, ceiling(cfg).step_time_s) <= best:
+            continue  # no run of this config gets past a cheaper one
         try:
             o.bound_decode_tok_s, o.bound_ttft_s, o.metrics = _single_stream(o.raw)
         except SimError:

@@ -135,3 +135,26 @@ def test_plan_rejects_bad_arguments(run_cli) -> None:  # type: ignore[no-untyped
     assert code == 2 and "vllm" in err
     code, _, err = run_cli("plan", "--model", "llama-3.1-8b", "--context", "100")
     assert code == 2 and "--context" in err
+
+
+def test_the_pruning_bound_is_above_every_simulated_speed() -> None:
+    """plan skips a config whose bound cannot beat a cheaper answer: the bound must hold."""
+    from simulator.bound import ceiling
+    from simulator.memory import plan as memory_plan
+    from simulator.planner import _single_stream, candidates, speed_bound
+
+    checked = 0
+    for model, quant in (("llama-3.1-8b", None), ("llama-3.3-70b", "Q4_K_M")):
+        opts, _ = candidates(Targets(model=model, quant=quant, max_nodes=2, users=2))
+        for o in opts[::25]:
+            try:
+                cfg = cfgmod.resolve(o.raw)
+            except SimError:
+                continue
+            if not memory_plan(cfg).fits:
+                continue
+            decode, _, _ = _single_stream(o.raw)
+            assert decode is not None
+            assert decode <= speed_bound(cfg, ceiling(cfg).step_time_s), o.label
+            checked += 1
+    assert checked > 20
