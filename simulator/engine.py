@@ -340,7 +340,8 @@ class Engine:
 
     def _iteration(self, replica: int, ve: int, chunks: list[Chunk]) -> Proc:
         start = self.env.now
-        critical = replica == 0 and ve == 0 and not any(c.prefill for c in chunks)
+        decode_only = not any(c.prefill for c in chunks)
+        critical = replica == 0 and ve == 0 and decode_only
         batches = self._micro_batches(chunks)
         label = f"r{replica} step {self.iterations}"
         overhead = step_overhead_s(self.cfg, len(chunks))
@@ -358,7 +359,7 @@ class Engine:
             ]
             yield self.env.all_of(procs)
             yield self.env.timeout(overhead)
-        if not any(c.prefill for c in chunks):
+        if decode_only:
             self.decode_step_s.append(self.env.now - start)
 
     # -- serving ---------------------------------------------------------------------------
