@@ -286,7 +286,8 @@ class Engine:
             for st in ph.steps:
                 self._count_bytes(st)
                 if st.seconds > 0:
-                    self._book(st.tracks, st.label.format(label), t, st.seconds)
+                    name = st.label.format(label) if self.record_spans else ""
+                    self._book(st.tracks, name, t, st.seconds)
                     if ph.parallel:
                         longest = max(longest, st.seconds)
                     else:
