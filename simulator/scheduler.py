@@ -166,20 +166,24 @@ class Scheduler:
     def schedule(self) -> list[Chunk]:
         """The next step's chunks (empty when there is nothing to run)."""
         s = self.settings
-        decoding = any(q.prompt_left == 0 for q in self.running)
         budget: float = s.max_batched_tokens
-        if s.merge_prefill and not decoding and not any(q.prompt_tokens == 0 for q in self.waiting):
+        if (
+            s.merge_prefill
+            and not any(q.prompt_left == 0 for q in self.running)  # nothing decoding
+            and not any(q.prompt_tokens == 0 for q in self.waiting)
+        ):
             budget = math.inf
         chunks: list[Chunk] = []
         self.started = []
         block = s.block_size
-        prefilling = any(q.prompt_left > 0 for q in self.running)
+        # only a static batch asks (a scan per step otherwise wasted)
+        prefilling = s.policy == "static" and any(q.prompt_left > 0 for q in self.running)
         preempted = False
         evicted: set[int] = set()
         for seq in list(self.running):
             if budget <= 0:
                 break
-            if id(seq) in evicted:  # preempted below to make room for an earlier one
+            if evicted and id(seq) in evicted:  # preempted below to make room for an earlier one
                 continue
             if seq.prompt_left > 0:
                 n = int(min(seq.prompt_left, budget)) if s.chunked_prefill else seq.prompt_left
