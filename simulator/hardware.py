@@ -28,6 +28,14 @@ _DTYPE_FIGURE = {
 # ch. 5, dynamic power). Memory bandwidth is set by the memory clock, which caps leave alone.
 POWER_CAP_CLOCK_EXPONENT = 1.0 / 3.0
 
+# The lowest board power limit the driver accepts, as a fraction of the default (TDP) limit:
+# nvidia-smi reports "Min Power Limit 100.00 W, Max Power Limit 350.00 W" on an RTX 3090
+# (https://github.com/NVIDIA/nvidia-docker/issues/1547) and the DGX B200 user guide's Redfish
+# example "AllowableMin 200, AllowableMax 700" (B200, 700 W): both 2/7 of TDP. The highest is
+# the TDP itself (Max = Default on the RTX 3090 readout; boards that allow more are not
+# modelled: the simulator's peaks are the datasheet's at TDP).
+MIN_POWER_LIMIT_FRACTION_OF_TDP = 2.0 / 7.0
+
 
 @dataclass(frozen=True)
 class GpuSpec:
