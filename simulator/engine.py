@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import simpy
@@ -180,7 +180,16 @@ class Engine:
                 kv_capacity_tokens=(pool // per_ve) if paged and pool is not None else None,
                 merge_prefill=bool(prof.get("merge_prefill")),
             )
-            self.schedulers.append([Scheduler(settings) for _ in range(per_ve)])
+            # max_num_seqs is shared by the virtual engines: their limits sum to it
+            share = [
+                max(1, cfg.max_num_seqs // per_ve + (1 if v < cfg.max_num_seqs % per_ve else 0))
+                if cfg.max_num_seqs
+                else 0
+                for v in range(per_ve)
+            ]
+            self.schedulers.append(
+                [Scheduler(replace(settings, max_num_seqs=share[v])) for v in range(per_ve)]
+            )
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self._records: dict[int, RequestRecord] = {}
         self._done: dict[int, simpy.Event] = {}
@@ -464,7 +473,15 @@ class Engine:
         overhead = self.cfg.profile.num("token_overhead_s")
         if critical:
             self.critical_s["host-overhead"] += overhead
-        if len(batches) == 1 and self.virtual_engines == 1 and self.detail == "stage":
+        # replicas of one machine that run offloaded layers share its CPU: they must queue
+        # for it, which only the event path does
+        shared_cpu = bool(self.placement.cpu_layers) and self.cfg.replicas > self.cfg.nodes
+        if (
+            len(batches) == 1
+            and self.virtual_engines == 1
+            and self.detail == "stage"
+            and not shared_cpu
+        ):
             parts, logits = batches[0]
             seconds = self._booked_micro_batch(replica, parts, logits, label, critical)
             yield self.env.timeout(seconds + overhead)
