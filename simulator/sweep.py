@@ -21,8 +21,10 @@ Pure of printing: progress goes to a callback (the CLI draws the bar).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
+import ctypes
 import fcntl
 import hashlib
 import importlib.util
@@ -31,6 +33,8 @@ import itertools
 import json
 import os
 import signal
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -414,7 +418,9 @@ class _Journal:
         if not data:
             self.append(csv_line(columns, dict(zip(columns, columns, strict=True))))
             return
-        lines = data.decode().splitlines(keepends=True)
+        # split at "\n" only: str.splitlines would also split inside a value holding U+2028,
+        # U+0085, a form feed, ... (the rows are written with "\n" endings only)
+        lines = [line + "\n" for line in data.decode().split("\n")[:-1]]
         header = next(csv.reader([lines[0]]))
         if header != columns:
             raise ConfigError(
@@ -489,7 +495,7 @@ def run(
         if parquet and out_path.exists():
             done |= _parquet_keys(out_path, plan)
         points = plan.points()
-        todo = [p for p in points if tuple(value_text(v) for v in p) not in done]
+        todo = [p for p in points if tuple(_cell(value_text(v)) for v in p) not in done]
         summary = Summary(path=out_path, total=len(points), already=len(points) - len(todo), ran=0)
         columns = plan.columns
         sha = plan.base_sha256
@@ -509,7 +515,8 @@ def run(
 
         if progress is not None:
             progress(summary.already, summary.total, 0, time.perf_counter() - t0)
-        _execute(plan, todo, jobs, finished)
+        st = os.fstat(journal.fd)
+        _execute(plan, todo, jobs, finished, close_in_workers=((journal.fd, st.st_dev, st.st_ino),))
         summary.complete = True
         if parquet:
             _finish_parquet(out_path, journal_path, plan)
@@ -541,13 +548,18 @@ def _execute(
     todo: list[tuple[Any, ...]],
     jobs: int,
     finished: Callable[[dict[str, Any]], None],
+    close_in_workers: tuple[tuple[int, int, int], ...] = (),
 ) -> None:
     keys = plan.keys
     if jobs == 1 or len(todo) <= 1:
         for point in todo:
             finished(evaluate_point(plan.base, keys, point))
         return
-    ex = ProcessPoolExecutor(max_workers=min(jobs, len(todo)), initializer=_ignore_sigint)
+    ex = ProcessPoolExecutor(
+        max_workers=min(jobs, len(todo)),
+        initializer=_worker_init,
+        initargs=(os.getpid(), close_in_workers),
+    )
     try:
         futures: list[Future[dict[str, Any]]] = [
             ex.submit(evaluate_point, plan.base, keys, point) for point in todo
@@ -561,6 +573,39 @@ def _execute(
 def _ignore_sigint() -> None:
     """Workers leave Ctrl-C to the parent, which stops submitting and keeps finished rows."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _worker_init(parent_pid: int, fds: tuple[tuple[int, int, int], ...]) -> None:
+    """A worker: ignores Ctrl-C, drops its inherited copy of the output file (so the lock is
+    the parent's alone), and dies with the parent (SIGKILL or SIGTERM of the parent must not
+    leave workers computing rows nobody writes): PR_SET_PDEATHSIG on Linux, else a thread
+    that watches the parent's pid."""
+    _ignore_sigint()
+    for fd, dev, ino in fds:  # (fd, st_dev, st_ino): close it only if inherited (fork)
+        with contextlib.suppress(OSError):
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                os.close(fd)
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _ordered_lines(journal: _Journal, plan: Plan) -> list[str]:

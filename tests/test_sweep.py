@@ -334,3 +334,42 @@ def test_a_killed_sweep_loses_no_finished_row_and_resumes_to_the_full_table(
     assert set(finished_before_kill) <= set(final)  # no finished row lost or changed
     assert len(set(final)) == len(final)  # none duplicated
     assert sorted(final) == sorted(expected)  # the same table as an uninterrupted run
+
+
+def test_values_with_line_separators_survive_a_resume(tmp_path: Path) -> None:
+    """U+2028, U+0085, form feed and carriage return inside a value do not break the rows
+    apart: the rerun finds every row and runs nothing."""
+    base = _config(tmp_path)
+    names = ["a\u2028b", "c\x85d", "e\x0cf", "g\rh"]
+    plan = sweep.plan_from(
+        minimal_config(workload={"prompt_tokens": 64, "output_tokens": 4}), {"name": names}
+    )
+    assert base.exists()
+    out = tmp_path / "runs.csv"
+    first = sweep.run(plan, out, jobs=1)
+    again = sweep.run(plan, out, jobs=1)
+    assert first.ran == len(names) and again.ran == 0 and again.already == len(names)
+    assert len(_rows(out)) == len(names)
+
+
+@pytest.mark.slow
+def test_killing_only_the_parent_frees_the_output_for_a_rerun(tmp_path: Path) -> None:
+    """SIGKILL the sweep's parent alone: its workers die with it (PR_SET_PDEATHSIG) and do
+    not hold the output's lock, so the same command resumes at once."""
+    base = _config(tmp_path, output_tokens=256)
+    argv = [sys.executable, "-m", "simulator.cli", "sweep", "--config", str(base)]
+    argv += ["--vary", "workload.context_tokens=" + ",".join(str(512 * i) for i in range(24))]
+    out = tmp_path / "runs.csv"
+    argv += ["--out", str(out), "--jobs", "2"]
+    proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if out.exists() and out.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)  # the workers receive their death signal
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "another sweep is writing" not in rerun.stderr
