@@ -546,10 +546,12 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             )
         for g, w in zip(gpus, power_limits, strict=True):
             lo = max(g.tdp_w * hardware.MIN_POWER_LIMIT_FRACTION_OF_TDP, g.idle_power_w or 0.0)
-            if not lo <= w <= g.tdp_w:
+            hi = g.tdp_w * hardware.MAX_POWER_LIMIT_FRACTION_OF_TDP
+            if not lo <= w <= hi:
                 raise ConfigError(
                     f"hardware.power_limit_w: {w:g} W is outside what {g.id} allows: "
-                    f"{lo:.0f} to {g.tdp_w:g} W (the driver's minimum, 2/7 of TDP, up to TDP)"
+                    f"{lo:.0f} to {hi:.0f} W (2/7 of its {g.tdp_w:g} W TDP, the driver's "
+                    "minimum, up to 1.2x, the highest partner-board limit on record)"
                 )
         gpus = tuple(g.with_power_limit(w) for g, w in zip(gpus, power_limits, strict=True))
 
