@@ -1,9 +1,9 @@
 """Engine profiles: how an inference engine uses the hardware, as named, sourced parameters.
 
 A profile file (``data/profiles/<id>.toml``) gives each parameter a value, a unit, a source and
-a note. Fitted values written by ``sim calibrate`` to ``simulator/data/calibrated/<id>.toml`` (package data) take
-precedence over the starting values in the profile file; nothing here is edited by hand to make
-a prediction match.
+a note. Fitted values written by ``sim calibrate`` to ``simulator/data/calibrated/<id>.toml``
+(package data) take precedence over the starting values in the profile file; nothing here is
+edited by hand to make a prediction match.
 """
 
 from __future__ import annotations
