@@ -8,8 +8,8 @@ GPUs: everything GPU-specific comes from the datasheet figures.
 
 The fitted values, their standard errors (from the Jacobian at the optimum), the hash of the
 data they came from and the residual summary are written to
-``calibration/params/<profile>.toml``; the profile loader applies them. Never edit that file by
-hand: rerun ``sim calibrate``.
+``simulator/data/calibrated/<profile>.toml``; the profile loader applies them. Never edit
+that file by hand: rerun ``sim calibrate``.
 """
 
 from __future__ import annotations

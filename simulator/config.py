@@ -9,6 +9,7 @@ an NVLink bridge on cards without the connector, ...) is :class:`CannotRun` (exi
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,18 @@ LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
 KV_PAD_TOKENS = 256  # llama.cpp: cparams.n_ctx = GGML_PAD(n_ctx, 256), and each slot's share
 KV_CACHE_DTYPES = {"f16": 2.0, "bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
+# Input sizes beyond which a config is refused (exit 2) instead of exhausting memory or time;
+# docs/interface.md section 6 lists them.
+MAX_CONFIG_BYTES = 1 << 20  # a config file (a TOML text)
+MAX_OVERRIDE_CHARS = 10_000  # one --set value
+MAX_INT = 2**53  # larger integers are not exact as floats; no key needs them
+MAX_REQUESTS = 1_000_000  # a run's requests (and rows of a lengths CSV)
+MAX_CONCURRENCY = 100_000  # closed-loop users
+MAX_NODES = 1024
+MAX_GPUS_PER_NODE = 64
+MIN_ARRIVAL_RATE_PER_S = 1e-6
+MAX_LOGNORMAL_SIGMA = 2.0  # median = mean x exp(-sigma^2 / 2): 1/7.4 of the mean at sigma 2
+
 
 @dataclass(frozen=True)
 class Key:
@@ -50,6 +63,22 @@ def _min(lo: float) -> Callable[[Any], str | None]:
     return check
 
 
+def _between(lo: float, hi: float, why: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if lo <= v <= hi else f"must be between {lo:,g} and {hi:,g} ({why})"
+
+    return check
+
+
+def _rate(v: Any) -> str | None:
+    if v == 0 or v >= MIN_ARRIVAL_RATE_PER_S:
+        return None
+    return (
+        f"must be 0 (closed loop) or >= {MIN_ARRIVAL_RATE_PER_S:g} requests/s "
+        "(one request per 11.6 days)"
+    )
+
+
 def _positive(v: Any) -> str | None:
     values = v if isinstance(v, list) else [v]
     return None if all(x > 0 for x in values) else "must be > 0"
@@ -62,9 +91,17 @@ def _nonempty(v: Any) -> str | None:
 SCHEMA: dict[str, Key | dict[str, Key]] = {
     "name": Key("str", None, doc="a human description; defaults to the file name"),
     "hardware": {
-        "gpus": Key("list[str]", REQUIRED, _nonempty, "GPU ids in one machine"),
+        "gpus": Key(
+            "list[str]",
+            REQUIRED,
+            lambda v: (
+                _nonempty(v)
+                or (None if len(v) <= MAX_GPUS_PER_NODE else f"at most {MAX_GPUS_PER_NODE} GPUs")
+            ),
+            "GPU ids in one machine",
+        ),
         "gpu_link": Key("str", None, doc="link id between the GPUs of a machine"),
-        "nodes": Key("int", 1, _min(1), "identical machines"),
+        "nodes": Key("int", 1, _between(1, MAX_NODES, "machines"), "identical machines"),
         "node_link": Key("str", None, doc="link id between machines"),
         "host_memory": Key("str", None, doc="system RAM id, for CPU offload"),
         "p2p": Key(
@@ -117,9 +154,19 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "context_size": Key(
             "int", None, _min(1), "llama.cpp -c / vLLM max_model_len: what the KV cache holds"
         ),
-        "concurrency": Key("int", 1, _min(1), "requests in flight (closed loop)"),
-        "requests": Key("int", None, _min(1), "total requests; defaults to concurrency"),
-        "arrival_rate": Key("float", 0.0, _min(0), "requests/s, Poisson; 0: closed loop"),
+        "concurrency": Key(
+            "int",
+            1,
+            _between(1, MAX_CONCURRENCY, "the most users a run simulates"),
+            "requests in flight (closed loop)",
+        ),
+        "requests": Key(
+            "int",
+            None,
+            _between(1, MAX_REQUESTS, "the most requests a run simulates"),
+            "total requests; defaults to concurrency",
+        ),
+        "arrival_rate": Key("float", 0.0, _rate, "requests/s, Poisson; 0: closed loop"),
         "seed": Key("int", 0, _min(0)),
         "length_distribution": Key(
             "str", "fixed", doc="fixed, uniform or lognormal around prompt/output_tokens"
@@ -178,17 +225,23 @@ def _type_name(v: Any) -> str:
 
 def _coerce(path: str, key: Key, v: Any) -> Any:
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{path}: expected {expected}, got {v!r} ({_type_name(v)})")
+        return ConfigError(f"{path}: expected {expected}, got {short_repr(v)} ({_type_name(v)})")
 
     def as_float(x: Any) -> float:
         if isinstance(x, bool) or not isinstance(x, int | float):
             raise bad("a number")
+        if isinstance(x, int) and abs(x) > MAX_INT:
+            raise ConfigError(f"{path}: {short_repr(x)} is too large (at most {MAX_INT:.3g})")
+        if not math.isfinite(x):
+            raise ConfigError(f"{path}: must be a finite number, got {x!r}")
         return float(x)
 
     kind = key.kind
     if kind == "int":
         if isinstance(v, bool) or not isinstance(v, int):
             raise bad("an integer")
+        if abs(v) > MAX_INT:
+            raise ConfigError(f"{path}: {short_repr(v)} is too large (at most {MAX_INT:.3g})")
         return v
     if kind == "float":
         return as_float(v)
@@ -199,6 +252,8 @@ def _coerce(path: str, key: Key, v: Any) -> Any:
     if kind == "str":
         if not isinstance(v, str):
             raise bad("a string")
+        if not v.strip():
+            raise ConfigError(f"{path}: empty string; leave the key out for the default")
         return v
     if kind == "bool|str":
         if isinstance(v, bool) or v == "auto":
@@ -207,6 +262,8 @@ def _coerce(path: str, key: Key, v: Any) -> Any:
     if kind == "list[str]":
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             raise bad("a list of strings")
+        if not all(x.strip() for x in v):
+            raise ConfigError(f"{path}: an empty string in the list {short_repr(v)}")
         return list(v)
     if kind == "list[float]":
         if not isinstance(v, list):
@@ -238,12 +295,19 @@ def _coerce(path: str, key: Key, v: Any) -> Any:
     raise AssertionError(kind)
 
 
+def short_repr(v: Any, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters, for error messages about huge values."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
 def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Type-check every key and fill defaults; returns a nested plain dict."""
     out: dict[str, Any] = {}
     for top in raw:
         if top not in SCHEMA:
-            raise ConfigError(f"unknown key '{top}'; {choices_hint(top, list(SCHEMA))}")
+            name = short_repr(top)[1:-1]
+            raise ConfigError(f"unknown key '{name}'; {choices_hint(top[:100], list(SCHEMA))}")
     for section, spec in SCHEMA.items():
         if isinstance(spec, Key):
             v = raw.get(section, spec.default)
@@ -251,20 +315,19 @@ def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
             continue
         body = raw.get(section, {})
         if not isinstance(body, dict):
-            raise ConfigError(f"{section}: expected a table [{section}], got {body!r}")
+            raise ConfigError(f"{section}: expected a table [{section}], got {short_repr(body)}")
         for k in body:
             if k not in spec:
                 full = [f"{section}.{x}" for x in spec]
-                raise ConfigError(
-                    f"unknown key '{section}.{k}'; {choices_hint(f'{section}.{k}', full)}"
-                )
+                name = f"{section}.{short_repr(k)[1:-1]}"
+                raise ConfigError(f"unknown key '{name}'; {choices_hint(name[:100], full)}")
         sec: dict[str, Any] = {}
         for k, key in spec.items():
             path = f"{section}.{k}"
             if k in body:
                 v = _coerce(path, key, body[k])
                 if key.check is not None and (msg := key.check(v)) is not None:
-                    raise ConfigError(f"{path}: {msg}, got {body[k]!r}")
+                    raise ConfigError(f"{path}: {msg}, got {short_repr(body[k])}")
                 sec[k] = v
             elif key.default is REQUIRED:
                 raise ConfigError(f"{path}: required key is missing")
@@ -285,11 +348,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, _, value = text.partition("=")
     key, value = key.strip(), value.strip()
     if key not in all_keys():
-        raise ConfigError(f"--set: unknown key '{key}'; {choices_hint(key, all_keys())}")
+        raise ConfigError(
+            f"--set: unknown key '{short_repr(key)[1:-1]}'; {choices_hint(key[:100], all_keys())}"
+        )
+    if len(value) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"--set {key}: value of {len(value):,} characters is too long")
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value
+    except RecursionError:
+        raise ConfigError(f"--set {key}: value nested too deeply") from None
     return key, parsed
 
 
@@ -382,7 +451,15 @@ class RunConfig:
 
     @property
     def max_sequence_tokens(self) -> int:
-        """The longest a sequence gets: cached context + prompt + output."""
+        """The longest a sequence gets: cached context + prompt + output of the longest request
+        (the configured lengths, or the longest drawn or read from the lengths CSV)."""
+        from simulator.workload import longest_request_tokens
+
+        return self.context_tokens + longest_request_tokens(self)
+
+    @property
+    def max_sequence_tokens_configured(self) -> int:
+        """context + prompt + output as configured (the mean request of a distribution)."""
         return self.context_tokens + self.prompt_tokens + self.output_tokens
 
     @property
@@ -431,13 +508,33 @@ class RunConfig:
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML config file (ConfigError if missing or malformed)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--config {path}: no such file")
     try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
+        if p.is_dir():
+            raise ConfigError(f"--config {path}: is a directory; expected a TOML file")
+        if not p.is_file():
+            raise ConfigError(f"--config {path}: no such file")
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"--config {path}: {size:,} bytes; a config is a TOML text of at most "
+                f"{MAX_CONFIG_BYTES:,} bytes"
+            )
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"--config {path}: not UTF-8 text (invalid byte at offset {exc.start}); "
+            "a config is a TOML text file"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"--config {path}: nested too deeply to be a config") from None
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -522,6 +619,15 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             raise ConfigError(
                 f"hardware.power_limit_w: Apple GPUs ({apple[0]}) have no user power cap"
             )
+        for g, w in zip(gpus, power_limits, strict=True):
+            lo = max(g.tdp_w * hardware.MIN_POWER_LIMIT_FRACTION_OF_TDP, g.idle_power_w or 0.0)
+            hi = g.tdp_w * hardware.MAX_POWER_LIMIT_FRACTION_OF_TDP
+            if not lo <= w <= hi:
+                raise ConfigError(
+                    f"hardware.power_limit_w: {w:g} W is outside what {g.id} allows: "
+                    f"{lo:.0f} to {hi:.0f} W (2/7 of its {g.tdp_w:g} W TDP, the driver's "
+                    "minimum, up to 1.2x, the highest partner-board limit on record)"
+                )
         gpus = tuple(g.with_power_limit(w) for g, w in zip(gpus, power_limits, strict=True))
 
     m, q = _model_and_quant(mdl)
@@ -607,6 +713,12 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         )
     if dist == "uniform" and spread is not None and spread > 1:
         raise ConfigError(f"workload.length_spread: {spread:g} for uniform must be <= 1")
+    if dist == "lognormal" and spread is not None and spread > MAX_LOGNORMAL_SIGMA:
+        raise ConfigError(
+            f"workload.length_spread: sigma {spread:g} for lognormal must be <= "
+            f"{MAX_LOGNORMAL_SIGMA:g} (beyond it the median request is under 1/7 of the mean "
+            "and the lengths collapse to 1 token plus a few giants)"
+        )
     if wl["lengths_csv"] is not None and dist != "fixed":
         raise ConfigError(
             "workload.lengths_csv: the lengths come from the file; leave "
@@ -851,11 +963,59 @@ def check_runnable(cfg: RunConfig) -> None:
             f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "
             f"workload.context_size ({share}); raise workload.context_size"
         )
-    if cfg.max_sequence_tokens > m.max_context_tokens:
+    _check_lengths(cfg)
+    _check_stages(cfg)
+    from simulator import compat  # the engine table; imports this module's RunConfig
+
+    compat.check(cfg)
+
+
+def _check_lengths(cfg: RunConfig) -> None:
+    """Every request within the model's context (the lengths CSV is read here, so a broken
+    file is an error at load time, exit 2)."""
+    from simulator import workload
+
+    m = cfg.model
+    if cfg.lengths_csv is None and cfg.max_sequence_tokens_configured > m.max_context_tokens:
         raise CannotRun(
-            f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "
-            f"{m.id}'s maximum context of {m.max_context_tokens:,}"
+            f"workload: context + prompt + output = {cfg.max_sequence_tokens_configured:,} "
+            f"tokens exceeds {m.id}'s maximum context of {m.max_context_tokens:,}"
         )
+    if cfg.length_distribution == "fixed" and cfg.lengths_csv is None:
+        return
+    pairs = workload.length_pairs(cfg)
+    for i, (p, o) in enumerate(pairs):
+        if cfg.context_tokens + p + o <= m.max_context_tokens:
+            continue
+        if cfg.lengths_csv is not None:
+            rows = len(workload.read_lengths_csv(cfg.lengths_csv))
+            where, fix = f"{cfg.lengths_csv} line {i % rows + 2}", "shorten it"
+        else:
+            where = f"request {i} drawn from the {cfg.length_distribution} distribution"
+            fix = "lower workload.length_spread or the mean lengths"
+        raise CannotRun(
+            f"workload: {where} has context + prompt + output = {cfg.context_tokens + p + o:,} "
+            f"tokens, beyond {m.id}'s maximum context of {m.max_context_tokens:,}; {fix}"
+        )
+
+
+def _check_stages(cfg: RunConfig) -> None:
+    """Every pipeline stage holds at least one layer (llama.cpp would leave a GPU idle and
+    vLLM refuses a partition with an empty stage)."""
+    from simulator.placement import place
+
+    for stage in place(cfg).stages(0):
+        if not stage.layers:
+            how = (
+                f"parallel.layer_split = {list(cfg.layer_split)}"
+                if cfg.layer_split is not None
+                else "the default split (proportional to GPU memory)"
+            )
+            raise CannotRun(
+                f"{how} leaves pipeline stage {stage.index} with no layer of "
+                f"{cfg.model.id}'s {cfg.model.layers - cfg.offload_layers} GPU layers; give "
+                "every stage a larger share or use fewer stages"
+            )
 
 
 def check_types(raw: Mapping[str, Any]) -> dict[str, Any]:

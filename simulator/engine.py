@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import simpy
@@ -179,7 +179,16 @@ class Engine:
                 kv_capacity_tokens=(pool // per_ve) if paged and pool is not None else None,
                 merge_prefill=bool(prof.get("merge_prefill")),
             )
-            self.schedulers.append([Scheduler(settings) for _ in range(per_ve)])
+            # max_num_seqs is shared by the virtual engines: their limits sum to it
+            share = [
+                max(1, cfg.max_num_seqs // per_ve + (1 if v < cfg.max_num_seqs % per_ve else 0))
+                if cfg.max_num_seqs
+                else 0
+                for v in range(per_ve)
+            ]
+            self.schedulers.append(
+                [Scheduler(replace(settings, max_num_seqs=share[v])) for v in range(per_ve)]
+            )
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self._records: dict[int, RequestRecord] = {}
         self._done: dict[int, simpy.Event] = {}
@@ -348,8 +357,20 @@ class Engine:
         overhead = step_overhead_s(self.cfg, len(chunks), decode_only)
         if critical:
             self.critical_s["host-overhead"] += overhead
+        # replicas of one machine that run host-side work share its CPU: they must queue
+        # for it, which only the event path does
+        pl = self.placement
+        shared_cpu = bool(pl.cpu_layers or pl.cpu_expert_layers) and (
+            self.cfg.replicas > self.cfg.nodes
+        )
         lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
-        if len(lines) == 1 and self.virtual_engines == 1 and self.detail == "stage" and self.fast:
+        if (
+            len(lines) == 1
+            and self.virtual_engines == 1
+            and self.detail == "stage"
+            and self.fast
+            and not shared_cpu
+        ):
             seconds = self._booked_micro_batch(lines[0], label, critical)
             yield self.env.timeout(seconds + overhead)
             self.events += 1

@@ -28,6 +28,17 @@ _DTYPE_FIGURE = {
 # ch. 5, dynamic power). Memory bandwidth is set by the memory clock, which caps leave alone.
 POWER_CAP_CLOCK_EXPONENT = 1.0 / 3.0
 
+# The lowest board power limit the driver accepts, as a fraction of the default (TDP) limit:
+# nvidia-smi reports "Min Power Limit 100.00 W, Max Power Limit 350.00 W" on an RTX 3090
+# (https://github.com/NVIDIA/nvidia-docker/issues/1547) and the DGX B200 user guide's Redfish
+# example "AllowableMin 200, AllowableMax 700" (B200, 700 W): both 2/7 of TDP. Partner boards
+# ship limits above the reference TDP: the llama-bench rows of calibration/data/measured.csv
+# (XiongjieDai/GPU-Benchmarks-on-LLM-Inference@aa72e0e, nvidia-smi power caps) have an RTX 3080
+# at 380 W (TDP 320: 1.19x) and an RTX 3090 at 370 W (TDP 350). The highest accepted limit is
+# 1.2x TDP; above TDP the peaks stay the datasheet's (no overclock is modelled).
+MIN_POWER_LIMIT_FRACTION_OF_TDP = 2.0 / 7.0
+MAX_POWER_LIMIT_FRACTION_OF_TDP = 1.2
+
 
 @dataclass(frozen=True)
 class GpuSpec:

@@ -312,6 +312,31 @@ def _fits_with(cfg: RunConfig, **changes: object) -> bool:
         return False
 
 
+def resolves_with(cfg: RunConfig, section: str, key: str, value: object) -> bool:
+    """Whether the config with ``section.key = value`` passes ``config.resolve`` (the engine
+    table included): a suggestion must be a config that runs."""
+    import copy
+
+    from simulator import config as cfgmod
+    from simulator.errors import SimError
+
+    raw = copy.deepcopy(cfg.resolved)
+    raw[section][key] = value
+    if section == "hardware" and key == "gpus":
+        raw["hardware"]["unified_memory_gib"] = None  # a different Mac: its own memory size
+        raw["hardware"]["power_limit_w"] = None
+    raw = {  # an unset key is absent, not null
+        k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
+        for k, v in raw.items()
+        if v is not None
+    }
+    try:
+        cfgmod.resolve(raw)
+    except SimError:
+        return False
+    return True
+
+
 def suggestions(cfg: RunConfig) -> list[str]:
     """Changes that would make ``cfg`` fit: shorter context, a smaller quant, another GPU."""
     out = []
@@ -331,7 +356,7 @@ def suggestions(cfg: RunConfig) -> list[str]:
             continue
         if (q.format == "gguf") != (cfg.quant.format == "gguf"):
             continue  # stay within the engine's family: GGUF, or vLLM-style formats
-        if _fits_with(cfg, quant=q):
+        if _fits_with(cfg, quant=q) and resolves_with(cfg, "model", "quant", q.id):
             out.append(f"model.quant = {q.id} ({q.layer_bits_per_weight:.2f} bits/weight)")
             break
     current = max(g.memory_bytes for g in cfg.gpus)
@@ -342,7 +367,9 @@ def suggestions(cfg: RunConfig) -> list[str]:
     for g in candidates:
         if g.memory_bytes <= current or g.is_apple != cfg.gpus[0].is_apple:
             continue
-        if _fits_with(cfg, gpus=tuple(g for _ in cfg.gpus)):
+        if _fits_with(cfg, gpus=tuple(g for _ in cfg.gpus)) and resolves_with(
+            cfg, "hardware", "gpus", [g.id] * cfg.gpus_per_node
+        ):
             out.append(
                 f"hardware.gpus = {g.id} x {cfg.gpus_per_node} "
                 f"({g.memory_bytes / units.GB:.1f} GB each)"

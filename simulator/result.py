@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from simulator import units
 from simulator.bound import Ceiling, ceiling
 from simulator.config import RunConfig
 from simulator.engine import Detail, Engine, SimOutput
-from simulator.memory import MemoryPlan, not_fit_reason, plan
+from simulator.errors import CannotRun
+from simulator.memory import MemoryPlan, kv_pool_tokens, not_fit_reason, plan
 from simulator.metrics import bottleneck, summarize, utilization
 from simulator.placement import Placement, place
 from simulator.power import RunPower, run_power
@@ -57,7 +59,13 @@ def run(
     ceil = ceiling(cfg, pl)
     if not mem.fits:
         return build(cfg, mem, ceil, None, None, not_fit_reason(cfg, mem), None), None
-    out = Engine(cfg, pl, detail=detail, record_spans=record_spans).run()
+    why = kv_pool_reason(cfg, pl, mem)
+    if why is not None:
+        return build(cfg, mem, ceil, None, None, why, None, fits=False), None
+    try:
+        out = Engine(cfg, pl, detail=detail, record_spans=record_spans).run()
+    except CannotRun as err:  # the scheduler's guard: a sequence that can never fit
+        return build(cfg, mem, ceil, None, None, str(err), None, fits=False), None
     metrics = summarize(out)
     pw = power_of(pl, out)
     if pw is not None:
@@ -69,6 +77,76 @@ def run(
     result = build(cfg, mem, ceil, metrics, utilization(out), None, bottleneck(out))
     result["power"] = [d.as_json() for d in pw.devices] if pw is not None else []
     return result, out
+
+
+def check(cfg: RunConfig) -> str | None:
+    """Why ``cfg`` cannot run, from its memory plan and KV pool alone (None: it can); what
+    ``sim validate`` reports, without simulating."""
+    pl = place(cfg)
+    mem = plan(cfg, pl)
+    if not mem.fits:
+        return not_fit_reason(cfg, mem)
+    return kv_pool_reason(cfg, pl, mem)
+
+
+def kv_pool_reason(cfg: RunConfig, pl: Placement, mem: MemoryPlan) -> str | None:
+    """Why the longest request can never be in a paged KV pool (None when it can): vLLM
+    rejects such a request up front; simulated, it would be preempted and recomputed forever.
+    The pool of each replica is split between pipeline stages' virtual engines as the engine
+    splits it."""
+    if cfg.scheduler != "continuous":
+        return None  # slots reserve the longest sequence up front: the memory plan checks it
+    longest = cfg.max_sequence_tokens
+    overlap = bool(cfg.profile.get("decode_overlaps_stages")) and cfg.pipeline > 1
+    engines = cfg.pipeline if overlap else 1
+    block = cfg.block_size
+    for r in range(cfg.replicas):
+        pool = kv_pool_tokens(cfg, mem, pl, r)
+        if pool is None:
+            continue
+        blocks = (pool // engines) // block
+        if -(-longest // block) > blocks:
+            share = f" (1/{engines} of {pool:,} per pipeline virtual engine)" if engines > 1 else ""
+            return (
+                f"does not fit: the longest request, {longest:,} tokens (context + prompt + "
+                f"output), needs {-(-longest // block):,} KV blocks of {block} tokens but "
+                f"replica {r}'s KV cache has {blocks:,}{share}; it could never be scheduled. "
+                "Shorten the requests or add memory"
+            )
+    return None
+
+
+def refused(name: str, reason: str) -> dict[str, Any]:
+    """The result object of a config refused while loading (exit 3 before any plan): every
+    key of :func:`build`, with nulls."""
+    return {
+        "name": name,
+        "fits": False,
+        "reason": reason,
+        "config": None,
+        "strategies": [],
+        "memory": [],
+        "host_weights_gb": None,
+        "metrics": {k: None for k in METRIC_KEYS}
+        | {"energy_j": None}
+        | {f"{k}_{e}": None for k in ("decode_tok_s", "prefill_tok_s") for e in ("low", "high")},
+        "calibration": None,
+        "power": [],
+        "utilization": {},
+        "bound": {"ceiling_decode_tok_s": None, "bottleneck": None, "ceiling_step_time_s": None},
+        "quant": None,
+    }
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN/Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def power_of(pl: Placement, out: SimOutput) -> RunPower | None:
@@ -106,10 +184,11 @@ def build(
     utilization: dict[str, float] | None,
     reason: str | None,
     simulated_bottleneck: str | None,
+    fits: bool | None = None,
 ) -> dict[str, Any]:
     return {
         "name": cfg.name,
-        "fits": mem.fits,
+        "fits": mem.fits if fits is None else fits,
         "reason": reason,
         "config": cfg.resolved,
         "strategies": strategies_of(cfg),

@@ -195,6 +195,12 @@ class Scheduler:
                 n = 1
             if self.free_blocks is not None:
                 need = -(-(seq.computed + n) // block) - seq.blocks
+                if self.total_blocks is not None and need + seq.blocks > self.total_blocks:
+                    # preempting it would recompute it forever: it can never fit
+                    raise CannotRun(
+                        f"does not fit: a sequence of {seq.computed + n:,} tokens needs "
+                        f"{need + seq.blocks:,} KV blocks but the cache has {self.total_blocks:,}"
+                    )
                 while need > self.free_blocks:
                     victim = self.running[-1]
                     self._preempt(victim)

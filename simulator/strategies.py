@@ -135,6 +135,6 @@ register(
         "Apple unified memory",
         "one Apple GPU per machine sharing the system's memory (the share Metal may wire)",
         lambda c: any(g.is_apple for g in c.gpus),
-        _base(hardware={"gpus": ["m3-max"]}, engine={"profile": "mlx"}),
+        _base(hardware={"gpus": ["m3-max"]}, engine={"profile": "mlx"}, model={"quant": "Q4_0"}),
     )
 )

@@ -96,10 +96,13 @@ def test_embedding_lives_on_host_for_llamacpp_and_on_gpu0_for_vllm() -> None:
     assert not vllm.embedding_on_host and vllm.stages()[0].holds_embedding
 
 
+MLX_4BIT = {"quant": "Q4_0"}  # MLX's 4-bit has Q4_0's 4.5 bits per weight
+
+
 def test_apple_memory_fraction_limits_capacity() -> None:
     apple = {"hardware": {"gpus": ["m3-ultra"], "unified_memory_gib": 256}}
     cfg = cfgmod.resolve(
-        minimal_config(parallel={"pipeline": 1}, engine={"profile": "mlx"}) | apple
+        minimal_config(parallel={"pipeline": 1}, engine={"profile": "mlx"}, model=MLX_4BIT) | apple
     )
     d = plan(cfg).devices[0]
     g = hardware.gpu("m3-ultra")
@@ -113,7 +116,10 @@ def test_unified_memory_option_must_be_sold_with_the_chip() -> None:
 
     apple = {"hardware": {"gpus": ["m3-ultra"], "unified_memory_gib": 192}}
     with pytest.raises(ConfigError, match="192 is not sold with m3-ultra"):
-        cfgmod.resolve(minimal_config(parallel={"pipeline": 1}, engine={"profile": "mlx"}) | apple)
+        cfgmod.resolve(
+            minimal_config(parallel={"pipeline": 1}, engine={"profile": "mlx"}, model=MLX_4BIT)
+            | apple
+        )
 
 
 def test_kv_cache_grows_with_concurrency() -> None:
