@@ -53,6 +53,10 @@ def _positive(v: Any) -> str | None:
     return None if all(x > 0 for x in values) else "must be > 0"
 
 
+def _unit_interval(v: Any) -> str | None:
+    return None if 0 < v <= 1 else "must be in (0, 1]"
+
+
 def _nonempty(v: Any) -> str | None:
     return None if v else "must not be empty"
 
@@ -97,6 +101,12 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "block_size": Key("int", None, _min(1), "paged KV cache block, tokens"),
         "chunked_prefill": Key("bool", None, doc="split long prompts across steps"),
         "router": Key("str", "round_robin", doc="replica router: round_robin or least_loaded"),
+        "gpu_memory_utilization": Key(
+            "float",
+            None,
+            _unit_interval,
+            "share of each GPU's memory the engine may use (vLLM --gpu-memory-utilization)",
+        ),
     },
     "workload": {
         "prompt_tokens": Key("int", 512, _min(0)),
@@ -298,6 +308,8 @@ class RunConfig:
     length_spread: float
     lengths_csv: Path | None
     resolved: dict[str, Any] = field(compare=False, hash=False)
+    # share of each GPU's memory the engine may use (the profile's default, e.g. vLLM 0.9)
+    gpu_memory_utilization: float = 1.0
 
     @property
     def gpus_per_node(self) -> int:
@@ -518,6 +530,9 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         if eng["chunked_prefill"] is None
         else eng["chunked_prefill"]
     )
+    mem_util = eng["gpu_memory_utilization"]
+    if mem_util is None:
+        mem_util = profile.num("gpu_memory_utilization")
     dist = wl["length_distribution"]
     if dist not in LENGTH_DISTRIBUTIONS:
         raise ConfigError(
@@ -563,6 +578,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             "max_num_batched_tokens": batched,
             "block_size": block,
             "chunked_prefill": chunked,
+            "gpu_memory_utilization": mem_util,
         },
         "workload": {**wl, "requests": requests},
     }
@@ -603,6 +619,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         length_spread=0.0 if spread is None else spread,
         lengths_csv=None if wl["lengths_csv"] is None else Path(wl["lengths_csv"]),
         resolved=resolved,
+        gpu_memory_utilization=mem_util,
     )
     check_runnable(cfg)
     return cfg

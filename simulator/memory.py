@@ -157,17 +157,29 @@ def device_compute_buffer_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: i
     inter = max(m.intermediate_size, m.moe_intermediate_size * max(m.experts_active, 1))
     mlp = 2 * u * (inter / t) * units.F32_BYTES
     hidden = 4 * u * m.hidden_size * units.F32_BYTES
-    logits = u * m.vocab_size * units.F32_BYTES if stage.holds_output else 0.0
+    logits = logits_rows(cfg, u) * m.vocab_size * units.F32_BYTES if stage.holds_output else 0.0
     return scores + mlp + hidden + logits if stage.layers or stage.holds_output else 0.0
 
 
+def logits_rows(cfg: RunConfig, ubatch: int) -> int:
+    """Rows of f32 logits the output device reserves: every token of a micro-batch (llama.cpp's
+    worst-case graph) or, with ``logits_reserved_rows = "sequences"``, one row per sequence a
+    step can sample (vLLM's profile run samples min(max_num_seqs, max_num_batched_tokens))."""
+    if cfg.profile.params.get("logits_reserved_rows", "ubatch") != "sequences":
+        return ubatch
+    return min(ubatch, cfg.max_num_seqs) if cfg.max_num_seqs > 0 else ubatch
+
+
 def runtime_bytes(cfg: RunConfig, gpu: GpuSpec, sm_count: float | None) -> float:
-    """Engine/runtime overhead: CUDA context (per SM) and the fraction the engine never uses."""
+    """Engine/runtime overhead: CUDA context (per SM) and the share the engine never uses,
+    1 - gpu_memory_utilization of the GPU's memory (vLLM's KV pool is the utilization share
+    minus weights, activations and the context, so one more point of utilization is one more
+    point of capacity in the pool)."""
     prof = cfg.profile
     ctx = 0.0
     if not gpu.is_apple and sm_count:
         ctx = prof.num("runtime_context_mib_per_sm") * sm_count * units.MiB
-    return ctx + prof.num("reserved_memory_fraction") * gpu.usable_memory_bytes
+    return ctx + (1.0 - cfg.gpu_memory_utilization) * gpu.usable_memory_bytes
 
 
 # ---------------------------------------------------------------------------------------------
