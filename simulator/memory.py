@@ -211,15 +211,29 @@ def plan(
 
 
 def _device_memory(cfg: RunConfig, d: Device, st: Stage, seq: int) -> DeviceMemory:
+    weights = device_weight_bytes(cfg, st)
+    buffers = device_compute_buffer_bytes(cfg, st, seq)
+    runtime = runtime_bytes(cfg, d.gpu, d.gpu.sm_count)
+    runtime += held_back_of_free_bytes(cfg, d.gpu.usable_memory_bytes - weights - buffers - runtime)
     return DeviceMemory(
         device=d.name,
         gpu_id=d.gpu.id,
         capacity_bytes=d.gpu.usable_memory_bytes,
-        weights_bytes=device_weight_bytes(cfg, st),
+        weights_bytes=weights,
         kv_cache_bytes=device_kv_bytes(cfg, st, seq),
-        compute_buffer_bytes=device_compute_buffer_bytes(cfg, st, seq),
-        runtime_bytes=runtime_bytes(cfg, d.gpu, d.gpu.sm_count),
+        compute_buffer_bytes=buffers,
+        runtime_bytes=runtime,
     )
+
+
+def held_back_of_free_bytes(cfg: RunConfig, free_bytes: float) -> float:
+    """TensorRT-LLM sizes its KV pool as free_gpu_memory_fraction of the memory still free after
+    weights and activations (``free_gpu_memory_fraction`` in the profile): the rest is held
+    back. Engines without it hold nothing back here."""
+    frac = cfg.profile.params.get("free_gpu_memory_fraction")
+    if frac is None:
+        return 0.0
+    return (1.0 - float(frac)) * max(free_bytes, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------

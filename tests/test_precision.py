@@ -88,3 +88,19 @@ def test_vllm_reserves_logits_for_the_sampled_rows_only() -> None:
     llama = cfgmod.resolve(raw)
     assert memory.logits_rows(cfg, cfg.ubatch_tokens) == 256  # max_num_seqs, not 2048 tokens
     assert memory.logits_rows(llama, 512) == 512  # llama.cpp's worst-case graph: every token
+
+
+def test_trtllm_keeps_its_free_fraction_of_the_memory_left_after_weights() -> None:
+    raw = minimal_config(
+        hardware={"gpus": ["h100-sxm"]},
+        model={"name": "llama-3.1-8b", "quant": "FP8"},
+        parallel={"tensor": 1, "pipeline": 1, "replicas": 1},
+        engine={"profile": "trtllm"},
+    )
+    del raw["hardware"]["gpu_link"]
+    trt = cfgmod.resolve(raw)
+    d = memory.plan(trt, place(trt)).devices[0]
+    ctx = memory.runtime_bytes(trt, hardware.gpu("h100-sxm"), 132)
+    free = d.capacity_bytes - d.weights_bytes - d.compute_buffer_bytes - ctx
+    assert d.runtime_bytes - ctx == pytest.approx(0.1 * free)
+    assert trt.kv_cache_dtype == "fp8"
