@@ -84,6 +84,10 @@ def _positive(v: Any) -> str | None:
     return None if all(x > 0 for x in values) else "must be > 0"
 
 
+def _unit_interval(v: Any) -> str | None:
+    return None if 0 < v <= 1 else "must be in (0, 1]"
+
+
 def _nonempty(v: Any) -> str | None:
     return None if v else "must not be empty"
 
@@ -146,6 +150,12 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "chunked_prefill": Key("bool", None, doc="split long prompts across steps"),
         "router": Key("str", "round_robin", doc="replica router: round_robin or least_loaded"),
         "speculative": Key("table", None, doc="speculative decoding: [engine.speculative]"),
+        "gpu_memory_utilization": Key(
+            "float",
+            None,
+            _unit_interval,
+            "share of each GPU's memory the engine may use (vLLM --gpu-memory-utilization)",
+        ),
     },
     "workload": {
         "prompt_tokens": Key("int", 512, _min(0)),
@@ -436,6 +446,8 @@ class RunConfig:
         n_ctx = -(-self.context_size // KV_PAD_TOKENS) * KV_PAD_TOKENS
         per_slot = n_ctx // self.concurrent_sequences
         return -(-per_slot // KV_PAD_TOKENS) * KV_PAD_TOKENS
+    # share of each GPU's memory the engine may use (the profile's default, e.g. vLLM 0.9)
+    gpu_memory_utilization: float = 1.0
 
     @property
     def gpus_per_node(self) -> int:
@@ -700,6 +712,9 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         if eng["chunked_prefill"] is None
         else eng["chunked_prefill"]
     )
+    mem_util = eng["gpu_memory_utilization"]
+    if mem_util is None:
+        mem_util = profile.num("gpu_memory_utilization")
     dist = wl["length_distribution"]
     if dist not in LENGTH_DISTRIBUTIONS:
         raise ConfigError(
@@ -761,6 +776,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             "max_num_batched_tokens": batched,
             "block_size": block,
             "chunked_prefill": chunked,
+            "gpu_memory_utilization": mem_util,
         },
         "workload": {**wl, "requests": requests},
     }
@@ -804,6 +820,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         cpu_moe_layers=cpu_moe_layers,
         speculative=_speculative(eng["speculative"], q, t),
         context_size=wl["context_size"],
+        gpu_memory_utilization=mem_util,
     )
     check_runnable(cfg)
     return cfg

@@ -70,12 +70,33 @@ def compute_efficiency(profile: EngineProfile, tokens: float) -> float:
     return profile.num("compute_efficiency") / padding
 
 
-def matmul_peak_flops(gpu: GpuSpec, profile: EngineProfile) -> float:
-    """The dense peak for the profile's GEMM precision on this GPU."""
-    return gpu.matmul_flops_per_s(str(profile.get("matmul_dtype")))
+def gemm_dtype(gpu: GpuSpec, profile: EngineProfile, weight_dtype: str | None = None) -> str:
+    """The precision the engine runs a weight GEMM in, for weights of ``weight_dtype`` on ``gpu``.
+
+    A profile may give ``gemm_dtype_<weight dtype>`` (e.g. ``gemm_dtype_fp8``): a list of
+    ``architecture=dtype`` rules, ``*`` for any other GPU. vLLM runs FP8 checkpoints as W8A8
+    on FP8 tensor cores (Ada, Hopper, Blackwell) and as weight-only W8A16 through Marlin on
+    Ampere (weights read at 1 byte, math at the 16-bit rate). Without a rule the profile's
+    ``matmul_dtype`` applies (16-bit activations: GGUF, AWQ/GPTQ Marlin, BF16).
+    """
+    base = str(profile.get("matmul_dtype"))
+    rules = profile.params.get(f"gemm_dtype_{weight_dtype}") if weight_dtype else None
+    if not rules:
+        return base
+    table = dict(str(r).split("=", 1) for r in rules)
+    return table.get(gpu.architecture, table.get("*", base))
 
 
-def power_clock_fraction(gpu: GpuSpec, profile: EngineProfile) -> float:
+def matmul_peak_flops(
+    gpu: GpuSpec, profile: EngineProfile, weight_dtype: str | None = None
+) -> float:
+    """The dense peak for the GEMM precision the profile runs ``weight_dtype`` weights in."""
+    return gpu.matmul_flops_per_s(gemm_dtype(gpu, profile, weight_dtype))
+
+
+def power_clock_fraction(
+    gpu: GpuSpec, profile: EngineProfile, weight_dtype: str | None = None
+) -> float:
     """Share of the boost clock a long GEMM sustains under the board power limit.
 
     With every SM busy on tensor work, the chip draws SMs x clock x the energy one SM-cycle
@@ -91,19 +112,20 @@ def power_clock_fraction(gpu: GpuSpec, profile: EngineProfile) -> float:
     cycles = gpu.sm_cycles_per_s
     if nj <= 0 or not cycles or gpu.is_apple:
         return 1.0
-    flops_per_cycle = matmul_peak_flops(gpu, profile) / cycles
+    flops_per_cycle = matmul_peak_flops(gpu, profile, weight_dtype) / cycles
     joules_per_cycle = nj * 1e-9 + pj_flop * 1e-12 * flops_per_cycle
     return min(1.0, gpu.tdp_w / (cycles * joules_per_cycle))
 
 
-def sustained_flops(gpu: GpuSpec, profile: EngineProfile) -> float:
+def sustained_flops(gpu: GpuSpec, profile: EngineProfile, weight_dtype: str | None = None) -> float:
     """Matmul FLOP/s a long GEMM sustains: peak x efficiency x the power-limited clock share.
 
     The efficiency is the backend's (``compute_efficiency_metal`` on Apple GPUs, which run
     matmuls on their FP32 ALUs rather than on tensor cores).
     """
     eff = backend_num(profile, gpu, "compute_efficiency")
-    return matmul_peak_flops(gpu, profile) * eff * power_clock_fraction(gpu, profile)
+    peak = matmul_peak_flops(gpu, profile, weight_dtype)
+    return peak * eff * power_clock_fraction(gpu, profile, weight_dtype)
 
 
 def extra_prefill_bytes(
@@ -155,6 +177,7 @@ def kernel_time(
     layers: float = 1.0,
     compute_share: float = 1.0,
     quantized: bool = False,
+    weight_dtype: str | None = None,
 ) -> KernelTime:
     """Time for ``work`` (``layers`` decoder layers' worth) on ``gpu`` for a ``tokens``-row batch.
 
@@ -163,16 +186,18 @@ def kernel_time(
     roofline over the KV cache, read ``kv_read_passes`` times) and the memory-bound kernels
     moving ``extra_bytes`` (score matrix, dequantization).
     ``compute_share`` is the fraction of the work's FLOPs and bytes this device does (1/t
-    under tensor parallelism).
+    under tensor parallelism). The weight GEMMs run at the precision the profile picks for
+    ``weight_dtype`` on this GPU (:func:`gemm_dtype`); attention stays at the 16-bit rate.
     """
     tile = profile.num("compute_tile_tokens")
     padding = max(1.0, tile / tokens) if tokens > 0 else 1.0
     rate = sustained_flops(gpu, profile) / padding
+    gemm_rate = sustained_flops(gpu, profile, weight_dtype) / padding
     bw_weights = achieved_bandwidth(gpu, profile, quantized)
     bw = achieved_bandwidth(gpu, profile, False)
     kv_passes = backend_num(profile, gpu, "kv_read_passes", 1.0)
     share = compute_share
-    gemm_c = (work.flops - work.attention_flops) * share / rate
+    gemm_c = (work.flops - work.attention_flops) * share / gemm_rate
     gemm_m = (work.weight_bytes + work.activation_bytes) * share / bw_weights
     attn_c = work.attention_flops * share / rate
     attn_m = (work.kv_read_bytes * kv_passes + work.kv_write_bytes) * share / bw

@@ -9,14 +9,23 @@ from simulator import units
 from simulator.catalog import Entry, shelf
 
 # Matmul precisions an engine may run its GEMMs in (see GpuSpec.matmul_flops_per_s).
-MatmulDtype = Literal["fp16_fp16acc", "fp16_fp32acc", "bf16", "fp8", "int8", "fp32"]
-MATMUL_DTYPES: tuple[str, ...] = ("fp16_fp16acc", "fp16_fp32acc", "bf16", "fp8", "int8", "fp32")
+MatmulDtype = Literal["fp16_fp16acc", "fp16_fp32acc", "bf16", "fp8", "fp4", "int8", "fp32"]
+MATMUL_DTYPES: tuple[str, ...] = (
+    "fp16_fp16acc",
+    "fp16_fp32acc",
+    "bf16",
+    "fp8",
+    "fp4",
+    "int8",
+    "fp32",
+)
 
 _DTYPE_FIGURE = {
     "fp16_fp16acc": "fp16_tensor_fp16acc_tflops",
     "fp16_fp32acc": "fp16_tensor_fp32acc_tflops",
     "bf16": "bf16_tensor_tflops",
     "fp8": "fp8_tensor_fp32acc_tflops",
+    "fp4": "fp4_tensor_tflops",
     "int8": "int8_tensor_tops",
     "fp32": "fp32_tflops",
 }
@@ -90,6 +99,8 @@ class GpuSpec:
         """Dense peak FLOP/s for GEMMs in ``dtype``, with the fallbacks engines use."""
         if dtype in self.matmul_flops:
             return self.matmul_flops[dtype]
+        if dtype == "fp4":
+            return self.matmul_flops_per_s("fp8")
         if dtype == "fp8":
             return self.matmul_flops_per_s("fp16_fp32acc")
         if dtype == "fp16_fp16acc" and "fp16_fp32acc" in self.matmul_flops:

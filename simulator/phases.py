@@ -257,6 +257,7 @@ class StageCoster:
                     extra_bytes=extra,
                     compute_share=1 / t,
                     quantized=q.layer_bits_per_weight < 16,
+                    weight_dtype=q.weight_dtype,
                 )
                 if slowest is None or k.seconds > slowest.seconds:
                     slowest = k
