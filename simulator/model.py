@@ -234,6 +234,19 @@ def _quant_from_entry(e: Entry) -> QuantSpec:
             f"from the {ref.value:g} GB {ref_model_id} file: (file - embedding - output) x 8"
             f" / decoder-layer parameters = {layer_bits:.3f} bits per weight"
         )
+    rules = e.figures.get("llama_quant_mix")
+    if rules is not None and ref is None:
+        from simulator import quant_mix
+
+        ref_model_id = rules.extra.get("model")
+        if not isinstance(ref_model_id, str):
+            raise DataError(f"{e.path.name}: llama_quant_mix needs model = '<model id>'")
+        mix = quant_mix.mix(str(rules.value), model(ref_model_id))
+        layer_bits = mix.layer_bits_per_weight
+        derivation = (
+            f"llama-quant rules for {rules.value} over {ref_model_id}'s layer tensors "
+            f"({mix.summary}) = {layer_bits:.3f} bits per weight"
+        )
     return QuantSpec(
         id=e.id,
         name=e.name,
