@@ -206,7 +206,7 @@ def _raw(name: str, gpus: list[str] | None = None, link: str | None = None) -> d
         "name": name,
         "hardware": hw,
         "model": {"hf_config": str(FIX / f"{name}.json"), "quant": "Q4_K_M"},
-        "workload": {"prompt_tokens": 256, "output_tokens": 16, "context_tokens": 4096},
+        "workload": {"prompt_tokens": 256, "output_tokens": 16, "context_tokens": 2048},
     }
 
 
@@ -215,6 +215,8 @@ RUNNABLE = {
     "Qwen--Qwen2.5-7B": None,
     "Qwen--Qwen3-8B": None,
     "Qwen--Qwen3-14B": None,
+    "phi-3-mini-4k-instruct-config": None,
+    "mistral-7B-instruct-v0.3": None,
     "Qwen--Qwen3-30B-A3B": None,
     "openai--gpt-oss-20b": None,
     "openai--gpt-oss-120b": ["h100-sxm", "h100-sxm"],
@@ -280,3 +282,29 @@ def test_cli_list_from_and_bad_file(tmp_path: Path) -> None:
         [*exe, "list", "models", "--from", str(bad)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 2 and "state-space" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_phi3_mini_window_on_every_layer() -> None:
+    m = hf_import.from_hf_config(FIX / "phi-3-mini-4k-instruct-config.json")
+    assert m.layer_windows == (2047,) * 32 and m.kv_heads == 32
+    assert mm.kv_bytes_per_token(m, 2) == 2 * 32 * 32 * 96 * 2 == 393_216
+    # at the full 4096-token context each layer keeps 2047 tokens
+    assert mm.kv_bytes_of_layers(m, range(32), 4096, 2) == 32 * 2 * 32 * 96 * 2 * 2047
+    attn = 4 * 3072 * 3072  # fused qkv_proj (3 x 3072 rows) + o_proj, all heads 96 wide
+    assert mm.layer_params(m, 0).total == attn + 3 * 3072 * 8192 + 2 * 3072
+    assert mm.total_params(m) / 1e9 == pytest.approx(3.82, abs=0.01)  # card: 3.8B
+
+
+def test_phi3_medium_window_and_mistral_v0_3_without() -> None:
+    med = hf_import.from_hf_config(FIX / "phi-3-medium-4k-instruct-config.json")
+    assert med.layers == 40 and med.kv_heads == 10 and med.layer_windows == (2047,) * 40
+    assert mm.total_params(med) / 1e9 == pytest.approx(13.96, abs=0.02)  # card: 14B
+    mis = hf_import.from_hf_config(FIX / "mistral-7B-instruct-v0.3.json")
+    assert mis.layer_windows == () and mis.vocab_size == 32768
+    assert mm.kv_bytes_per_token(mis, 2) == 2 * 32 * 8 * 128 * 2
+    assert mm.total_params(mis) / 1e9 == pytest.approx(7.25, abs=0.01)  # card: 7.25B
+
+
+def test_phi2_non_gated_mlp_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not gated"):
+        hf_import.from_hf_config(FIX / "phi-2-config.json")
