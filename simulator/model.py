@@ -50,7 +50,7 @@ class ModelSpec:
     moe_layer_interval: int = 1
     sliding_window_tokens: int | None = None
     params_reference_b: float | None = None
-    # Per-layer variation and architecture features (docs/physics.md "Imported models"); the
+    # Per-layer variation and architecture features (DESIGN.md "Imported models"); the
     # defaults describe the uniform Llama-style layer every catalogue entry before them had.
     layer_windows: tuple[int | None, ...] = ()  # per layer: KV window, None = global attention
     dense_layers: tuple[int, ...] = ()  # MoE models: layers with a dense MLP instead of experts

@@ -24,7 +24,8 @@ BITS = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_K": 5.5, "Q4_K": 4.5, "Q3_
 
 # llama_ftype_get_default_type
 DEFAULT = {"IQ4_XS": "IQ4_XS", "IQ4_NL": "IQ4_NL", "IQ3_S": "IQ3_S", "IQ3_XXS": "IQ3_XXS",
-           "IQ2_XXS": "IQ2_XXS", "IQ2_M": "IQ2_S", "IQ1_M": "IQ1_M", "MXFP4_MOE": "Q8_0"}  # fmt: skip
+           "IQ2_XXS": "IQ2_XXS", "IQ2_M": "IQ2_S", "IQ1_M": "IQ1_M",
+           "MXFP4_MOE": "Q8_0"}  # fmt: skip
 FTYPES = tuple(DEFAULT)
 
 _LOW = ("IQ2_XXS", "IQ2_M", "IQ1_M")  # the IQ2_XXS / XS / S / M, IQ1_S / M branch
