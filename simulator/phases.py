@@ -57,7 +57,8 @@ def batch_layer_work(
         total = total + mm.Work(w.flops, 0.0, w.kv_read_bytes, w.kv_write_bytes, w.activation_bytes)
         if n > 1:
             prompt = True
-            pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
+            if not m.layer_is_linear(layer):  # linear attention scores no (query, key) pairs
+                pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
     weights = mm.layer_work(m, q, layer, tokens, 0).weight_bytes
     return total + mm.Work(weight_bytes=weights), pairs, prompt
 
@@ -115,10 +116,10 @@ class StageCoster:
         gpu = stage.devices[0].gpu
         tokens = part_tokens(parts)
         # uniform dense models: every layer alike, no need to look at each
-        groups: dict[tuple[bool, int | None], int] = {}
+        groups: dict[tuple[bool, int | None, bool], int] = {}
         if stage.layers:
             groups = {mm.layer_kind(m, stage.layers[0]): len(stage.layers)}
-        if m.is_moe or m.layer_windows:  # layers differ: experts or not, KV window
+        if m.is_moe or m.layer_windows or m.linear_layers:  # layers differ
             groups = {}
             for i in stage.layers:
                 kind = mm.layer_kind(m, i)

@@ -178,7 +178,6 @@ def test_gemma3_text_config_nested_and_kv_per_layer() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("Qwen--Qwen3.5-35B-A3B", "linear_attention"),
         ("google--gemma-4-26B-A4B", "global_head_dim"),
     ],
 )
@@ -221,6 +220,9 @@ RUNNABLE = {
     "openai--gpt-oss-20b": None,
     "openai--gpt-oss-120b": ["h100-sxm", "h100-sxm"],
     "deepseek-ai--DeepSeek-V3": ["h200-sxm"] * 4,
+    "Qwen--Qwen3.5-27B": None,
+    "Qwen--Qwen3.5-35B-A3B": None,
+    "Qwen--Qwen3.6-35B-A3B": None,
 }
 
 
@@ -308,3 +310,36 @@ def test_phi3_medium_window_and_mistral_v0_3_without() -> None:
 def test_phi2_non_gated_mlp_is_refused() -> None:
     with pytest.raises(ConfigError, match="not gated"):
         hf_import.from_hf_config(FIX / "phi-2-config.json")
+
+
+def test_qwen3_5_hybrid_linear_attention() -> None:
+    m = spec("Qwen--Qwen3.5-35B-A3B")
+    full = [i for i in range(40) if not m.layer_is_linear(i)]
+    assert full == [3, 7, 11, 15, 19, 23, 27, 31, 35, 39]  # full_attention_interval 4
+    # only the 10 full-attention layers cache K and V (2 KV heads x 256)
+    assert mm.kv_bytes_per_token(m, 2) == 10 * 2 * 2 * 256 * 2 == 20_480
+    # a linear layer's state per sequence: 32 value heads x 128 x 128 delta-rule matrix + the
+    # conv window (kernel 4 - 1) x (2 x 16 x 128 + 32 x 128), float32 (mamba_ssm_dtype)
+    assert mm.linear_state_bytes_per_layer(m) == (32 * 128 * 128 + 3 * (4096 + 4096)) * 4
+    h, kd, vd = 2048, 16 * 128, 32 * 128
+    linear = h * (2 * kd + 2 * vd) + h * 64 + (2 * kd + vd) * 4 + 64 + 128 + vd * h
+    assert mm.linear_attention_params(m) == linear
+    # full attention: q_proj doubled by the output gate, QK-norm
+    assert mm.attention_params(m) == 2 * h * 16 * 256 + 2 * h * 2 * 256 + 16 * 256 * h + 512
+    assert mm.layer_params(m, 0).shared == 3 * h * 512
+    assert mm.total_params(m) / 1e9 == pytest.approx(34.7, abs=0.1)  # 35B-A3B (text only)
+    assert mm.active_params(m) / 1e9 == pytest.approx(3.0, abs=0.1)
+    w = mm.layer_work(m, mm.quant("Q4_K_M"), 0, 1, 100_000)
+    assert w.kv_read_bytes == mm.linear_state_bytes_per_layer(m)  # not the context's KV
+
+
+def test_qwen3_5_state_is_in_the_memory_plan() -> None:
+    raw = _raw("Qwen--Qwen3.5-27B", gpus=["rtx5090"])
+    raw["workload"] = {"prompt_tokens": 512, "output_tokens": 16, "concurrency": 2}
+    cfg = config_mod.resolve(raw)
+    m = cfg.model
+    stage = place(cfg).stages(0)[0]
+    assert len(m.linear_layers) == 48 and mm.kv_bytes_per_token(m, 2) == 16 * 2 * 4 * 256 * 2
+    seq = cfg.max_sequence_tokens
+    want = (16 * 2 * 4 * 256 * 2 * seq + 48 * mm.linear_state_bytes_per_layer(m)) * 2
+    assert mem_mod.device_kv_bytes(cfg, stage, seq) == pytest.approx(want)
