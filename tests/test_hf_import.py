@@ -221,6 +221,8 @@ RUNNABLE = {
     "openai--gpt-oss-120b": ["h100-sxm", "h100-sxm"],
     "deepseek-ai--DeepSeek-V3": ["h200-sxm"] * 4,
     "Qwen--Qwen3.5-27B": None,
+    "google--gemma-2-27b-it.mlc": None,
+    "google--gemma-3-1b-it.mlc": None,
     "Qwen--Qwen3.5-35B-A3B": None,
     "Qwen--Qwen3.6-35B-A3B": None,
 }
@@ -343,3 +345,24 @@ def test_qwen3_5_state_is_in_the_memory_plan() -> None:
     seq = cfg.max_sequence_tokens
     want = (16 * 2 * 4 * 256 * 2 * seq + 48 * mm.linear_state_bytes_per_layer(m)) * 2
     assert mem_mod.device_kv_bytes(cfg, stage, seq) == pytest.approx(want)
+
+
+def test_gemma2_27b_alternating_windows() -> None:
+    m = hf_import.from_hf_config(FIX / "google--gemma-2-27b-it.mlc.json")
+    assert m.tied_embeddings and m.norms_per_layer == 4 and not m.qk_norm
+    assert m.layer_windows == (4096, None) * 23  # even layers local
+    per_layer = 2 * 16 * 128 * 2
+    assert mm.kv_bytes_per_token(m, 2) == 46 * per_layer == 376_832
+    # at the full 8192 context the 23 local layers keep 4096 tokens: 3/4 of the full cache
+    assert mm.kv_bytes_of_layers(m, range(46), 8192, 2) == 23 * per_layer * (8192 + 4096)
+    cat = mm.model("gemma-2-27b")  # the catalogue entry: same shape, two norms, no windows
+    extra_norms = 46 * 2 * 4608
+    assert mm.total_params(m) == mm.total_params(cat) + extra_norms
+
+
+def test_gemma3_1b_every_sixth_layer_global() -> None:
+    m = hf_import.from_hf_config(FIX / "google--gemma-3-1b-it.mlc.json")
+    assert [i for i in range(26) if m.layer_window(i) is None] == [5, 11, 17, 23]
+    assert m.qk_norm and m.tied_embeddings
+    per_layer = 2 * 1 * 256 * 2
+    assert mm.kv_bytes_of_layers(m, range(26), 32_768, 2) == per_layer * (4 * 32_768 + 22 * 512)
