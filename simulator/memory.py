@@ -270,8 +270,8 @@ def suggestions(cfg: RunConfig) -> list[str]:
             continue
         if (q.format == "gguf") != (cfg.quant.format == "gguf"):
             continue  # stay within the engine's family: GGUF, or vLLM-style formats
-        if q.format == "nvfp4" and cfg.quant.format != "nvfp4":
-            continue  # FP4 tensor cores (Blackwell) only: not offered as a general fix
+        if q.format in ("nvfp4", "mxfp4") and cfg.quant.format != q.format:
+            continue  # FP4 kernels depend on the GPU generation: not offered as a general fix
         if _fits_with(cfg, quant=q):
             out.append(f"model.quant = {q.id} ({q.layer_bits_per_weight:.2f} bits/weight)")
             break

@@ -267,7 +267,7 @@ def _quant_from_entry(e: Entry) -> QuantSpec:
         mix = quant_mix.mix(str(rules.value), model(ref_model_id))
         layer_bits = mix.layer_bits_per_weight
         derivation = (
-            f"llama-quant rules for {rules.value} over {ref_model_id}'s layer tensors "
+            f"per-tensor rules of {rules.value} over {ref_model_id}'s layer tensors "
             f"({mix.summary}) = {layer_bits:.3f} bits per weight"
         )
     return QuantSpec(

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from simulator.model import ModelSpec
 
 # bits per weight of each ggml type used below: block bytes x 8 / block weights
-BITS = {"F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_K": 5.5, "Q4_K": 4.5, "Q3_K": 3.4375,
-        "Q2_K": 2.625, "IQ4_XS": 4.25, "IQ4_NL": 4.5, "IQ3_S": 3.4375, "IQ3_XXS": 3.0625,
+BITS = {"F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_K": 5.5, "Q4_K": 4.5,
+        "Q3_K": 3.4375, "Q2_K": 2.625, "IQ4_XS": 4.25, "IQ4_NL": 4.5, "IQ3_S": 3.4375, "IQ3_XXS": 3.0625,
         "IQ2_S": 2.5625, "IQ2_XXS": 2.0625, "IQ1_M": 1.75, "MXFP4": 4.25}  # fmt: skip
 
 # llama_ftype_get_default_type
 DEFAULT = {"IQ4_XS": "IQ4_XS", "IQ4_NL": "IQ4_NL", "IQ3_S": "IQ3_S", "IQ3_XXS": "IQ3_XXS",
            "IQ2_XXS": "IQ2_XXS", "IQ2_M": "IQ2_S", "IQ1_M": "IQ1_M",
-           "MXFP4_MOE": "Q8_0"}  # fmt: skip
+           "MXFP4_MOE": "Q8_0", "VLLM_MXFP4": "BF16"}  # fmt: skip
 FTYPES = tuple(DEFAULT)
 
 _LOW = ("IQ2_XXS", "IQ2_M", "IQ1_M")  # the IQ2_XXS / XS / S / M, IQ1_S / M branch
@@ -45,6 +45,8 @@ def tensor_type(
     """The type of one decoder-layer tensor (category: attn_q/k/v/output, ffn_gate/up/down,
     or experts for a 3-D expert tensor)."""
     t = DEFAULT[ftype]
+    if ftype == "VLLM_MXFP4":  # gpt-oss checkpoints: experts MXFP4, modules_to_not_convert bf16
+        return "MXFP4" if category == "experts" else "BF16"
     if ftype == "MXFP4_MOE":
         return "MXFP4" if category == "experts" else "Q8_0"
     if category == "experts":
@@ -113,7 +115,9 @@ def mix(ftype: str, m: ModelSpec) -> Mix:
             params += n
             counts[t] = counts.get(t, 0.0) + n
     # norms and biases stay f32 in the file: counted at the layers' average here (<0.01%)
-    if ftype == "MXFP4_MOE":
+    if ftype == "VLLM_MXFP4":
+        out = emb = "BF16"
+    elif ftype == "MXFP4_MOE":
         out = emb = "Q8_0"
     elif ftype in ("IQ2_XXS", "IQ3_XXS", "IQ2_M", "IQ1_M"):
         out = "Q5_K"

@@ -35,3 +35,11 @@ def test_mxfp4_moe_experts_only() -> None:
     got = quant_mix.mix("MXFP4_MOE", m).layer_bits_per_weight
     assert got == pytest.approx((4.25 * experts + 8.5 * attn) / (experts + attn), rel=1e-12)
     assert quant_mix.mix("MXFP4_MOE", mm.model("llama-3.1-8b")).layer_bits_per_weight == 8.5
+
+
+def test_vllm_mxfp4_gpt_oss_experts_only_rest_bf16() -> None:
+    assert mm.model("gpt-oss-20b").experts_total == 32
+    experts = 3 * 2880 * 2880 * 32
+    attn = 2880 * 4096 + 2 * 2880 * 512 + 4096 * 2880
+    want = (4.25 * experts + 16 * attn) / (experts + attn)
+    assert mm.quant("MXFP4-vllm").layer_bits_per_weight == pytest.approx(want, rel=1e-12)
