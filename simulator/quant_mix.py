@@ -19,7 +19,8 @@ from simulator.model import ModelSpec
 
 # bits per weight of each ggml type used below: block bytes x 8 / block weights
 BITS = {"F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_K": 5.5, "Q4_K": 4.5,
-        "Q3_K": 3.4375, "Q2_K": 2.625, "IQ4_XS": 4.25, "IQ4_NL": 4.5, "IQ3_S": 3.4375, "IQ3_XXS": 3.0625,
+        "Q3_K": 3.4375, "Q2_K": 2.625, "IQ4_XS": 4.25, "IQ4_NL": 4.5, "IQ3_S": 3.4375,
+        "IQ3_XXS": 3.0625,
         "IQ2_S": 2.5625, "IQ2_XXS": 2.0625, "IQ1_M": 1.75, "MXFP4": 4.25}  # fmt: skip
 
 # llama_ftype_get_default_type
