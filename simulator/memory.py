@@ -134,15 +134,19 @@ def device_kv_bytes_per_token(cfg: RunConfig, stage: Stage) -> float:
     m = cfg.model
     heads = kv_heads_per_device(m, cfg.tensor)
     per_token_layer = mm.kv_bytes_per_token_per_layer(m, cfg.kv_dtype_bytes, heads)
-    return len(stage.layers) * per_token_layer
+    linear = sum(1 for i in stage.layers if m.layer_is_linear(i)) if m.linear_layers else 0
+    return (len(stage.layers) - linear) * per_token_layer
 
 
 def device_kv_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: int) -> float:
     """KV cache one device of ``stage`` holds for the resident sequences."""
     m = cfg.model
-    if m.layer_windows:  # windowed layers hold only their window (Gemma 2/3, gpt-oss)
+    if m.layer_windows or m.linear_layers:  # windowed layers hold only their window (Gemma
+        # 2/3, gpt-oss); linear-attention layers a fixed state per sequence (Qwen3.5)
         heads = kv_heads_per_device(m, cfg.tensor)
         one = mm.kv_bytes_of_layers(m, stage.layers, sequence_tokens, cfg.kv_dtype_bytes, heads)
+        linear = sum(1 for i in stage.layers if m.layer_is_linear(i))
+        one += linear * mm.linear_state_bytes_per_layer(m, cfg.tensor)
         return one * cfg.concurrent_sequences
     cached = mm.kv_cached_tokens(m, sequence_tokens)
     return device_kv_bytes_per_token(cfg, stage) * cached * cfg.concurrent_sequences
@@ -382,6 +386,8 @@ def suggestions(cfg: RunConfig) -> list[str]:
             continue
         if (q.format == "gguf") != (cfg.quant.format == "gguf"):
             continue  # stay within the engine's family: GGUF, or vLLM-style formats
+        if q.format in ("nvfp4", "mxfp4") and cfg.quant.format != q.format:
+            continue  # FP4 kernels depend on the GPU generation: not offered as a general fix
         if _fits_with(cfg, quant=q) and resolves_with(cfg, "model", "quant", q.id):
             out.append(f"model.quant = {q.id} ({q.layer_bits_per_weight:.2f} bits/weight)")
             break

@@ -66,7 +66,8 @@ def batch_layer_work(
         total = total + mm.Work(w.flops, 0.0, w.kv_read_bytes, w.kv_write_bytes, w.activation_bytes)
         if n > 1:
             prompt = True
-            pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
+            if not m.layer_is_linear(layer):  # linear attention scores no (query, key) pairs
+                pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
     weights = mm.layer_work(m, q, layer, tokens, 0).weight_bytes
     return total + mm.Work(weight_bytes=weights), pairs, prompt
 
@@ -198,13 +199,13 @@ class StageCoster:
         if expert_offload.experts_copied_to_gpu(tokens):
             on_cpu = set()
 
-        def kind_of(i: int) -> tuple[tuple[bool, int | None], bool]:
+        def kind_of(i: int) -> tuple[tuple[bool, int | None, bool], bool]:
             return mm.layer_kind(m, i), i in on_cpu
 
-        groups: dict[tuple[tuple[bool, int | None], bool], int] = {}
+        groups: dict[tuple[tuple[bool, int | None, bool], bool], int] = {}
         if stage.layers:
             groups = {kind_of(stage.layers[0]): len(stage.layers)}
-        if m.is_moe or m.layer_windows:
+        if m.is_moe or m.layer_windows or m.linear_layers:  # layers differ
             groups = {}
             for i in stage.layers:
                 kind = kind_of(i)
