@@ -52,12 +52,15 @@ def backend_num(
 ) -> float:
     """A profile parameter as the backend driving ``gpu`` has it.
 
-    One engine may run different kernels per vendor (llama.cpp: CUDA on NVIDIA, Metal on
-    Apple); ``<name>_metal`` overrides ``name`` on Apple GPUs when the profile gives it.
-    ``default`` stands in when the profile has neither (parameters older profiles lack).
+    One engine may run different kernels per backend (llama.cpp: CUDA on NVIDIA, Metal on
+    Apple, ROCm or Vulkan on AMD); ``<name>_<backend>`` (``_metal``, ``_rocm``, ``_vulkan``,
+    ...) overrides ``name`` on that backend (``GpuSpec.engine_backend``: ``engine.backend`` or
+    the vendor's default) when the profile gives it. ``default`` stands in when the profile
+    has neither (parameters older profiles lack).
     """
-    if gpu.is_apple and f"{name}_metal" in profile.params:
-        return profile.num(f"{name}_metal")
+    specific = f"{name}_{gpu.engine_backend}"
+    if specific in profile.params:
+        return profile.num(specific)
     if default is not None and name not in profile.params:
         return default
     return profile.num(name)
