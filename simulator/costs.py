@@ -141,7 +141,7 @@ def achieved_bandwidth(gpu: GpuSpec, profile: EngineProfile, quantized: bool) ->
     instructions per byte, so quantized weights have their own, lower rate. NVIDIA SMs and
     Apple GPU cores (both 128 FP32 lanes wide) count as SMs; other vendors have no cap.
     """
-    peak = gpu.memory_bandwidth_bytes_per_s * profile.num("memory_efficiency")
+    peak = gpu.memory_bandwidth_bytes_per_s * backend_num(profile, gpu, "memory_efficiency")
     cycles = gpu.sm_cycles_per_s
     key = "stream_bytes_per_sm_cycle_quant" if quantized else "stream_bytes_per_sm_cycle_f16"
     if cycles is None or key not in profile.params or profile.num(key) <= 0:
@@ -158,6 +158,7 @@ def kernel_time(
     layers: float = 1.0,
     compute_share: float = 1.0,
     quantized: bool = False,
+    flash_attention: bool = False,
 ) -> KernelTime:
     """Time for ``work`` (``layers`` decoder layers' worth) on ``gpu`` for a ``tokens``-row batch.
 
@@ -166,14 +167,17 @@ def kernel_time(
     roofline over the KV cache, read ``kv_read_passes`` times) and the memory-bound kernels
     moving ``extra_bytes`` (score matrix, dequantization).
     ``compute_share`` is the fraction of the work's FLOPs and bytes this device does (1/t
-    under tensor parallelism).
+    under tensor parallelism). With ``flash_attention`` the fused kernel streams K and V once
+    (``kv_read_passes_fa``, 1 unless a profile says otherwise); ``kv_read_passes`` describes
+    the unfused matrix-vector kernels.
     """
     tile = profile.num("compute_tile_tokens")
     padding = max(1.0, tile / tokens) if tokens > 0 else 1.0
     rate = sustained_flops(gpu, profile) / padding
     bw_weights = achieved_bandwidth(gpu, profile, quantized)
     bw = achieved_bandwidth(gpu, profile, False)
-    kv_passes = backend_num(profile, gpu, "kv_read_passes", 1.0)
+    kv_key = "kv_read_passes_fa" if flash_attention else "kv_read_passes"
+    kv_passes = backend_num(profile, gpu, kv_key, 1.0)
     share = compute_share
     gemm_c = (work.flops - work.attention_flops) * share / rate
     gemm_m = (work.weight_bytes + work.activation_bytes) * share / bw_weights

@@ -152,6 +152,7 @@ class StageCoster:
                 extra_bytes=extra,
                 compute_share=1 / t,
                 quantized=q.layer_bits_per_weight < 16,
+                flash_attention=cfg.flash_attention,
             )
             layer_costs.append(
                 (

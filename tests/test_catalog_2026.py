@@ -96,10 +96,12 @@ def test_backend_default_and_choice() -> None:
 def test_backend_parameter_overrides_only_its_backend() -> None:
     prof = profile("llama.cpp")
     base = prof.num("memory_efficiency")
-    prof2 = prof.with_params(memory_efficiency_vulkan=0.5)
+    prof2 = prof.with_params(memory_efficiency_vulkan=0.5, memory_efficiency_rocm=0.6)
     amd = hardware.gpu("rx7900xtx")
-    assert costs.backend_num(prof2, amd, "memory_efficiency") == base  # ROCm by default
+    assert costs.backend_num(prof2, amd, "memory_efficiency") == 0.6  # ROCm by default
     assert costs.backend_num(prof2, replace(amd, backend="vulkan"), "memory_efficiency") == 0.5
+    # CUDA has no parameters of its own: NVIDIA GPUs keep the shared value
+    assert costs.backend_num(prof2, hardware.gpu("rtx4090"), "memory_efficiency") == base
     # the Metal overrides stay where they were
     assert costs.backend_num(prof, hardware.gpu("m3-max"), "dequant_bytes_per_weight") == 0.0
     assert costs.backend_num(prof, hardware.gpu("rtx4090"), "dequant_bytes_per_weight") > 0
