@@ -48,6 +48,11 @@ FITTED: dict[str, dict[str, tuple[float, float]]] = {
         "compute_efficiency_metal": (0.1, 1.0),
         "tensor_energy_nj_per_sm_cycle": (0.0, 10.0),
         "tensor_energy_pj_per_flop": (0.0, 5.0),
+        # the ROCm and Vulkan backends' own efficiencies (issue 12: AMD GPUs, Strix Halo)
+        "compute_efficiency_rocm": (0.01, 1.0),
+        "compute_efficiency_vulkan": (0.01, 1.0),
+        "memory_efficiency_rocm": (0.2, 1.0),
+        "memory_efficiency_vulkan": (0.2, 1.0),
     },
 }
 METRICS = ("decode_tok_s", "prefill_tok_s", "pp_tg_tok_s")
@@ -156,15 +161,32 @@ def fit_profile(profile_id: str, rows: pd.DataFrame | None = None) -> Fit:
     return Fit(profile_id, prob.names, x, err, table, data_hash())
 
 
-def _fold(args: tuple[str, str, pd.DataFrame]) -> pd.DataFrame:
-    """One leave-one-GPU-out fold: fit without ``gpu``, predict its rows."""
-    profile_id, gpu, rows = args
+def _fold(args: tuple[str, str, str, pd.DataFrame]) -> pd.DataFrame:
+    """One leave-one-out fold: fit without the rows whose ``column`` is ``value``, predict them."""
+    profile_id, column, value, rows = args
     prob = Problem(profile_id, rows)
-    held = (prob.rows["gpu"] == gpu).to_numpy()
+    held = (prob.rows[column].astype(str) == value).to_numpy()
     x, _ = prob.fit(~held)
-    part = prob.rows.loc[held, ["row_id", "gpu", "metric_kind", "measured"]].copy()
+    part = prob.rows.loc[held, ["row_id", "gpu", "model_id", "metric_kind", "measured"]].copy()
     part["simulated"] = prob.simulate(x, held)
     return part
+
+
+def _leave_one_out(
+    profile_id: str, column: str, rows: pd.DataFrame | None, workers: int | None
+) -> pd.DataFrame:
+    rows = load_rows() if rows is None else rows
+    values = sorted(Problem(profile_id, rows).rows[column].astype(str).unique())
+    jobs = [(profile_id, column, v, rows) for v in values]
+    n = min(len(jobs), workers or os.cpu_count() or 1)
+    if n > 1:
+        with ProcessPoolExecutor(max_workers=n) as pool:
+            out = list(pool.map(_fold, jobs))
+    else:
+        out = [_fold(j) for j in jobs]
+    cv: pd.DataFrame = pd.concat(out, ignore_index=True)
+    cv["rel_error"] = cv["simulated"] / cv["measured"] - 1
+    return cv
 
 
 def cross_validate(
@@ -175,18 +197,15 @@ def cross_validate(
     The folds are independent fits, run on ``workers`` processes (default: one per CPU); the
     result does not depend on how many.
     """
-    rows = load_rows() if rows is None else rows
-    gpus = sorted(Problem(profile_id, rows).rows["gpu"].unique())
-    jobs = [(profile_id, str(g), rows) for g in gpus]
-    n = min(len(jobs), workers or os.cpu_count() or 1)
-    if n > 1:
-        with ProcessPoolExecutor(max_workers=n) as pool:
-            out = list(pool.map(_fold, jobs))
-    else:
-        out = [_fold(j) for j in jobs]
-    cv: pd.DataFrame = pd.concat(out, ignore_index=True)
-    cv["rel_error"] = cv["simulated"] / cv["measured"] - 1
-    return cv
+    return _leave_one_out(profile_id, "gpu", rows, workers)
+
+
+def cross_validate_models(
+    profile_id: str, rows: pd.DataFrame | None = None, workers: int | None = None
+) -> pd.DataFrame:
+    """Leave one model out: fit without any row of that model (every GPU, quant and test),
+    predict its rows. A model the fit has never seen is how users meet the simulator now."""
+    return _leave_one_out(profile_id, "model_id", rows, workers)
 
 
 RANGE_QUANTILES = (0.1, 0.9)

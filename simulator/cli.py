@@ -287,9 +287,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     today = datetime.date.today().isoformat()
     fitted = []
+    model_cv = {}
     for pid in ids:
         fit = calibrate.fit_profile(pid)
         cv = calibrate.cross_validate(pid)
+        model_cv[pid] = calibrate.cross_validate_models(pid)
         ranges = calibrate.ranges_from_cv(cv)
         path = calibrate.write_params(fit, today, ranges)
         fitted.append((fit, cv, ranges))
@@ -309,6 +311,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(table.round(3).to_string())
         overall = cv.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
         print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in overall.items()))
+        mtable = model_cv[pid].pivot_table(
+            index="model_id",
+            columns="metric_kind",
+            values="rel_error",
+            aggfunc=lambda e: e.abs().mean(),
+        )
+        print("  leave-one-model-out mean |error| (fit without the model, predict it):")
+        print(mtable.round(3).to_string())
+        moverall = model_cv[pid].groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
+        print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in moverall.items()))
         print(
             "  prediction ranges (simulated/measured, p10..p90): "
             + ", ".join(f"{k} {lo:.2f}..{hi:.2f}" for k, (lo, hi) in ranges.items())
@@ -317,7 +329,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from simulator import claims, profiles, report
 
         profiles.profile.cache_clear()  # the claims use the parameters just written
-        written = report.write_report(fitted, claims.evaluate_claims())
+        written = report.write_report(fitted, claims.evaluate_claims(), model_cv=model_cv)
         print(f"report: {written[0]} and {len(written) - 1} figures")
     return 0
 

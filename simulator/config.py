@@ -12,7 +12,7 @@ import copy
 import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,10 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
             doc="GPU peer-to-peer over PCIe: auto (stock driver), true (patched driver) or false",
         ),
         "power_limit_w": Key("float|list[float]", None, _positive, "per-GPU power cap"),
-        "unified_memory_gib": Key("float", None, _positive, "Apple: unified memory size"),
+        "unified_memory_gib": Key(
+            "float", None, _positive, "unified-memory machines (Apple, DGX Spark, Ryzen AI Max)"
+        ),
+        "host_memory_gib": Key("float", None, _positive, "system RAM installed, GiB"),
     },
     "model": {
         "name": Key("str", None, doc="model id (or give hf_config or gguf)"),
@@ -141,6 +144,7 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "ubatch_tokens": Key("int", None, _min(1), "micro-batch size (llama.cpp n_ubatch)"),
         "flash_attention": Key("bool", None, doc="fused attention (no score matrix)"),
         "kv_cache_dtype": Key("str", None, doc="f16, bf16, fp8, q8_0 or q4_0"),
+        "backend": Key("str", None, doc="cuda, rocm, vulkan, metal or sycl (default: vendor's)"),
         "scheduler": Key("str", None, doc="continuous, slots or static (default: the profile's)"),
         "max_num_seqs": Key(
             "int", None, _min(0), "sequences per step per replica (slots: --parallel); 0: no limit"
@@ -446,6 +450,7 @@ class RunConfig:
         n_ctx = -(-self.context_size // KV_PAD_TOKENS) * KV_PAD_TOKENS
         per_slot = n_ctx // self.concurrent_sequences
         return -(-per_slot // KV_PAD_TOKENS) * KV_PAD_TOKENS
+
     # share of each GPU's memory the engine may use (the profile's default, e.g. vLLM 0.9)
     gpu_memory_utilization: float = 1.0
 
@@ -568,6 +573,23 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     return resolve(raw)
 
 
+def _with_backend(
+    gpus: tuple[hardware.GpuSpec, ...], backend: str | None
+) -> tuple[tuple[hardware.GpuSpec, ...], str]:
+    """Apply ``engine.backend`` to every GPU, refusing a backend a GPU's vendor lacks; the
+    resolved value is the chosen backend, or the first GPU's default."""
+    if backend is None:
+        return gpus, gpus[0].engine_backend
+    for g in gpus:
+        valid = hardware.BACKENDS.get(g.vendor, ())
+        if backend not in valid:
+            raise ConfigError(
+                f"engine.backend: {backend!r} cannot drive {g.id} ({g.vendor}); "
+                f"valid choices: {', '.join(valid)}"
+            )
+    return tuple(replace(g, backend=backend) for g in gpus), backend
+
+
 def resolve(raw: Mapping[str, Any]) -> RunConfig:
     """Validate a config mapping and resolve every id (ConfigError / CannotRun on problems)."""
     c = _check_keys(raw)
@@ -598,14 +620,21 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     host_mem = None
     if hw["host_memory"] is not None:
         host_mem = hardware.host_memory(hw["host_memory"])
+        if hw["host_memory_gib"] is not None:
+            host_mem = host_mem.with_capacity_gib(hw["host_memory_gib"])
+    elif hw["host_memory_gib"] is not None:
+        raise ConfigError(
+            "hardware.host_memory_gib: needs hardware.host_memory (the RAM's speed grade); "
+            f"valid choices: {', '.join(shelf('host_memory'))}"
+        )
 
     if hw["unified_memory_gib"] is not None:
         size = hw["unified_memory_gib"]
-        non_apple = [g.id for g in gpus if not g.is_apple]
-        if non_apple:
+        discrete = [g.id for g in gpus if not g.unified_memory]
+        if discrete:
             raise ConfigError(
-                f"hardware.unified_memory_gib: only for Apple GPUs, but hardware.gpus has "
-                f"{', '.join(non_apple)}"
+                "hardware.unified_memory_gib: only for unified-memory machines (Apple, "
+                f"dgx-spark, ryzen-ai-max-395), but hardware.gpus has {', '.join(discrete)}"
             )
         for g in gpus:
             options = [o / 2**30 for o in g.memory_options_bytes]
@@ -641,6 +670,8 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
                     "minimum, up to 1.2x, the highest partner-board limit on record)"
                 )
         gpus = tuple(g.with_power_limit(w) for g, w in zip(gpus, power_limits, strict=True))
+
+    gpus, backend = _with_backend(gpus, eng["backend"])
 
     m, q = _model_and_quant(mdl)
     profile = profiles.profile(eng["profile"], "engine.profile")
@@ -771,6 +802,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             "ubatch_tokens": ubatch,
             "flash_attention": flash,
             "kv_cache_dtype": kv_dtype,
+            "backend": backend,
             "scheduler": scheduler,
             "max_num_seqs": max_seqs,
             "max_num_batched_tokens": batched,
@@ -950,11 +982,11 @@ def check_runnable(cfg: RunConfig) -> None:
             f"parallel.pipeline = {cfg.pipeline} stages but only {gpu_layers} layers run on "
             "GPUs; use fewer stages"
         )
-    apple = [g for g in cfg.gpus if g.is_apple]
-    if apple and cfg.gpus_per_node > 1:
+    unified = [g for g in cfg.gpus if g.unified_memory]
+    if unified and cfg.gpus_per_node > 1:
         raise CannotRun(
-            f"hardware.gpus: an Apple machine has one GPU ({apple[0].id}); "
-            "use hardware.nodes for several Macs"
+            f"hardware.gpus: a unified-memory machine has one GPU ({unified[0].id}); "
+            "use hardware.nodes for several machines"
         )
     link = cfg.gpu_link
     if link is not None and link.is_bridge:

@@ -52,12 +52,15 @@ def backend_num(
 ) -> float:
     """A profile parameter as the backend driving ``gpu`` has it.
 
-    One engine may run different kernels per vendor (llama.cpp: CUDA on NVIDIA, Metal on
-    Apple); ``<name>_metal`` overrides ``name`` on Apple GPUs when the profile gives it.
-    ``default`` stands in when the profile has neither (parameters older profiles lack).
+    One engine may run different kernels per backend (llama.cpp: CUDA on NVIDIA, Metal on
+    Apple, ROCm or Vulkan on AMD); ``<name>_<backend>`` (``_metal``, ``_rocm``, ``_vulkan``,
+    ...) overrides ``name`` on that backend (``GpuSpec.engine_backend``: ``engine.backend`` or
+    the vendor's default) when the profile gives it. ``default`` stands in when the profile
+    has neither (parameters older profiles lack).
     """
-    if gpu.is_apple and f"{name}_metal" in profile.params:
-        return profile.num(f"{name}_metal")
+    specific = f"{name}_{gpu.engine_backend}"
+    if specific in profile.params:
+        return profile.num(specific)
     if default is not None and name not in profile.params:
         return default
     return profile.num(name)
@@ -160,7 +163,7 @@ def achieved_bandwidth(gpu: GpuSpec, profile: EngineProfile, quantized: bool) ->
     instructions per byte, so quantized weights have their own, lower rate. NVIDIA SMs and
     Apple GPU cores (both 128 FP32 lanes wide) count as SMs; other vendors have no cap.
     """
-    peak = gpu.memory_bandwidth_bytes_per_s * profile.num("memory_efficiency")
+    peak = gpu.memory_bandwidth_bytes_per_s * backend_num(profile, gpu, "memory_efficiency")
     cycles = gpu.sm_cycles_per_s
     key = "stream_bytes_per_sm_cycle_quant" if quantized else "stream_bytes_per_sm_cycle_f16"
     if cycles is None or key not in profile.params or profile.num(key) <= 0:
@@ -178,6 +181,7 @@ def kernel_time(
     compute_share: float = 1.0,
     quantized: bool = False,
     weight_dtype: str | None = None,
+    flash_attention: bool = False,
 ) -> KernelTime:
     """Time for ``work`` (``layers`` decoder layers' worth) on ``gpu`` for a ``tokens``-row batch.
 
@@ -188,6 +192,9 @@ def kernel_time(
     ``compute_share`` is the fraction of the work's FLOPs and bytes this device does (1/t
     under tensor parallelism). The weight GEMMs run at the precision the profile picks for
     ``weight_dtype`` on this GPU (:func:`gemm_dtype`); attention stays at the 16-bit rate.
+    With ``flash_attention`` the fused kernel streams K and V once
+    (``kv_read_passes_fa``, 1 unless a profile says otherwise); ``kv_read_passes`` describes
+    the unfused matrix-vector kernels.
     """
     tile = profile.num("compute_tile_tokens")
     padding = max(1.0, tile / tokens) if tokens > 0 else 1.0
@@ -195,7 +202,8 @@ def kernel_time(
     gemm_rate = sustained_flops(gpu, profile, weight_dtype) / padding
     bw_weights = achieved_bandwidth(gpu, profile, quantized)
     bw = achieved_bandwidth(gpu, profile, False)
-    kv_passes = backend_num(profile, gpu, "kv_read_passes", 1.0)
+    kv_key = "kv_read_passes_fa" if flash_attention else "kv_read_passes"
+    kv_passes = backend_num(profile, gpu, kv_key, 1.0)
     share = compute_share
     gemm_c = (work.flops - work.attention_flops) * share / gemm_rate
     gemm_m = (work.weight_bytes + work.activation_bytes) * share / bw_weights

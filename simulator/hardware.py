@@ -31,6 +31,18 @@ _DTYPE_FIGURE = {
 }
 
 
+# The compute backend llama.cpp-style engines use per GPU vendor, and the ones each vendor can
+# also be driven with (``engine.backend``). A profile parameter ``<name>_<backend>`` overrides
+# ``<name>`` on that backend (``costs.backend_num``).
+DEFAULT_BACKEND = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "sycl"}
+BACKENDS = {
+    "nvidia": ("cuda", "vulkan"),
+    "amd": ("rocm", "vulkan"),
+    "apple": ("metal",),
+    "intel": ("sycl", "vulkan"),
+}
+
+
 # Dynamic power of CMOS logic is P = a C V^2 f, and DVFS lowers voltage with frequency
 # (V ~ f), so P ~ f^3: a board power cap below TDP lowers the sustained clock by
 # (cap / TDP)^(1/3) (Rabaey, Chandrakasan & Nikolic, Digital Integrated Circuits, 2nd ed.,
@@ -77,6 +89,8 @@ class GpuSpec:
     launch_price_usd: float | None
     sm_count: int | None = None  # SMs (NVIDIA), CUs (AMD), GPU cores (Apple)
     boost_clock_hz: float | None = None
+    # the engine backend driving this GPU (engine.backend); None: the vendor's default
+    backend: str | None = None
 
     @property
     def sm_cycles_per_s(self) -> float | None:
@@ -88,7 +102,21 @@ class GpuSpec:
 
     @property
     def is_apple(self) -> bool:
+        """An Apple GPU: Metal, no CUDA context, no user power cap, wall-power figures."""
         return self.vendor == "apple"
+
+    @property
+    def unified_memory(self) -> bool:
+        """CPU and GPU share one memory (Apple silicon, DGX Spark's GB10, Ryzen AI Max): the
+        size is a purchase option (``hardware.unified_memory_gib``), the GPU may use a share of
+        it (``gpu_memory_fraction``), and a machine has exactly one such GPU."""
+        return self.is_apple or self.segment == "unified"
+
+    @property
+    def engine_backend(self) -> str:
+        """The compute backend an engine drives this GPU with: the configured one
+        (``engine.backend``) or the vendor's default (``DEFAULT_BACKEND``)."""
+        return self.backend or DEFAULT_BACKEND.get(self.vendor, "cuda")
 
     @property
     def usable_memory_bytes(self) -> float:
@@ -162,18 +190,30 @@ class GpuSpec:
 
 @dataclass(frozen=True)
 class HostMemorySpec:
-    """System RAM: the bandwidth a CPU running offloaded layers can stream weights at."""
+    """System RAM: the bandwidth a CPU running offloaded layers can stream weights at, and
+    (when known) how much of it there is.
+
+    ``capacity_bytes`` is None unless the catalogue entry gives ``capacity_gib`` or the config
+    sets ``hardware.host_memory_gib`` (the RAM installed is the user's choice, not a property
+    of the DIMM speed grade); code that needs it (expert offload) refuses to guess.
+    """
 
     id: str
     name: str
     bandwidth_bytes_per_s: float
+    capacity_bytes: float | None = None
+
+    def with_capacity_gib(self, gib: float) -> HostMemorySpec:
+        return replace(self, capacity_bytes=gib * units.GiB)
 
     @classmethod
     def from_entry(cls, e: Entry) -> HostMemorySpec:
+        cap = e.value("capacity_gib", None)
         return cls(
             id=e.id,
             name=e.name,
             bandwidth_bytes_per_s=float(e.value("bandwidth_gb_per_s")) * units.GBPS,
+            capacity_bytes=None if cap is None else float(cap) * units.GiB,
         )
 
 

@@ -49,12 +49,23 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
         hw["unified_memory_gib"] = float(row.unified_memory_gib)
     if not pd.isna(row.power_limit_w):
         hw["power_limit_w"] = float(row.power_limit_w)
+    engine: dict[str, Any] = {"profile": row.profile}
+    # rows of the 2026 llama-bench source say how they ran (empty for the first source)
+    backend = getattr(row, "engine_backend", None)
+    if isinstance(backend, str) and backend:
+        engine["backend"] = backend
+    flash = getattr(row, "flash_attention", None)
+    if flash is not None and not pd.isna(flash):
+        engine["flash_attention"] = str(flash).strip().lower() in ("true", "1")
+    ubatch = getattr(row, "ubatch_tokens", None)
+    if ubatch is not None and not pd.isna(ubatch):
+        engine["ubatch_tokens"] = int(ubatch)
     raw: dict[str, Any] = {
         "name": f"{row.row_id} {row.hardware} x{n} {row.model_id} {row.quant_id} {row.test}",
         "hardware": hw,
         "model": {"name": row.model_id, "quant": row.quant_id},
         "parallel": {"pipeline": n},
-        "engine": {"profile": row.profile},
+        "engine": engine,
         "workload": {
             "prompt_tokens": int(row.prompt_tokens),
             "output_tokens": int(row.output_tokens),

@@ -397,7 +397,8 @@ def suggestions(cfg: RunConfig) -> list[str]:
         key=lambda g: (g.memory_bytes, g.id),
     )
     for g in candidates:
-        if g.memory_bytes <= current or g.is_apple != cfg.gpus[0].is_apple:
+        kind = (g.unified_memory, g.is_apple)  # discrete cards, Macs, other unified machines
+        if g.memory_bytes <= current or kind != (cfg.gpus[0].unified_memory, cfg.gpus[0].is_apple):
             continue
         if _fits_with(cfg, gpus=tuple(g for _ in cfg.gpus)) and resolves_with(
             cfg, "hardware", "gpus", [g.id] * cfg.gpus_per_node

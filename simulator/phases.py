@@ -259,6 +259,7 @@ class StageCoster:
                     compute_share=1 / t,
                     quantized=q.layer_bits_per_weight < 16,
                     weight_dtype=q.weight_dtype,
+                    flash_attention=cfg.flash_attention,
                 )
                 if slowest is None or k.seconds > slowest.seconds:
                     slowest = k

@@ -86,6 +86,40 @@ def error_table(rows: pd.DataFrame) -> list[dict[str, float | str | int]]:
     return out
 
 
+def per_model_lines(model_cv: pd.DataFrame) -> list[str]:
+    """Leave-one-model-out errors: overall per metric, then per model."""
+    out = [
+        "### Leave one model out",
+        "",
+        "Every row of one model (all GPUs, quants and tests) is left out of the fit, then "
+        "predicted: a model the fit has never seen.",
+        "",
+        "| metric | rows | mean \\|error\\| | median |",
+        "|---|---|---|---|",
+    ]
+    for d in error_table(model_cv):
+        out.append(
+            f"| {METRIC_NAMES.get(str(d['metric']), d['metric'])} | {d['rows']} | "
+            f"{float(d['mean']):.1%} | {float(d['median']):.1%} |"
+        )
+    c = model_cv.assign(abs_err=_abs_rel(model_cv["simulated"], model_cv["measured"]))
+    agg = c.groupby(["model_id", "metric_kind"])["abs_err"].agg(["count", "mean"]).unstack()
+    metrics = [m for m in METRIC_NAMES if m in agg["count"].columns]
+    head = " | ".join(
+        f"{METRIC_NAMES[m]} rows | {METRIC_NAMES[m]} mean \\|error\\|" for m in metrics
+    )
+    out += ["", f"| model (left out) | {head} |", "|---|" + "---|" * (2 * len(metrics))]
+    for model_id, row in agg.iterrows():
+        cells = []
+        for m in metrics:
+            n, e = row[("count", m)], row[("mean", m)]
+            cells.append("-" if pd.isna(n) else str(int(n)))
+            cells.append("-" if pd.isna(e) else f"{e:.1%}")
+        out.append(f"| {model_id} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
 def per_gpu_table(cv: pd.DataFrame) -> pd.DataFrame:
     """GPU x metric: rows and mean |error| when the GPU was left out of the fit."""
     cv = cv.assign(abs_err=_abs_rel(cv["simulated"], cv["measured"]))
@@ -257,7 +291,12 @@ def simulated_text(r: ClaimResult) -> str:
     return fmt(r.simulated, 4, trim=True)
 
 
-def _fit_section(fit: Fit, cv: pd.DataFrame, figures: dict[str, bytes]) -> list[str]:
+def _fit_section(
+    fit: Fit,
+    cv: pd.DataFrame,
+    figures: dict[str, bytes],
+    model_cv: pd.DataFrame | None = None,
+) -> list[str]:
     bounds = FITTED[fit.profile]
     start = uncalibrated(fit.profile)
     n_metric = fit.rows["metric_kind"].value_counts()
@@ -339,6 +378,8 @@ def _fit_section(fit: Fit, cv: pd.DataFrame, figures: dict[str, bytes]) -> list[
             + "."
         )
     out.append("")
+    if model_cv is not None and len(model_cv):
+        out += per_model_lines(model_cv)
     for name in figures:
         out.append(f"![{name}]({FIGURES}/{name})")
         out.append("")
@@ -398,7 +439,10 @@ def _claims_section(results: Sequence[ClaimResult]) -> list[str]:
 
 
 def render(
-    fitted: Sequence[Fitted], results: Sequence[ClaimResult], figures: dict[str, dict[str, bytes]]
+    fitted: Sequence[Fitted],
+    results: Sequence[ClaimResult],
+    figures: dict[str, dict[str, bytes]],
+    model_cv: dict[str, pd.DataFrame] | None = None,
 ) -> str:
     """The report's markdown. ``figures`` maps a profile to its figure files."""
     measured = CALIBRATION_DIR / "data" / "measured.csv"
@@ -412,7 +456,9 @@ def render(
         "",
     ]
     for fit, cv, _ranges in fitted:
-        lines += _fit_section(fit, cv, figures.get(fit.profile, {}))
+        lines += _fit_section(
+            fit, cv, figures.get(fit.profile, {}), (model_cv or {}).get(fit.profile)
+        )
     lines += _claims_section(results)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -421,6 +467,7 @@ def write_report(
     fitted: Sequence[Fitted],
     results: Sequence[ClaimResult],
     directory: Path = CALIBRATION_DIR,
+    model_cv: dict[str, pd.DataFrame] | None = None,
 ) -> list[Path]:
     """Write report.md and its figures under ``directory``; return the paths (report first)."""
     figures = {fit.profile: fit_figures(fit, cv) for fit, cv, _ in fitted}
@@ -432,5 +479,5 @@ def write_report(
             written.append(fig_dir / name)
     write_atomic_bytes(fig_dir / "claims_decode.png", claims_figure(results))
     written.append(fig_dir / "claims_decode.png")
-    write_atomic(directory / REPORT_NAME, render(fitted, results, figures))
+    write_atomic(directory / REPORT_NAME, render(fitted, results, figures, model_cv))
     return written
