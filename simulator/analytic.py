@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from simulator.config import RunConfig
-from simulator.costs import transfer_time
+from simulator.costs import step_overhead_s, transfer_time
 from simulator.phases import ACTIVATION_BYTES, StageCoster
 from simulator.placement import Placement, place
 from simulator.topology import host_route, route
@@ -60,7 +60,7 @@ def single_stream(cfg: RunConfig, placement: Placement | None = None) -> SingleS
     coster = StageCoster(cfg, pl)
     stages = pl.stages(0)
     prof = cfg.profile
-    overhead = prof.num("token_overhead_s")
+    overhead = step_overhead_s(prof, 1)  # one sequence per step
     hidden_bytes = cfg.model.hidden_size * ACTIVATION_BYTES
 
     def hop_s(s: int, tokens: int) -> float:

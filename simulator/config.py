@@ -26,7 +26,7 @@ from simulator.profiles import EngineProfile
 REQUIRED = object()
 SCHEDULERS = ("continuous", "slots", "static")
 ROUTERS = ("round_robin", "least_loaded")
-LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
+LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal", "lognormal_stratified")
 KV_CACHE_DTYPES = {"f16": 2.0, "bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 
@@ -107,10 +107,12 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "arrival_rate": Key("float", 0.0, _min(0), "requests/s, Poisson; 0: closed loop"),
         "seed": Key("int", 0, _min(0)),
         "length_distribution": Key(
-            "str", "fixed", doc="fixed, uniform or lognormal around prompt/output_tokens"
+            "str",
+            "fixed",
+            doc="fixed, uniform, lognormal or lognormal_stratified around prompt/output_tokens",
         ),
         "length_spread": Key(
-            "float", None, _min(0), "uniform: half-width as a fraction; lognormal: sigma"
+            "float", None, _min(0), "uniform: half-width as a fraction; lognormal*: sigma"
         ),
         "lengths_csv": Key("str", None, doc="CSV of prompt_tokens,output_tokens per request"),
     },

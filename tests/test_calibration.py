@@ -60,4 +60,10 @@ def test_predictions_carry_ranges_from_the_cross_validation() -> None:
     assert m["decode_tok_s_high"] <= r["bound"]["ceiling_decode_tok_s"]
     assert m["prefill_tok_s_low"] < m["prefill_tok_s"] < m["prefill_tok_s_high"]
     vllm = evaluate(cfgmod.load(CONFIGS / "dual3090_nvlink_tp_vllm.toml"))
-    assert vllm["metrics"]["decode_tok_s_low"] is None  # not calibrated: no range claimed
+    v = vllm["metrics"]
+    # fitted on serving rows: TPOT and TTFT ranges; decode tok/s = 1 / ITL takes TPOT's
+    tpot_lo, tpot_hi = profile("vllm").ranges["tpot_s"]
+    assert v["tpot_s_low"] == pytest.approx(v["tpot_s"] / tpot_hi)
+    assert v["decode_tok_s_low"] == pytest.approx(v["decode_tok_s"] * tpot_lo)
+    assert v["ttft_s_low"] < v["ttft_s"] < v["ttft_s_high"]
+    assert v["prefill_tok_s_low"] is None  # not what the serving rows measure: no range claimed
