@@ -113,7 +113,7 @@ def test_allreduce_model_against_measured_timings() -> None:
     check = d[d["picked"] & ((d["system"] == "h100_sxm") | (d["num_gpus"] == 2))]
     assert len(check) == 20
     worst = check.loc[(np.log(check["ratio"])).abs().idxmax()]
-    assert 0.4 < check["ratio"].min() and check["ratio"].max() < 2.5, worst.to_dict()
+    assert check["ratio"].min() > 0.4 and check["ratio"].max() < 2.5, worst.to_dict()
     far = (d["system"] == "l40s") & (d["num_gpus"] > 2) & (d["message_bytes"] >= 2**20)
     beyond = d[d["picked"] & far]
     assert len(beyond) == 4
