@@ -291,7 +291,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for pid in ids:
         fit = calibrate.fit_profile(pid)
         cv = calibrate.cross_validate(pid)
-        model_cv[pid] = calibrate.cross_validate_models(pid)
+        if pid not in calibrate.SERVING_PROFILES:
+            model_cv[pid] = calibrate.cross_validate_models(pid)
         ranges = calibrate.ranges_from_cv(cv)
         path = calibrate.write_params(fit, today, ranges)
         fitted.append((fit, cv, ranges))
@@ -301,26 +302,43 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             print(f"  {name:<28} {v['value']:>12.6g} +- {v['stderr']:.3g}")
         for metric, err in s["mean_abs_rel_error"].items():
             print(f"  mean |error| {metric:<16} {err:.1%}")
-        table = cv.pivot_table(
-            index="gpu",
-            columns="metric_kind",
-            values="rel_error",
-            aggfunc=lambda e: e.abs().mean(),
-        )
-        print("  leave-one-GPU-out mean |error| (fit without the GPU, predict it):")
-        print(table.round(3).to_string())
-        overall = cv.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
-        print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in overall.items()))
-        mtable = model_cv[pid].pivot_table(
-            index="model_id",
-            columns="metric_kind",
-            values="rel_error",
-            aggfunc=lambda e: e.abs().mean(),
-        )
-        print("  leave-one-model-out mean |error| (fit without the model, predict it):")
-        print(mtable.round(3).to_string())
-        moverall = model_cv[pid].groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
-        print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in moverall.items()))
+        for kind, index, what in (
+            ("gpu", "gpu", "leave-one-GPU-out mean |error| (fit without the GPU, predict it):"),
+            ("arrival_rate", ["gpu", "arrival_rate"], "leave-one-rate-out mean |error|:"),
+        ):
+            part = cv[cv["fold"].str.startswith(kind + "=")]
+            if part.empty:
+                continue
+            table = part.pivot_table(
+                index=index,
+                columns="metric_kind",
+                values="rel_error",
+                aggfunc=lambda e: e.abs().mean(),
+            )
+            print(f"  {what}")
+            print(table.round(3).to_string())
+        for kind in ("gpu", "arrival_rate"):
+            part = cv[cv["fold"].str.startswith(kind + "=")]
+            if part.empty:
+                continue
+            overall = part.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
+            print(
+                f"  overall, leave one {kind.replace('arrival_rate', 'rate')} out: "
+                + ", ".join(f"{k} {v:.1%}" for k, v in overall.items())
+            )
+        if pid in model_cv:
+            mtable = model_cv[pid].pivot_table(
+                index="model_id",
+                columns="metric_kind",
+                values="rel_error",
+                aggfunc=lambda e: e.abs().mean(),
+            )
+            print("  leave-one-model-out mean |error| (fit without the model, predict it):")
+            print(mtable.round(3).to_string())
+            moverall = (
+                model_cv[pid].groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
+            )
+            print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in moverall.items()))
         print(
             "  prediction ranges (simulated/measured, p10..p90): "
             + ", ".join(f"{k} {lo:.2f}..{hi:.2f}" for k, (lo, hi) in ranges.items())

@@ -28,7 +28,7 @@ from simulator.speculative import DEFAULT_ACCEPTANCE, METHODS, SpeculativeSpec
 REQUIRED = object()
 SCHEDULERS = ("continuous", "slots", "static")
 ROUTERS = ("round_robin", "least_loaded")
-LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
+LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal", "lognormal_stratified")
 KV_PAD_TOKENS = 256  # llama.cpp: cparams.n_ctx = GGML_PAD(n_ctx, 256), and each slot's share
 KV_CACHE_DTYPES = {"f16": 2.0, "bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
@@ -183,10 +183,12 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "arrival_rate": Key("float", 0.0, _rate, "requests/s, Poisson; 0: closed loop"),
         "seed": Key("int", 0, _min(0)),
         "length_distribution": Key(
-            "str", "fixed", doc="fixed, uniform or lognormal around prompt/output_tokens"
+            "str",
+            "fixed",
+            doc="fixed, uniform, lognormal or lognormal_stratified around prompt/output_tokens",
         ),
         "length_spread": Key(
-            "float", None, _min(0), "uniform: half-width as a fraction; lognormal: sigma"
+            "float", None, _min(0), "uniform: half-width as a fraction; lognormal*: sigma"
         ),
         "lengths_csv": Key("str", None, doc="CSV of prompt_tokens,output_tokens per request"),
     },

@@ -197,7 +197,8 @@ def kernel_time(
     the unfused matrix-vector kernels.
     """
     tile = profile.num("compute_tile_tokens")
-    padding = max(1.0, tile / tokens) if tokens > 0 else 1.0
+    padded = cuda_graph_tokens(profile, tokens)
+    padding = max(1.0, tile / tokens, padded / tokens) if tokens > 0 else 1.0
     rate = sustained_flops(gpu, profile) / padding
     gemm_rate = sustained_flops(gpu, profile, weight_dtype) / padding
     bw_weights = achieved_bandwidth(gpu, profile, quantized)
@@ -210,9 +211,56 @@ def kernel_time(
     attn_c = work.attention_flops * share / rate
     attn_m = (work.kv_read_bytes * kv_passes + work.kv_write_bytes) * share / bw
     aux_m = extra_bytes / bw
-    overhead_s = profile.num("layer_overhead_s") * layers
+    overhead_s = layer_overhead_s(profile, tokens) * layers
     seconds = max(gemm_c, gemm_m) + max(attn_c, attn_m) + aux_m + overhead_s
     return KernelTime(seconds, gemm_c + attn_c, gemm_m + attn_m + aux_m, overhead_s)
+
+
+def cuda_graph_tokens(profile: EngineProfile, tokens: float) -> float:
+    """The batch a captured CUDA graph runs for ``tokens`` tokens (vLLM pads to a capture size).
+
+    vLLM captures graphs for batch sizes 1, 2, 4 and every multiple of 8 up to
+    ``cuda_graph_max_tokens`` (512 by default) and pads a smaller batch to the next one; a
+    larger batch runs eagerly at its own size. Profiles without graphs (no
+    ``cuda_graph_max_tokens``, or 0) run every batch at its own size.
+    """
+    cap = float(profile.params.get("cuda_graph_max_tokens", 0) or 0)
+    if tokens <= 0 or cap <= 0 or tokens > cap:
+        return tokens
+    for size in (1, 2, 4):
+        if tokens <= size:
+            return float(size)
+    return float(-(-tokens // 8) * 8)
+
+
+def layer_overhead_s(profile: EngineProfile, tokens: float) -> float:
+    """Per-layer launch and synchronisation overhead of a batch of ``tokens`` tokens.
+
+    A batch a CUDA graph covers (``cuda_graph_tokens``) replays its kernels from the graph
+    (``layer_overhead_s``); a larger one launches every kernel from Python
+    (``eager_layer_overhead_s``, when the profile gives it).
+    """
+    cap = float(profile.params.get("cuda_graph_max_tokens", 0) or 0)
+    if cap > 0 and tokens > cap and "eager_layer_overhead_s" in profile.params:
+        return profile.num("eager_layer_overhead_s")
+    return profile.num("layer_overhead_s")
+
+
+def step_overhead_s(profile: EngineProfile, sequences: int) -> float:
+    """Host time of one engine step outside the GPU kernels: scheduling, preparing the inputs,
+    sampling and handing the tokens over (``token_overhead_s``), plus a part that grows with
+    the sequences in the batch (``step_overhead_per_seq_s``: per-request bookkeeping, block
+    tables, sampler and output processing in vLLM's Python scheduler; 0 when a profile does
+    not give it)."""
+    per_seq = float(profile.params.get("step_overhead_per_seq_s", 0.0))
+    return profile.num("token_overhead_s") + per_seq * max(sequences, 0)
+
+
+def stream_delay_s(profile: EngineProfile) -> float:
+    """Time from a token leaving the engine to the benchmark client receiving it: detokenizing,
+    the output processor and the HTTP/SSE stream (``stream_delay_s``; 0 when absent). It adds
+    to TTFT and E2E, not to TPOT (every token pays it)."""
+    return float(profile.params.get("stream_delay_s", 0.0))
 
 
 def host_kernel_time(
@@ -250,14 +298,52 @@ def transfer_time(path: Path, size_bytes: float, profile: EngineProfile) -> floa
     return link.latency_s + size_bytes / (link.bandwidth_per_direction_bytes_per_s * eff)
 
 
-def allreduce_time(path: Path, size_bytes: float, ranks: int, profile: EngineProfile) -> float:
-    """Ring all-reduce of ``size_bytes`` over ``ranks``: 2(n-1) steps of size/n each.
+CUSTOM_ALLREDUCE_WORLD_SIZES = (2, 4, 6, 8)  # vLLM custom_all_reduce.py _SUPPORTED_WORLD_SIZES
 
-    Each step pays the path's latency; the engine's fixed per-collective cost
-    (``collective_overhead_s``, kernel launch and synchronisation) is added once.
+
+def uses_custom_allreduce(
+    path: Path, size_bytes: float, ranks: int, profile: EngineProfile
+) -> bool:
+    """Whether vLLM runs this all-reduce with its own kernel instead of NCCL.
+
+    vLLM's custom all-reduce needs CUDA P2P between the ranks (a host-staged path has none:
+    GeForce cards without P2P fall back to NCCL), a world size of 2, 4, 6 or 8, every pair
+    joined by NVLink when more than two GPUs take part (PCIe only for two), and a message no
+    larger than ``custom_allreduce_max_bytes`` (8 MiB by default; 0 or absent: never).
+    """
+    cap = float(profile.params.get("custom_allreduce_max_bytes", 0) or 0)
+    if cap <= 0 or path.host_staged or ranks not in CUSTOM_ALLREDUCE_WORLD_SIZES:
+        return False
+    if path.link.kind not in ("nvlink", "pcie"):
+        return False
+    if ranks > 2 and path.link.kind != "nvlink":
+        return False
+    return size_bytes <= cap
+
+
+def allreduce_time(path: Path, size_bytes: float, ranks: int, profile: EngineProfile) -> float:
+    """All-reduce of ``size_bytes`` over ``ranks``: a latency floor plus a bandwidth term.
+
+    * NCCL ring: 2(n-1) steps of size/n each, every step paying the path's latency (the
+      host-staged latency and bounce rate without P2P), plus NCCL's fixed per-collective cost
+      (``collective_overhead_s``: launch, proxy and synchronisation; ~24 us measured for a small
+      message over PCIe).
+    * vLLM's custom all-reduce (``uses_custom_allreduce``): one kernel in which each rank reads
+      its peers' buffers over P2P and reduces (two-shot: reduce-scatter then all-gather, so
+      2(n-1)/n x size crosses each rank's link) after one barrier: ``custom_allreduce_overhead_s``
+      + one link latency + the bandwidth term. That is what small decode messages pay on
+      NVLink and on two PCIe GPUs with P2P.
     """
     if ranks <= 1:
         return 0.0
+    if uses_custom_allreduce(path, size_bytes, ranks, profile):
+        link = path.link
+        bw = link.bandwidth_per_direction_bytes_per_s * profile.num("link_efficiency")
+        return (
+            profile.num("custom_allreduce_overhead_s")
+            + link.latency_s
+            + ring_bytes_per_rank(size_bytes, ranks) / bw
+        )
     steps = 2 * (ranks - 1)
     chunk = size_bytes / ranks
     per_step = transfer_time(path, chunk, profile)

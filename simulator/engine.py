@@ -38,6 +38,7 @@ import simpy
 
 from simulator import workload
 from simulator.config import RunConfig
+from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
 from simulator.phases import Part
 from simulator.placement import Placement, place
@@ -193,6 +194,7 @@ class Engine:
         self._records: dict[int, RequestRecord] = {}
         self._done: dict[int, simpy.Event] = {}
         self._routed = 0
+        self._stream_delay_s = stream_delay_s(prof)
 
     # -- resources -----------------------------------------------------------------------
 
@@ -406,17 +408,18 @@ class Engine:
             self.iterations += 1
             self.batch_sequences.append(len(chunks))
             now = self.env.now
+            seen = now + self._stream_delay_s  # when the client receives the tokens
             emitted, finished = sched.complete(chunks)
             for seq in emitted:
                 rec = self._records[seq.id]
                 if math.isnan(rec.first_token_s):
-                    rec.first_token_s = now
+                    rec.first_token_s = seen
                     if rec.prompt_tokens > 0:
                         self.prefill_time_s.append(now - rec.prefill_start_s)
-                rec.token_times_s.append(now)
+                rec.token_times_s.append(seen)
             for seq in finished:
                 rec = self._records[seq.id]
-                rec.end_s = now
+                rec.end_s = seen
                 rec.preemptions = seq.preemptions
                 self._done[seq.id].succeed()
             occ = sched.kv_occupancy()

@@ -5,8 +5,8 @@ in the default layer split (``-sm layer``), the row's model and quant, ``pp N`` 
 N tokens, ``tg N`` as N generated tokens from an empty cache (``-d`` as context). The
 interconnect was never reported; layer split moves only a few KB per token, so PCIe 4.0 x16
 stands in. A vLLM ``benchmark_serving`` row becomes its open-loop run: ``requests`` prompts
-arriving as a Poisson process at the row's rate, at the mean lengths its ``lengths_note``
-gives.
+arriving as a Poisson process at the row's rate, with stratified lognormal lengths around the means
+its ``lengths_note`` gives (``SHAREGPT_LENGTH_SIGMA``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from simulator.profiles import EngineProfile
 
 MEASURED_CSV = Path(__file__).resolve().parent.parent / "calibration" / "data" / "measured.csv"
 DEFAULT_LINK = "pcie4-x16"
+# ShareGPT lengths as benchmark_serving sends them: the rows publish only the means, so each
+# run has lognormal prompt and output lengths around its means, taken at the distribution's
+# quantiles (``lognormal_stratified``: the expected sample, no draw-to-draw noise in the
+# longest requests that set a saturated run's duration). The log-space sigma is the vllm
+# profile's ``sharegpt_length_sigma`` (fitted with the engine parameters; see DESIGN.md), this
+# when a profile does not give it.
+SHAREGPT_LENGTH_SIGMA = 0.6
 
 
 def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
@@ -37,6 +44,15 @@ def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
 def is_serving(row: Any) -> bool:
     """A vLLM benchmark_serving row (open-loop arrivals) rather than a llama-bench one."""
     return not pd.isna(getattr(row, "arrival_rate", float("nan")))
+
+
+def sharegpt_sigma(profile: EngineProfile | None = None) -> float:
+    """Log-space sigma of the ShareGPT lengths a serving row is simulated with."""
+    if profile is None:
+        from simulator.profiles import profile as load_profile
+
+        profile = load_profile("vllm")
+    return float(profile.params.get("sharegpt_length_sigma", SHAREGPT_LENGTH_SIGMA))
 
 
 def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConfig:
@@ -77,6 +93,8 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
             "arrival_rate": float(row.arrival_rate),
             "requests": int(row.requests),
             "concurrency": int(row.requests),
+            "length_distribution": "lognormal_stratified",
+            "length_spread": sharegpt_sigma(profile),
         }
     cfg = cfgmod.resolve(raw)
     if profile is not None:

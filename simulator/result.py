@@ -155,17 +155,31 @@ def power_of(pl: Placement, out: SimOutput) -> RunPower | None:
     return run_power([(d.name, d.gpu) for d in pl.devices], out.busy_s, out.makespan_s, outputs)
 
 
+RANGED_METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "tpot_s", "output_throughput_tok_s")
+
+
+def _ratios(cfg: RunConfig, key: str) -> tuple[float, float] | None:
+    """The profile's (p10, p90) simulated/measured for ``key``. A profile fitted on serving
+    rows (vLLM) has none for decode tok/s; decode tok/s is 1 / ITL, so its ratio is the
+    inverse of TPOT's and its range comes from TPOT's."""
+    ratios = cfg.profile.ranges.get(key)
+    if ratios is None and key == "decode_tok_s" and "tpot_s" in cfg.profile.ranges:
+        lo, hi = cfg.profile.ranges["tpot_s"]
+        ratios = (1 / hi, 1 / lo)
+    return ratios
+
+
 def with_ranges(cfg: RunConfig, metrics: dict[str, Any], ceil: Ceiling) -> dict[str, Any]:
     """Add ``<metric>_low``/``_high`` from the profile's cross-validated error ratios.
 
-    A prediction p whose simulated/measured ratio fell between r10 and r90 when its GPU was
-    left out of the fit has the range [p / r90, p / r10]; decode never above the ceiling.
-    Uncalibrated profiles get null ranges.
+    A prediction p whose simulated/measured ratio fell between r10 and r90 when its GPU (or
+    request rate) was left out of the fit has the range [p / r90, p / r10]; decode never above
+    the ceiling. Metrics the profile was not fitted on, and uncalibrated profiles, get nulls.
     """
     out = dict(metrics)
-    for key in ("decode_tok_s", "prefill_tok_s"):
+    for key in RANGED_METRICS:
         value = metrics.get(key)
-        ratios = cfg.profile.ranges.get(key)
+        ratios = _ratios(cfg, key)
         if value is None or ratios is None:
             out[f"{key}_low"] = out[f"{key}_high"] = None
             continue
@@ -196,7 +210,7 @@ def build(
         "host_weights_gb": round(mem.host_weights_bytes / units.GB, 3),
         "metrics": {k: None for k in METRIC_KEYS}
         | {"energy_j": None}
-        | {f"{k}_{e}": None for k in ("decode_tok_s", "prefill_tok_s") for e in ("low", "high")}
+        | {f"{k}_{e}": None for k in RANGED_METRICS for e in ("low", "high")}
         | (with_ranges(cfg, metrics, ceil) if metrics else {}),
         "calibration": cfg.profile.calibrated_from,
         "power": [],

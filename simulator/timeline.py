@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from simulator import costs
 from simulator.config import RunConfig
 from simulator.costs import transfer_time
 from simulator.phases import ACTIVATION_BYTES, Part, StageCoster, part_tokens, ring_routes
@@ -93,8 +94,7 @@ def step_overhead_s(cfg: RunConfig, sequences: int, decode_only: bool = True) ->
     """Host time of one scheduler iteration of ``sequences`` (sampling, logits copy,
     scheduling): the one place that prices it. A speculating decode step is 1/E of one
     draft-and-verify cycle, which the scheduler runs once."""
-    del sequences  # constant per step today
-    overhead = cfg.profile.num("token_overhead_s")
+    overhead = costs.step_overhead_s(cfg.profile, sequences)
     spec = cfg.speculative
     if spec is not None and decode_only:
         overhead /= spec.tokens_per_cycle

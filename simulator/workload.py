@@ -6,8 +6,10 @@ requests.
 
 * Lengths: ``fixed`` (every request has ``prompt_tokens`` / ``output_tokens``), ``uniform``
   (integers uniform on mean x [1 - spread, 1 + spread]), ``lognormal`` (mean as given, log-space
-  sigma = ``length_spread``), or ``csv`` (pairs read from ``workload.lengths_csv``, cycled in
-  file order).
+  sigma = ``length_spread``), ``lognormal_stratified`` (the same distribution's quantiles
+  (i + 1/2) / n in a seeded random order: the expected sample, without the draw-to-draw noise
+  in its longest requests that sets a saturated run's duration), or ``csv`` (pairs read from
+  ``workload.lengths_csv``, cycled in file order).
 * Arrivals: open loop with ``arrival_rate`` > 0 (a Poisson process: exponential gaps of mean
   1 / rate, the first at the first gap); closed loop otherwise (``concurrency`` clients each
   send their next request when the previous one ends; the engine decides those times).
@@ -21,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import norm
 
 from simulator.config import RunConfig
 from simulator.errors import ConfigError
@@ -111,6 +114,10 @@ def _draw(rng: np.random.Generator, mean: int, kind: str, spread: float, n: int)
         return rng.integers(lo, hi, endpoint=True, size=n)
     # lognormal with the given mean: mu = ln(mean) - sigma^2 / 2
     mu = np.log(mean) - spread**2 / 2
+    if kind == "lognormal_stratified":  # the quantiles (i + 1/2) / n, in a seeded order
+        z = norm.ppf((np.arange(n) + 0.5) / n)
+        values = np.exp(mu + spread * z)
+        return np.maximum(1, np.rint(rng.permutation(values))).astype(np.int64)
     return np.maximum(1, np.rint(rng.lognormal(mu, spread, size=n))).astype(np.int64)
 
 
