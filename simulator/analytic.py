@@ -1,18 +1,19 @@
 """The engine's single-stream results in closed form, for fitting.
 
 For one replica serving one request at a time (every llama-bench row), the discrete-event run
-has no contention to resolve, so its timeline follows from the same per-stage costs:
+has no contention to resolve, so its timeline follows from the same description of a
+micro-batch the engine reads (``timeline.py``):
 
-* prefill: micro-batch k passes the resources of the pipeline in order (host copy of
-  offloaded weights, stage 0, the link to stage 1, stage 1, ...), each resource serving the
-  micro-batches first come first served: ``start = max(ready, resource free)`` (the flow-shop
-  recurrence), plus the per-token host overhead at the end;
-* decode: one step is the sum of its parts (offloaded layers, every stage, every hop, host
-  overhead) at the step's context, and step time is piecewise linear in the context (a
-  roofline max of two lines per stage), so the sum over thousands of steps is taken exactly
-  from its linear pieces.
+* prefill: micro-batch k passes the phases of its timeline in order (host copy of offloaded
+  weights, stage 0, the copies to stage 1, stage 1, ...), each phase starting when the
+  micro-batch is ready and every resource it touches is free:
+  ``start = max(ready, resources free)`` (the flow-shop recurrence), plus the per-step host
+  overhead at the end;
+* decode: one step is the sum of its phases plus the host overhead at the step's context, and
+  step time is piecewise linear in the context (a roofline max of two lines per stage), so the
+  sum over thousands of steps is taken exactly from its linear pieces.
 
-``tests/test_analytic.py`` holds this equal to the engine on every measured row.
+``tests/test_analytic.py`` holds this equal to the engine's two readers on varied configs.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from simulator.config import RunConfig
-from simulator.costs import transfer_time
-from simulator.phases import ACTIVATION_BYTES, StageCoster
 from simulator.placement import Placement, place
-from simulator.topology import host_route, route
+from simulator.timeline import Timelines, step_overhead_s
 
 
 @dataclass(frozen=True)
@@ -57,64 +56,37 @@ def single_stream(cfg: RunConfig, placement: Placement | None = None) -> SingleS
     if not applies(cfg):
         raise ValueError("the closed form covers one replica, one request, no hybrid")
     pl = placement or place(cfg)
-    coster = StageCoster(cfg, pl)
-    stages = pl.stages(0)
-    prof = cfg.profile
-    overhead = prof.num("token_overhead_s")
-    hidden_bytes = cfg.model.hidden_size * ACTIVATION_BYTES
+    lines = Timelines(cfg, pl)
+    overhead = step_overhead_s(cfg, 1, decode_only=False)
+    decode_overhead = step_overhead_s(cfg, 1, decode_only=True)
 
-    def hop_s(s: int, tokens: int) -> float:
-        rt = route(cfg, stages[s].devices[0], stages[s + 1].devices[0])
-        return 0.0 if rt is None else transfer_time(rt.path, tokens * hidden_bytes, prof)
-
-    # --- prefill: flow shop over [host copy], stage 0, hop 0, stage 1, ...
+    # --- prefill: flow shop over the phases' resources, micro-batch after micro-batch
     prefill = 0.0
     if cfg.prompt_tokens > 0:
         u = cfg.ubatch_tokens
         n_ub = -(-cfg.prompt_tokens // u)
-        rt = host_route(cfg, stages[0].devices[0], to_device=True)
         free: dict[str, float] = {}
         finish = 0.0
         for k in range(n_ub):
             n = min(u, cfg.prompt_tokens - k * u)
             ctx = cfg.context_tokens + k * u
-            logits = 1 if k == n_ub - 1 else 0
-            steps: list[tuple[str, float]] = []
-            size = coster.host_copy_bytes(((n, ctx, 1),))
-            host_copy = 0.0 if rt is None or size <= 0 else transfer_time(rt.path, size, prof)
-            if host_copy > 0:
-                steps.append(("host", host_copy))
-            host_cpu = coster.host_cpu_s(((n, ctx, 1),))
-            if host_cpu > 0:
-                steps.append(("cpu", host_cpu))
-            for s, st in enumerate(stages):
-                c = coster.stage(st, ((n, ctx, 1),), logits)
-                steps.append((f"stage{s}", c.compute_s + c.allreduce_s))
-                if s + 1 < len(stages):
-                    steps.append((f"hop{s}", hop_s(s, n)))
             t = 0.0
-            for name, d in steps:
-                start = max(t, free.get(name, 0.0))
-                t = start + d
-                free[name] = t
+            for ph in lines.micro_batch(0, ((n, ctx, 1),), 1 if k == n_ub - 1 else 0):
+                if ph.seconds <= 0:
+                    continue
+                start = max(t, *(free.get(r, 0.0) for r in ph.resources))
+                t = start + ph.seconds
+                for r in ph.resources:
+                    free[r] = t
             finish = max(finish, t)
         prefill = finish + overhead
 
     # --- decode: exact sum of a piecewise-linear step time over the contexts
     n_steps = max(cfg.output_tokens - (1 if cfg.prompt_tokens > 0 else 0), 0)
     base = cfg.context_tokens + cfg.prompt_tokens
-    hops = sum(hop_s(s, 1) for s in range(len(stages) - 1))
-
-    step_overhead = overhead
-    if cfg.speculative is not None:  # one scheduler step per draft-and-verify cycle
-        step_overhead = overhead / cfg.speculative.tokens_per_cycle
 
     def step(ctx: int) -> float:
-        t = coster.host_cpu_s(((1, ctx, 1),)) + hops + step_overhead
-        for st in stages:
-            c = coster.stage(st, ((1, ctx, 1),), 1)
-            t += c.compute_s + c.allreduce_s
-        return t
+        return sum(ph.seconds for ph in lines.micro_batch(0, ((1, ctx, 1),), 1)) + decode_overhead
 
     decode = piecewise_linear_sum(step, base, base + n_steps - 1) if n_steps else 0.0
     return SingleStream(prefill, decode, n_steps)

@@ -9,6 +9,9 @@ plus the offloaded layers read at host-memory bandwidth. Bytes read per step are
 weights (for MoE, only the experts the step's tokens hit) and the KV cache of every resident
 sequence at the average context of the run (llama-bench tg N averages over a growing cache),
 for the fewest sequences that ever decode together (a partial last wave runs faster per stream).
+Over a mix of lengths (a distribution or a lengths CSV) the context is the shortest request's,
+and with replicas on different GPUs the fastest replica's time counts: the ceiling bounds every
+stream of the run.
 Communication, compute and every overhead are taken as free, so no engine can beat it.
 """
 
@@ -22,6 +25,7 @@ from simulator.expert_offload import offloaded_expert_bytes, offloaded_expert_la
 from simulator.memory import device_kv_bytes, kv_heads_per_device
 from simulator.placement import Placement, Stage, place
 from simulator.topology import host_route
+from simulator.workload import shortest_decode_context
 
 
 @dataclass(frozen=True)
@@ -84,13 +88,18 @@ def host_expert_floor_s(cfg: RunConfig, pl: Placement) -> float:
 def ceiling(cfg: RunConfig, placement: Placement | None = None) -> Ceiling:
     """The decode tokens/s per stream no engine can beat on this hardware and strategy."""
     pl = placement or place(cfg)
-    ctx = mean_decode_context(cfg)
-    gpu_time = 0.0
-    for stage in pl.stages(0):
-        gpu_time += max(
-            stage_decode_read_bytes(cfg, stage, ctx) / d.gpu.memory_bandwidth_bytes_per_s
-            for d in stage.devices
+    # the fastest stream: the shortest cache of the actual length mix, on the fastest replica
+    ctx = shortest_decode_context(cfg)
+    gpu_time = min(
+        sum(
+            max(
+                stage_decode_read_bytes(cfg, stage, ctx) / d.gpu.memory_bandwidth_bytes_per_s
+                for d in stage.devices
+            )
+            for stage in pl.stages(r)
         )
+        for r in range(cfg.replicas)
+    )
     host_time = 0.0
     if pl.cpu_layers and cfg.host_memory is not None:
         m, q = cfg.model, cfg.quant

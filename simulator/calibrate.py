@@ -8,8 +8,8 @@ GPUs: everything GPU-specific comes from the datasheet figures.
 
 The fitted values, their standard errors (from the Jacobian at the optimum), the hash of the
 data they came from and the residual summary are written to
-``calibration/params/<profile>.toml``; the profile loader applies them. Never edit that file by
-hand: rerun ``sim calibrate``.
+``simulator/data/calibrated/<profile>.toml``; the profile loader applies them. Never edit
+that file by hand: rerun ``sim calibrate``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from scipy.optimize import least_squares
 
 from simulator.analytic import single_stream
 from simulator.config import RunConfig
+from simulator.engine import Engine
 from simulator.export import write_atomic
-from simulator.measured import MEASURED_CSV, load_rows, row_config
+from simulator.measured import MEASURED_CSV, is_serving, load_rows, row_config, sharegpt_sigma
+from simulator.metrics import summarize
 from simulator.placement import Placement, place
 from simulator.profiles import CALIBRATED_DIR, EngineProfile, uncalibrated
 
@@ -48,9 +50,22 @@ FITTED: dict[str, dict[str, tuple[float, float]]] = {
         "compute_efficiency_metal": (0.1, 1.0),
         "tensor_energy_nj_per_sm_cycle": (0.0, 10.0),
         "tensor_energy_pj_per_flop": (0.0, 5.0),
+        # compute/memory_efficiency_rocm and _vulkan keep their starting values: the only rows
+        # on those backends (calibration/data/llamabench_2026.csv) are held out of the fit
+    },
+    # fitted on vLLM benchmark_serving runs through the event engine (ServingProblem)
+    "vllm": {
+        "memory_efficiency": (0.3, 1.0),
+        "compute_efficiency": (0.1, 1.0),
+        "token_overhead_s": (0.0, 0.02),
+        "step_overhead_per_seq_s": (0.0, 5e-4),
+        "stream_delay_s": (0.0, 0.05),
+        "sharegpt_length_sigma": (0.1, 1.5),
     },
 }
 METRICS = ("decode_tok_s", "prefill_tok_s", "pp_tg_tok_s")
+SERVING_METRICS = ("tpot_s", "ttft_s", "output_throughput_tok_s")
+SERVING_PROFILES = ("vllm",)
 
 
 def predict_metric(cfg: RunConfig, metric: str, placement: Placement | None = None) -> float:
@@ -80,6 +95,9 @@ class Fit:
 
 class Problem:
     """The rows of one profile and how to predict them for a parameter vector."""
+
+    diff_step: float | None = None  # least_squares default
+    max_nfev: int | None = None
 
     def __init__(self, profile_id: str, rows: pd.DataFrame):
         self.profile_id = profile_id
@@ -128,7 +146,16 @@ class Problem:
 
         lo, hi = self.bounds()
         x0 = np.clip(self.x0(), lo, hi)
-        res = least_squares(resid, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.1, x_scale="jac")
+        res = least_squares(
+            resid,
+            x0,
+            bounds=(lo, hi),
+            loss="soft_l1",
+            f_scale=0.1,
+            x_scale="jac",
+            diff_step=self.diff_step,
+            max_nfev=self.max_nfev,
+        )
         dof = max(len(meas) - len(x0), 1)
         s2 = float(np.sum(res.fun**2)) / dof
         try:
@@ -139,45 +166,156 @@ class Problem:
         return res.x, err
 
 
+class ServingProblem(Problem):
+    """vLLM ``benchmark_serving`` rows: each run (GPU, model, lengths, request rate) is one
+    event-engine simulation of its 200 Poisson arrivals, read off for the three metrics the
+    rows report (mean TPOT, mean TTFT, output throughput). Runs that share a config share one
+    simulation; placements are computed once. The seed is fixed (common random numbers), so
+    a parameter change moves the timings, not the arrivals or the lengths; the finite-difference
+    step is large (2%) because a small change can flip which step admits a request.
+    """
+
+    diff_step = 0.02
+    max_nfev = 40
+
+    def __init__(self, profile_id: str, rows: pd.DataFrame):
+        self.profile_id = profile_id
+        self.base = uncalibrated(profile_id)
+        self.names = list(FITTED[profile_id])
+        keep = (
+            (rows["profile"] == profile_id)
+            & rows["metric_kind"].isin(SERVING_METRICS)
+            & pd.Series([is_serving(r) for r in rows.itertuples()], index=rows.index)
+        )
+        self.rows = rows[keep].reset_index(drop=True)
+        self.metrics = [str(m) for m in self.rows["metric_kind"]]
+        self.measured = self.rows["measured"].to_numpy(dtype=float)
+        self.cfgs = []
+        run_of: dict[tuple[Any, ...], int] = {}
+        self.run_index: list[int] = []
+        for r in self.rows.itertuples():
+            key = tuple(
+                getattr(r, c)
+                for c in (
+                    "gpu",
+                    "gpu_count",
+                    "model_id",
+                    "quant_id",
+                    "prompt_tokens",
+                    "output_tokens",
+                    "arrival_rate",
+                    "requests",
+                )
+            )
+            if key not in run_of:
+                run_of[key] = len(self.cfgs)
+                self.cfgs.append(row_config(r, self.base))
+            self.run_index.append(run_of[key])
+        self.placements = [place(c) for c in self.cfgs]
+
+    def simulate(
+        self, x: Sequence[float] | np.ndarray, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        prof = self.profile_at(x)
+        sigma = sharegpt_sigma(prof)
+        m = np.ones(len(self.rows), bool) if mask is None else mask
+        need = sorted({self.run_index[i] for i in range(len(self.rows)) if m[i]})
+        runs: dict[int, dict[str, Any]] = {}
+        for k in need:
+            cfg = replace(self.cfgs[k], profile=prof, length_spread=sigma)
+            runs[k] = summarize(Engine(cfg, self.placements[k]).run())
+        out = [
+            float(runs[self.run_index[i]][self.metrics[i]]) for i in range(len(self.rows)) if m[i]
+        ]
+        return np.asarray(out)
+
+
+def problem(profile_id: str, rows: pd.DataFrame) -> Problem:
+    """The fitting problem of a profile: serving runs through the engine for vLLM, the closed
+    form single stream for llama-bench rows."""
+    if profile_id in SERVING_PROFILES:
+        return ServingProblem(profile_id, rows)
+    return Problem(profile_id, rows)
+
+
 def data_hash(path: Path = MEASURED_CSV) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def load_fit_rows(profile_id: str) -> pd.DataFrame:
+    """The rows a profile is fitted to. The vLLM serving rows of measured.csv carry an old
+    ``fit_excluded_reason`` (from before this fit existed) and are read regardless of it."""
+    if profile_id in SERVING_PROFILES:
+        return load_rows(fit_only=False)
+    return load_rows()
+
+
 def fit_profile(profile_id: str, rows: pd.DataFrame | None = None) -> Fit:
-    rows = load_rows() if rows is None else rows
-    prob = Problem(profile_id, rows)
+    rows = load_fit_rows(profile_id) if rows is None else rows
+    prob = problem(profile_id, rows)
     x, err = prob.fit()
     sim = prob.simulate(x)
-    table = prob.rows[
-        ["row_id", "gpu", "gpu_count", "model_id", "quant_id", "test", "metric_kind", "measured"]
-    ].copy()
+    cols = ["row_id", "gpu", "gpu_count", "model_id", "quant_id", "test", "metric_kind"]
+    table = prob.rows[[*cols, "arrival_rate", "measured"]].copy()
     table["simulated"] = sim
     table["log_residual"] = np.log(sim / prob.measured)
     return Fit(profile_id, prob.names, x, err, table, data_hash())
 
 
-def _fold(args: tuple[str, str, pd.DataFrame]) -> pd.DataFrame:
-    """One leave-one-GPU-out fold: fit without ``gpu``, predict its rows."""
-    profile_id, gpu, rows = args
-    prob = Problem(profile_id, rows)
-    held = (prob.rows["gpu"] == gpu).to_numpy()
+def _fold(args: tuple[str, str, Any, pd.DataFrame]) -> pd.DataFrame:
+    """One cross-validation fold: fit without the rows whose ``column`` is ``value``, predict
+    them."""
+    profile_id, column, value, rows = args
+    prob = problem(profile_id, rows)
+    held = (prob.rows[column] == value).to_numpy()
     x, _ = prob.fit(~held)
-    part = prob.rows.loc[held, ["row_id", "gpu", "metric_kind", "measured"]].copy()
+    cols = ["row_id", "gpu", "gpu_count", "model_id", "arrival_rate", "metric_kind", "measured"]
+    part: pd.DataFrame = prob.rows.loc[held, [c for c in cols if c in prob.rows]].copy()
     part["simulated"] = prob.simulate(x, held)
+    part["fold"] = f"{column}={value}"
     return part
+
+
+def cv_folds(profile_id: str, prob: Problem) -> list[tuple[str, Any]]:
+    """(column, value) of each fold: leave one GPU out; with fewer than three GPUs (the vLLM
+    serving rows: one RTX 4090, one H100) also leave one request rate out."""
+    gpus = sorted(prob.rows["gpu"].unique())
+    folds: list[tuple[str, Any]] = [("gpu", str(g)) for g in gpus]
+    if profile_id in SERVING_PROFILES and len(gpus) < 3:
+        folds += [("arrival_rate", float(r)) for r in sorted(prob.rows["arrival_rate"].unique())]
+    return folds
 
 
 def cross_validate(
     profile_id: str, rows: pd.DataFrame | None = None, workers: int | None = None
 ) -> pd.DataFrame:
-    """Leave one GPU out: fit without it, predict its rows. One row per predicted measurement.
+    """Leave one GPU out (and, for serving rows from two GPUs, one request rate out): fit
+    without it, predict its rows. One row per predicted measurement and fold.
 
     The folds are independent fits, run on ``workers`` processes (default: one per CPU); the
     result does not depend on how many.
     """
-    rows = load_rows() if rows is None else rows
-    gpus = sorted(Problem(profile_id, rows).rows["gpu"].unique())
-    jobs = [(profile_id, str(g), rows) for g in gpus]
+    rows = load_fit_rows(profile_id) if rows is None else rows
+    return _run_folds(profile_id, cv_folds(profile_id, problem(profile_id, rows)), rows, workers)
+
+
+def cross_validate_models(
+    profile_id: str, rows: pd.DataFrame | None = None, workers: int | None = None
+) -> pd.DataFrame:
+    """Leave one model out: fit without any row of that model (every GPU, quant and test),
+    predict its rows. A model the fit has never seen is how users meet the simulator now."""
+    rows = load_fit_rows(profile_id) if rows is None else rows
+    models = sorted(str(m) for m in problem(profile_id, rows).rows["model_id"].unique())
+    return _run_folds(profile_id, [("model_id", m) for m in models], rows, workers)
+
+
+def _run_folds(
+    profile_id: str,
+    folds: list[tuple[str, Any]],
+    rows: pd.DataFrame,
+    workers: int | None,
+) -> pd.DataFrame:
+    jobs = [(profile_id, col, val, rows) for col, val in folds]
     n = min(len(jobs), workers or os.cpu_count() or 1)
     if n > 1:
         with ProcessPoolExecutor(max_workers=n) as pool:
@@ -193,8 +331,8 @@ RANGE_QUANTILES = (0.1, 0.9)
 
 
 def ranges_from_cv(cv: pd.DataFrame) -> dict[str, tuple[float, float]]:
-    """Per metric, the 10th and 90th percentile of simulated / measured when each GPU was left
-    out of the fit: a prediction p then has the range [p / q90, p / q10]."""
+    """Per metric, the 10th and 90th percentile of simulated / measured when each GPU (or
+    request rate) was left out of the fit: a prediction p then has the range [p / q90, p / q10]."""
     out = {}
     for metric, grp in cv.groupby("metric_kind"):
         ratio = (grp["simulated"] / grp["measured"]).to_numpy()

@@ -19,8 +19,8 @@ from simulator import cli_answers
 from simulator import config as config_mod
 from simulator.catalog import shelf
 from simulator.errors import CannotRun, ConfigError, SimError
-from simulator.export import write_requests, write_trace
-from simulator.result import evaluate, run, table
+from simulator.export import check_output_path, check_trace_size, write_requests, write_trace
+from simulator.result import check, refused, run, strict_json, table
 from simulator.strategies import registry
 
 LIST_KINDS = ("gpus", "links", "models", "quants", "profiles", "host_memory", "strategies")
@@ -112,8 +112,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _emit_error(err: SimError) -> int:
-    print(f"sim: error: {err}", file=sys.stderr)
+# Exit codes from least to most severe (interface.md section 2): with several configs, the
+# process exits with the most severe of theirs.
+EXIT_SEVERITY = {0: 0, 3: 1, 2: 2, 1: 3}
+
+
+def _worse(a: int, b: int) -> int:
+    """The more severe of two exit codes (0 ok < 3 cannot run < 2 invalid < 1 internal)."""
+    return a if EXIT_SEVERITY.get(a, 4) >= EXIT_SEVERITY.get(b, 4) else b
+
+
+def _debug() -> bool:
+    return os.environ.get("SIM_DEBUG", "") not in ("", "0")
+
+
+def _internal_error_line(exc: BaseException, where: str = "") -> str:
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 200 else text[:197] + "..."
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"sim: internal error: {where}{detail} (please report; SIM_DEBUG=1 shows the traceback)"
+
+
+def _emit_error(err: SimError, where: str = "") -> int:
+    print(f"sim: error: {where}{err}", file=sys.stderr)
     return err.exit_code
 
 
@@ -125,50 +146,85 @@ def _numbered(path: str, index: int, total: int) -> str:
     return str(p.with_name(f"{p.stem}.{index}{p.suffix}"))
 
 
+def _dumps(result: dict[str, Any]) -> str:
+    """Strict JSON: no NaN or Infinity (undefined metrics are null)."""
+    return json.dumps(strict_json(result), allow_nan=False)
+
+
+def _run_one(args: argparse.Namespace, path: str, index: int, total: int) -> int:
+    cfg = config_mod.load(path, args.set)
+    trace = _numbered(args.trace, index, total) if args.trace else None
+    requests_out = _numbered(args.requests_out, index, total) if args.requests_out else None
+    if trace:
+        check_output_path("--trace", trace)
+        check_trace_size(cfg)
+    if requests_out:
+        check_output_path("--requests-out", requests_out)
+    result, out = run(cfg, detail="layer" if trace else "stage", record_spans=bool(trace))
+    try:
+        if out is not None and trace:
+            write_trace(trace, out, cfg.name)
+        if out is not None and requests_out:
+            write_requests(requests_out, out)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {exc.filename or ''}: {exc.strerror or exc}") from None
+    fmt = args.format or ("json" if args.json else "table")
+    if fmt == "json":
+        print(_dumps(result), flush=True)
+    elif fmt == "table":
+        print(table(result), flush=True)
+    elif result["fits"]:
+        cli_answers.print_run(cfg, result, out, fmt)
+    if not result["fits"]:
+        if fmt != "json":
+            where = f"{path}: " if total > 1 else ""
+            print(f"sim: error: {where}{result['reason']}", file=sys.stderr)
+        return CannotRun.exit_code
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """Each config on its own: one that fails (even by a bug) does not stop the others."""
     worst = 0
     total = len(args.config)
     for index, path in enumerate(args.config):
+        where = f"{path}: " if total > 1 else ""
         try:
-            cfg = config_mod.load(path, args.set)
+            code = _run_one(args, path, index, total)
         except SimError as err:
-            worst = max(worst, _emit_error(err))
-            continue
-        result, out = run(
-            cfg, detail="layer" if args.trace else "stage", record_spans=bool(args.trace)
-        )
-        if out is not None and args.trace:
-            write_trace(_numbered(args.trace, index, total), out, cfg.name)
-        if out is not None and args.requests_out:
-            write_requests(_numbered(args.requests_out, index, total), out)
-        fmt = args.format or ("json" if args.json else "table")
-        if fmt == "json":
-            print(json.dumps(result), flush=True)
-        elif fmt == "table":
-            print(table(result), flush=True)
-        elif result["fits"]:
-            cli_answers.print_run(cfg, result, out, fmt)
-        if not result["fits"]:
-            if fmt != "json":
-                print(f"sim: error: {result['reason']}", file=sys.stderr)
-            worst = max(worst, CannotRun.exit_code)
+            code = _emit_error(err, where)
+            if isinstance(err, CannotRun) and args.json:  # refused while loading
+                print(_dumps(refused(Path(path).stem, str(err))), flush=True)
+        except Exception as exc:
+            if _debug():
+                raise
+            print(_internal_error_line(exc, where), file=sys.stderr)
+            code = 1
+        worst = _worse(worst, code)
     return worst
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Load, resolve and plan memory; no simulation."""
     worst = 0
     for path in args.config:
         try:
             cfg = config_mod.load(path, args.set)
-            result = evaluate(cfg)
+            reason = check(cfg)
         except SimError as err:
-            worst = max(worst, _emit_error(err))
+            worst = _worse(worst, _emit_error(err, f"{path}: "))
             continue
-        if result["fits"]:
+        except Exception as exc:
+            if _debug():
+                raise
+            print(_internal_error_line(exc, f"{path}: "), file=sys.stderr)
+            worst = _worse(worst, 1)
+            continue
+        if reason is None:
             print(f"{path}: ok ({cfg.name})")
         else:
-            print(f"sim: error: {path}: {result['reason']}", file=sys.stderr)
-            worst = max(worst, CannotRun.exit_code)
+            print(f"sim: error: {path}: {reason}", file=sys.stderr)
+            worst = _worse(worst, CannotRun.exit_code)
     return worst
 
 
@@ -240,9 +296,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     today = datetime.date.today().isoformat()
     fitted = []
+    model_cv = {}
     for pid in ids:
         fit = calibrate.fit_profile(pid)
         cv = calibrate.cross_validate(pid)
+        if pid not in calibrate.SERVING_PROFILES:
+            model_cv[pid] = calibrate.cross_validate_models(pid)
         ranges = calibrate.ranges_from_cv(cv)
         path = calibrate.write_params(fit, today, ranges)
         fitted.append((fit, cv, ranges))
@@ -252,16 +311,43 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             print(f"  {name:<28} {v['value']:>12.6g} +- {v['stderr']:.3g}")
         for metric, err in s["mean_abs_rel_error"].items():
             print(f"  mean |error| {metric:<16} {err:.1%}")
-        table = cv.pivot_table(
-            index="gpu",
-            columns="metric_kind",
-            values="rel_error",
-            aggfunc=lambda e: e.abs().mean(),
-        )
-        print("  leave-one-GPU-out mean |error| (fit without the GPU, predict it):")
-        print(table.round(3).to_string())
-        overall = cv.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
-        print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in overall.items()))
+        for kind, index, what in (
+            ("gpu", "gpu", "leave-one-GPU-out mean |error| (fit without the GPU, predict it):"),
+            ("arrival_rate", ["gpu", "arrival_rate"], "leave-one-rate-out mean |error|:"),
+        ):
+            part = cv[cv["fold"].str.startswith(kind + "=")]
+            if part.empty:
+                continue
+            table = part.pivot_table(
+                index=index,
+                columns="metric_kind",
+                values="rel_error",
+                aggfunc=lambda e: e.abs().mean(),
+            )
+            print(f"  {what}")
+            print(table.round(3).to_string())
+        for kind in ("gpu", "arrival_rate"):
+            part = cv[cv["fold"].str.startswith(kind + "=")]
+            if part.empty:
+                continue
+            overall = part.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
+            print(
+                f"  overall, leave one {kind.replace('arrival_rate', 'rate')} out: "
+                + ", ".join(f"{k} {v:.1%}" for k, v in overall.items())
+            )
+        if pid in model_cv:
+            mtable = model_cv[pid].pivot_table(
+                index="model_id",
+                columns="metric_kind",
+                values="rel_error",
+                aggfunc=lambda e: e.abs().mean(),
+            )
+            print("  leave-one-model-out mean |error| (fit without the model, predict it):")
+            print(mtable.round(3).to_string())
+            moverall = (
+                model_cv[pid].groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
+            )
+            print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in moverall.items()))
         print(
             "  prediction ranges (simulated/measured, p10..p90): "
             + ", ".join(f"{k} {lo:.2f}..{hi:.2f}" for k, (lo, hi) in ranges.items())
@@ -270,7 +356,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from simulator import claims, profiles, report
 
         profiles.profile.cache_clear()  # the claims use the parameters just written
-        written = report.write_report(fitted, claims.evaluate_claims())
+        written = report.write_report(fitted, claims.evaluate_claims(), model_cv=model_cv)
         print(f"report: {written[0]} and {len(written) - 1} figures")
     return 0
 
@@ -339,6 +425,7 @@ class _SweepProgress:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from simulator import sweep
 
+    check_output_path("--out", args.out)
     plan = sweep.make_plan(args.config, args.vary, args.set)
     s = sweep.run(
         plan,
@@ -359,6 +446,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI boundary: an unexpected exception becomes one line and exit 1 (SIM_DEBUG=1
+    re-raises it with its traceback)."""
+    try:
+        return _main(argv)
+    except Exception as exc:
+        if _debug():
+            raise
+        print(_internal_error_line(exc), file=sys.stderr)
+        return 1
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":

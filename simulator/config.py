@@ -9,9 +9,10 @@ an NVLink bridge on cards without the connector, ...) is :class:`CannotRun` (exi
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,21 @@ from simulator.speculative import DEFAULT_ACCEPTANCE, METHODS, SpeculativeSpec
 REQUIRED = object()
 SCHEDULERS = ("continuous", "slots", "static")
 ROUTERS = ("round_robin", "least_loaded")
-LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
+LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal", "lognormal_stratified")
 KV_PAD_TOKENS = 256  # llama.cpp: cparams.n_ctx = GGML_PAD(n_ctx, 256), and each slot's share
 KV_CACHE_DTYPES = {"f16": 2.0, "bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+# Input sizes beyond which a config is refused (exit 2) instead of exhausting memory or time;
+# docs/interface.md section 6 lists them.
+MAX_CONFIG_BYTES = 1 << 20  # a config file (a TOML text)
+MAX_OVERRIDE_CHARS = 10_000  # one --set value
+MAX_INT = 2**53  # larger integers are not exact as floats; no key needs them
+MAX_REQUESTS = 1_000_000  # a run's requests (and rows of a lengths CSV)
+MAX_CONCURRENCY = 100_000  # closed-loop users
+MAX_NODES = 1024
+MAX_GPUS_PER_NODE = 64
+MIN_ARRIVAL_RATE_PER_S = 1e-6
+MAX_LOGNORMAL_SIGMA = 2.0  # median = mean x exp(-sigma^2 / 2): 1/7.4 of the mean at sigma 2
 
 
 @dataclass(frozen=True)
@@ -50,9 +63,29 @@ def _min(lo: float) -> Callable[[Any], str | None]:
     return check
 
 
+def _between(lo: float, hi: float, why: str) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return None if lo <= v <= hi else f"must be between {lo:,g} and {hi:,g} ({why})"
+
+    return check
+
+
+def _rate(v: Any) -> str | None:
+    if v == 0 or v >= MIN_ARRIVAL_RATE_PER_S:
+        return None
+    return (
+        f"must be 0 (closed loop) or >= {MIN_ARRIVAL_RATE_PER_S:g} requests/s "
+        "(one request per 11.6 days)"
+    )
+
+
 def _positive(v: Any) -> str | None:
     values = v if isinstance(v, list) else [v]
     return None if all(x > 0 for x in values) else "must be > 0"
+
+
+def _unit_interval(v: Any) -> str | None:
+    return None if 0 < v <= 1 else "must be in (0, 1]"
 
 
 def _nonempty(v: Any) -> str | None:
@@ -62,9 +95,17 @@ def _nonempty(v: Any) -> str | None:
 SCHEMA: dict[str, Key | dict[str, Key]] = {
     "name": Key("str", None, doc="a human description; defaults to the file name"),
     "hardware": {
-        "gpus": Key("list[str]", REQUIRED, _nonempty, "GPU ids in one machine"),
+        "gpus": Key(
+            "list[str]",
+            REQUIRED,
+            lambda v: (
+                _nonempty(v)
+                or (None if len(v) <= MAX_GPUS_PER_NODE else f"at most {MAX_GPUS_PER_NODE} GPUs")
+            ),
+            "GPU ids in one machine",
+        ),
         "gpu_link": Key("str", None, doc="link id between the GPUs of a machine"),
-        "nodes": Key("int", 1, _min(1), "identical machines"),
+        "nodes": Key("int", 1, _between(1, MAX_NODES, "machines"), "identical machines"),
         "node_link": Key("str", None, doc="link id between machines"),
         "host_memory": Key("str", None, doc="system RAM id, for CPU offload"),
         "p2p": Key(
@@ -73,7 +114,10 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
             doc="GPU peer-to-peer over PCIe: auto (stock driver), true (patched driver) or false",
         ),
         "power_limit_w": Key("float|list[float]", None, _positive, "per-GPU power cap"),
-        "unified_memory_gib": Key("float", None, _positive, "Apple: unified memory size"),
+        "unified_memory_gib": Key(
+            "float", None, _positive, "unified-memory machines (Apple, DGX Spark, Ryzen AI Max)"
+        ),
+        "host_memory_gib": Key("float", None, _positive, "system RAM installed, GiB"),
     },
     "model": {
         "name": Key("str", None, doc="model id (or give hf_config or gguf)"),
@@ -100,6 +144,7 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "ubatch_tokens": Key("int", None, _min(1), "micro-batch size (llama.cpp n_ubatch)"),
         "flash_attention": Key("bool", None, doc="fused attention (no score matrix)"),
         "kv_cache_dtype": Key("str", None, doc="f16, bf16, fp8, q8_0 or q4_0"),
+        "backend": Key("str", None, doc="cuda, rocm, vulkan, metal or sycl (default: vendor's)"),
         "scheduler": Key("str", None, doc="continuous, slots or static (default: the profile's)"),
         "max_num_seqs": Key(
             "int", None, _min(0), "sequences per step per replica (slots: --parallel); 0: no limit"
@@ -109,6 +154,12 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "chunked_prefill": Key("bool", None, doc="split long prompts across steps"),
         "router": Key("str", "round_robin", doc="replica router: round_robin or least_loaded"),
         "speculative": Key("table", None, doc="speculative decoding: [engine.speculative]"),
+        "gpu_memory_utilization": Key(
+            "float",
+            None,
+            _unit_interval,
+            "share of each GPU's memory the engine may use (vLLM --gpu-memory-utilization)",
+        ),
     },
     "workload": {
         "prompt_tokens": Key("int", 512, _min(0)),
@@ -117,15 +168,27 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "context_size": Key(
             "int", None, _min(1), "llama.cpp -c / vLLM max_model_len: what the KV cache holds"
         ),
-        "concurrency": Key("int", 1, _min(1), "requests in flight (closed loop)"),
-        "requests": Key("int", None, _min(1), "total requests; defaults to concurrency"),
-        "arrival_rate": Key("float", 0.0, _min(0), "requests/s, Poisson; 0: closed loop"),
+        "concurrency": Key(
+            "int",
+            1,
+            _between(1, MAX_CONCURRENCY, "the most users a run simulates"),
+            "requests in flight (closed loop)",
+        ),
+        "requests": Key(
+            "int",
+            None,
+            _between(1, MAX_REQUESTS, "the most requests a run simulates"),
+            "total requests; defaults to concurrency",
+        ),
+        "arrival_rate": Key("float", 0.0, _rate, "requests/s, Poisson; 0: closed loop"),
         "seed": Key("int", 0, _min(0)),
         "length_distribution": Key(
-            "str", "fixed", doc="fixed, uniform or lognormal around prompt/output_tokens"
+            "str",
+            "fixed",
+            doc="fixed, uniform, lognormal or lognormal_stratified around prompt/output_tokens",
         ),
         "length_spread": Key(
-            "float", None, _min(0), "uniform: half-width as a fraction; lognormal: sigma"
+            "float", None, _min(0), "uniform: half-width as a fraction; lognormal*: sigma"
         ),
         "lengths_csv": Key("str", None, doc="CSV of prompt_tokens,output_tokens per request"),
     },
@@ -178,17 +241,23 @@ def _type_name(v: Any) -> str:
 
 def _coerce(path: str, key: Key, v: Any) -> Any:
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{path}: expected {expected}, got {v!r} ({_type_name(v)})")
+        return ConfigError(f"{path}: expected {expected}, got {short_repr(v)} ({_type_name(v)})")
 
     def as_float(x: Any) -> float:
         if isinstance(x, bool) or not isinstance(x, int | float):
             raise bad("a number")
+        if isinstance(x, int) and abs(x) > MAX_INT:
+            raise ConfigError(f"{path}: {short_repr(x)} is too large (at most {MAX_INT:.3g})")
+        if not math.isfinite(x):
+            raise ConfigError(f"{path}: must be a finite number, got {x!r}")
         return float(x)
 
     kind = key.kind
     if kind == "int":
         if isinstance(v, bool) or not isinstance(v, int):
             raise bad("an integer")
+        if abs(v) > MAX_INT:
+            raise ConfigError(f"{path}: {short_repr(v)} is too large (at most {MAX_INT:.3g})")
         return v
     if kind == "float":
         return as_float(v)
@@ -199,6 +268,8 @@ def _coerce(path: str, key: Key, v: Any) -> Any:
     if kind == "str":
         if not isinstance(v, str):
             raise bad("a string")
+        if not v.strip():
+            raise ConfigError(f"{path}: empty string; leave the key out for the default")
         return v
     if kind == "bool|str":
         if isinstance(v, bool) or v == "auto":
@@ -207,6 +278,8 @@ def _coerce(path: str, key: Key, v: Any) -> Any:
     if kind == "list[str]":
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             raise bad("a list of strings")
+        if not all(x.strip() for x in v):
+            raise ConfigError(f"{path}: an empty string in the list {short_repr(v)}")
         return list(v)
     if kind == "list[float]":
         if not isinstance(v, list):
@@ -238,12 +311,19 @@ def _coerce(path: str, key: Key, v: Any) -> Any:
     raise AssertionError(kind)
 
 
+def short_repr(v: Any, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters, for error messages about huge values."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
 def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Type-check every key and fill defaults; returns a nested plain dict."""
     out: dict[str, Any] = {}
     for top in raw:
         if top not in SCHEMA:
-            raise ConfigError(f"unknown key '{top}'; {choices_hint(top, list(SCHEMA))}")
+            name = short_repr(top)[1:-1]
+            raise ConfigError(f"unknown key '{name}'; {choices_hint(top[:100], list(SCHEMA))}")
     for section, spec in SCHEMA.items():
         if isinstance(spec, Key):
             v = raw.get(section, spec.default)
@@ -251,20 +331,19 @@ def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
             continue
         body = raw.get(section, {})
         if not isinstance(body, dict):
-            raise ConfigError(f"{section}: expected a table [{section}], got {body!r}")
+            raise ConfigError(f"{section}: expected a table [{section}], got {short_repr(body)}")
         for k in body:
             if k not in spec:
                 full = [f"{section}.{x}" for x in spec]
-                raise ConfigError(
-                    f"unknown key '{section}.{k}'; {choices_hint(f'{section}.{k}', full)}"
-                )
+                name = f"{section}.{short_repr(k)[1:-1]}"
+                raise ConfigError(f"unknown key '{name}'; {choices_hint(name[:100], full)}")
         sec: dict[str, Any] = {}
         for k, key in spec.items():
             path = f"{section}.{k}"
             if k in body:
                 v = _coerce(path, key, body[k])
                 if key.check is not None and (msg := key.check(v)) is not None:
-                    raise ConfigError(f"{path}: {msg}, got {body[k]!r}")
+                    raise ConfigError(f"{path}: {msg}, got {short_repr(body[k])}")
                 sec[k] = v
             elif key.default is REQUIRED:
                 raise ConfigError(f"{path}: required key is missing")
@@ -285,11 +364,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, _, value = text.partition("=")
     key, value = key.strip(), value.strip()
     if key not in all_keys():
-        raise ConfigError(f"--set: unknown key '{key}'; {choices_hint(key, all_keys())}")
+        raise ConfigError(
+            f"--set: unknown key '{short_repr(key)[1:-1]}'; {choices_hint(key[:100], all_keys())}"
+        )
+    if len(value) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"--set {key}: value of {len(value):,} characters is too long")
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value
+    except RecursionError:
+        raise ConfigError(f"--set {key}: value nested too deeply") from None
     return key, parsed
 
 
@@ -368,6 +453,9 @@ class RunConfig:
         per_slot = n_ctx // self.concurrent_sequences
         return -(-per_slot // KV_PAD_TOKENS) * KV_PAD_TOKENS
 
+    # share of each GPU's memory the engine may use (the profile's default, e.g. vLLM 0.9)
+    gpu_memory_utilization: float = 1.0
+
     @property
     def gpus_per_node(self) -> int:
         return len(self.gpus)
@@ -382,7 +470,15 @@ class RunConfig:
 
     @property
     def max_sequence_tokens(self) -> int:
-        """The longest a sequence gets: cached context + prompt + output."""
+        """The longest a sequence gets: cached context + prompt + output of the longest request
+        (the configured lengths, or the longest drawn or read from the lengths CSV)."""
+        from simulator.workload import longest_request_tokens
+
+        return self.context_tokens + longest_request_tokens(self)
+
+    @property
+    def max_sequence_tokens_configured(self) -> int:
+        """context + prompt + output as configured (the mean request of a distribution)."""
         return self.context_tokens + self.prompt_tokens + self.output_tokens
 
     @property
@@ -431,13 +527,33 @@ class RunConfig:
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML config file (ConfigError if missing or malformed)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--config {path}: no such file")
     try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
+        if p.is_dir():
+            raise ConfigError(f"--config {path}: is a directory; expected a TOML file")
+        if not p.is_file():
+            raise ConfigError(f"--config {path}: no such file")
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"--config {path}: {size:,} bytes; a config is a TOML text of at most "
+                f"{MAX_CONFIG_BYTES:,} bytes"
+            )
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"--config {path}: not UTF-8 text (invalid byte at offset {exc.start}); "
+            "a config is a TOML text file"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"--config {path}: nested too deeply to be a config") from None
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -457,6 +573,23 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
         if not csv_path.is_absolute():
             wl["lengths_csv"] = str(Path(path).parent / csv_path)
     return resolve(raw)
+
+
+def _with_backend(
+    gpus: tuple[hardware.GpuSpec, ...], backend: str | None
+) -> tuple[tuple[hardware.GpuSpec, ...], str]:
+    """Apply ``engine.backend`` to every GPU, refusing a backend a GPU's vendor lacks; the
+    resolved value is the chosen backend, or the first GPU's default."""
+    if backend is None:
+        return gpus, gpus[0].engine_backend
+    for g in gpus:
+        valid = hardware.BACKENDS.get(g.vendor, ())
+        if backend not in valid:
+            raise ConfigError(
+                f"engine.backend: {backend!r} cannot drive {g.id} ({g.vendor}); "
+                f"valid choices: {', '.join(valid)}"
+            )
+    return tuple(replace(g, backend=backend) for g in gpus), backend
 
 
 def resolve(raw: Mapping[str, Any]) -> RunConfig:
@@ -489,14 +622,21 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     host_mem = None
     if hw["host_memory"] is not None:
         host_mem = hardware.host_memory(hw["host_memory"])
+        if hw["host_memory_gib"] is not None:
+            host_mem = host_mem.with_capacity_gib(hw["host_memory_gib"])
+    elif hw["host_memory_gib"] is not None:
+        raise ConfigError(
+            "hardware.host_memory_gib: needs hardware.host_memory (the RAM's speed grade); "
+            f"valid choices: {', '.join(shelf('host_memory'))}"
+        )
 
     if hw["unified_memory_gib"] is not None:
         size = hw["unified_memory_gib"]
-        non_apple = [g.id for g in gpus if not g.is_apple]
-        if non_apple:
+        discrete = [g.id for g in gpus if not g.unified_memory]
+        if discrete:
             raise ConfigError(
-                f"hardware.unified_memory_gib: only for Apple GPUs, but hardware.gpus has "
-                f"{', '.join(non_apple)}"
+                "hardware.unified_memory_gib: only for unified-memory machines (Apple, "
+                f"dgx-spark, ryzen-ai-max-395), but hardware.gpus has {', '.join(discrete)}"
             )
         for g in gpus:
             options = [o / 2**30 for o in g.memory_options_bytes]
@@ -522,7 +662,18 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             raise ConfigError(
                 f"hardware.power_limit_w: Apple GPUs ({apple[0]}) have no user power cap"
             )
+        for g, w in zip(gpus, power_limits, strict=True):
+            lo = max(g.tdp_w * hardware.MIN_POWER_LIMIT_FRACTION_OF_TDP, g.idle_power_w or 0.0)
+            hi = g.tdp_w * hardware.MAX_POWER_LIMIT_FRACTION_OF_TDP
+            if not lo <= w <= hi:
+                raise ConfigError(
+                    f"hardware.power_limit_w: {w:g} W is outside what {g.id} allows: "
+                    f"{lo:.0f} to {hi:.0f} W (2/7 of its {g.tdp_w:g} W TDP, the driver's "
+                    "minimum, up to 1.2x, the highest partner-board limit on record)"
+                )
         gpus = tuple(g.with_power_limit(w) for g, w in zip(gpus, power_limits, strict=True))
+
+    gpus, backend = _with_backend(gpus, eng["backend"])
 
     m, q = _model_and_quant(mdl)
     profile = profiles.profile(eng["profile"], "engine.profile")
@@ -594,6 +745,9 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         if eng["chunked_prefill"] is None
         else eng["chunked_prefill"]
     )
+    mem_util = eng["gpu_memory_utilization"]
+    if mem_util is None:
+        mem_util = profile.num("gpu_memory_utilization")
     dist = wl["length_distribution"]
     if dist not in LENGTH_DISTRIBUTIONS:
         raise ConfigError(
@@ -607,6 +761,12 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         )
     if dist == "uniform" and spread is not None and spread > 1:
         raise ConfigError(f"workload.length_spread: {spread:g} for uniform must be <= 1")
+    if dist == "lognormal" and spread is not None and spread > MAX_LOGNORMAL_SIGMA:
+        raise ConfigError(
+            f"workload.length_spread: sigma {spread:g} for lognormal must be <= "
+            f"{MAX_LOGNORMAL_SIGMA:g} (beyond it the median request is under 1/7 of the mean "
+            "and the lengths collapse to 1 token plus a few giants)"
+        )
     if wl["lengths_csv"] is not None and dist != "fixed":
         raise ConfigError(
             "workload.lengths_csv: the lengths come from the file; leave "
@@ -644,11 +804,13 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             "ubatch_tokens": ubatch,
             "flash_attention": flash,
             "kv_cache_dtype": kv_dtype,
+            "backend": backend,
             "scheduler": scheduler,
             "max_num_seqs": max_seqs,
             "max_num_batched_tokens": batched,
             "block_size": block,
             "chunked_prefill": chunked,
+            "gpu_memory_utilization": mem_util,
         },
         "workload": {**wl, "requests": requests},
     }
@@ -692,6 +854,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         cpu_moe_layers=cpu_moe_layers,
         speculative=_speculative(eng["speculative"], q, t),
         context_size=wl["context_size"],
+        gpu_memory_utilization=mem_util,
     )
     check_runnable(cfg)
     return cfg
@@ -821,11 +984,11 @@ def check_runnable(cfg: RunConfig) -> None:
             f"parallel.pipeline = {cfg.pipeline} stages but only {gpu_layers} layers run on "
             "GPUs; use fewer stages"
         )
-    apple = [g for g in cfg.gpus if g.is_apple]
-    if apple and cfg.gpus_per_node > 1:
+    unified = [g for g in cfg.gpus if g.unified_memory]
+    if unified and cfg.gpus_per_node > 1:
         raise CannotRun(
-            f"hardware.gpus: an Apple machine has one GPU ({apple[0].id}); "
-            "use hardware.nodes for several Macs"
+            f"hardware.gpus: a unified-memory machine has one GPU ({unified[0].id}); "
+            "use hardware.nodes for several machines"
         )
     link = cfg.gpu_link
     if link is not None and link.is_bridge:
@@ -851,11 +1014,59 @@ def check_runnable(cfg: RunConfig) -> None:
             f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "
             f"workload.context_size ({share}); raise workload.context_size"
         )
-    if cfg.max_sequence_tokens > m.max_context_tokens:
+    _check_lengths(cfg)
+    _check_stages(cfg)
+    from simulator import compat  # the engine table; imports this module's RunConfig
+
+    compat.check(cfg)
+
+
+def _check_lengths(cfg: RunConfig) -> None:
+    """Every request within the model's context (the lengths CSV is read here, so a broken
+    file is an error at load time, exit 2)."""
+    from simulator import workload
+
+    m = cfg.model
+    if cfg.lengths_csv is None and cfg.max_sequence_tokens_configured > m.max_context_tokens:
         raise CannotRun(
-            f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "
-            f"{m.id}'s maximum context of {m.max_context_tokens:,}"
+            f"workload: context + prompt + output = {cfg.max_sequence_tokens_configured:,} "
+            f"tokens exceeds {m.id}'s maximum context of {m.max_context_tokens:,}"
         )
+    if cfg.length_distribution == "fixed" and cfg.lengths_csv is None:
+        return
+    pairs = workload.length_pairs(cfg)
+    for i, (p, o) in enumerate(pairs):
+        if cfg.context_tokens + p + o <= m.max_context_tokens:
+            continue
+        if cfg.lengths_csv is not None:
+            rows = len(workload.read_lengths_csv(cfg.lengths_csv))
+            where, fix = f"{cfg.lengths_csv} line {i % rows + 2}", "shorten it"
+        else:
+            where = f"request {i} drawn from the {cfg.length_distribution} distribution"
+            fix = "lower workload.length_spread or the mean lengths"
+        raise CannotRun(
+            f"workload: {where} has context + prompt + output = {cfg.context_tokens + p + o:,} "
+            f"tokens, beyond {m.id}'s maximum context of {m.max_context_tokens:,}; {fix}"
+        )
+
+
+def _check_stages(cfg: RunConfig) -> None:
+    """Every pipeline stage holds at least one layer (llama.cpp would leave a GPU idle and
+    vLLM refuses a partition with an empty stage)."""
+    from simulator.placement import place
+
+    for stage in place(cfg).stages(0):
+        if not stage.layers:
+            how = (
+                f"parallel.layer_split = {list(cfg.layer_split)}"
+                if cfg.layer_split is not None
+                else "the default split (proportional to GPU memory)"
+            )
+            raise CannotRun(
+                f"{how} leaves pipeline stage {stage.index} with no layer of "
+                f"{cfg.model.id}'s {cfg.model.layers - cfg.offload_layers} GPU layers; give "
+                "every stage a larger share or use fewer stages"
+            )
 
 
 def check_types(raw: Mapping[str, Any]) -> dict[str, Any]:

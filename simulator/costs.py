@@ -52,12 +52,15 @@ def backend_num(
 ) -> float:
     """A profile parameter as the backend driving ``gpu`` has it.
 
-    One engine may run different kernels per vendor (llama.cpp: CUDA on NVIDIA, Metal on
-    Apple); ``<name>_metal`` overrides ``name`` on Apple GPUs when the profile gives it.
-    ``default`` stands in when the profile has neither (parameters older profiles lack).
+    One engine may run different kernels per backend (llama.cpp: CUDA on NVIDIA, Metal on
+    Apple, ROCm or Vulkan on AMD); ``<name>_<backend>`` (``_metal``, ``_rocm``, ``_vulkan``,
+    ...) overrides ``name`` on that backend (``GpuSpec.engine_backend``: ``engine.backend`` or
+    the vendor's default) when the profile gives it. ``default`` stands in when the profile
+    has neither (parameters older profiles lack).
     """
-    if gpu.is_apple and f"{name}_metal" in profile.params:
-        return profile.num(f"{name}_metal")
+    specific = f"{name}_{gpu.engine_backend}"
+    if specific in profile.params:
+        return profile.num(specific)
     if default is not None and name not in profile.params:
         return default
     return profile.num(name)
@@ -70,12 +73,33 @@ def compute_efficiency(profile: EngineProfile, tokens: float) -> float:
     return profile.num("compute_efficiency") / padding
 
 
-def matmul_peak_flops(gpu: GpuSpec, profile: EngineProfile) -> float:
-    """The dense peak for the profile's GEMM precision on this GPU."""
-    return gpu.matmul_flops_per_s(str(profile.get("matmul_dtype")))
+def gemm_dtype(gpu: GpuSpec, profile: EngineProfile, weight_dtype: str | None = None) -> str:
+    """The precision the engine runs a weight GEMM in, for weights of ``weight_dtype`` on ``gpu``.
+
+    A profile may give ``gemm_dtype_<weight dtype>`` (e.g. ``gemm_dtype_fp8``): a list of
+    ``architecture=dtype`` rules, ``*`` for any other GPU. vLLM runs FP8 checkpoints as W8A8
+    on FP8 tensor cores (Ada, Hopper, Blackwell) and as weight-only W8A16 through Marlin on
+    Ampere (weights read at 1 byte, math at the 16-bit rate). Without a rule the profile's
+    ``matmul_dtype`` applies (16-bit activations: GGUF, AWQ/GPTQ Marlin, BF16).
+    """
+    base = str(profile.get("matmul_dtype"))
+    rules = profile.params.get(f"gemm_dtype_{weight_dtype}") if weight_dtype else None
+    if not rules:
+        return base
+    table = dict(str(r).split("=", 1) for r in rules)
+    return table.get(gpu.architecture, table.get("*", base))
 
 
-def power_clock_fraction(gpu: GpuSpec, profile: EngineProfile) -> float:
+def matmul_peak_flops(
+    gpu: GpuSpec, profile: EngineProfile, weight_dtype: str | None = None
+) -> float:
+    """The dense peak for the GEMM precision the profile runs ``weight_dtype`` weights in."""
+    return gpu.matmul_flops_per_s(gemm_dtype(gpu, profile, weight_dtype))
+
+
+def power_clock_fraction(
+    gpu: GpuSpec, profile: EngineProfile, weight_dtype: str | None = None
+) -> float:
     """Share of the boost clock a long GEMM sustains under the board power limit.
 
     With every SM busy on tensor work, the chip draws SMs x clock x the energy one SM-cycle
@@ -91,19 +115,20 @@ def power_clock_fraction(gpu: GpuSpec, profile: EngineProfile) -> float:
     cycles = gpu.sm_cycles_per_s
     if nj <= 0 or not cycles or gpu.is_apple:
         return 1.0
-    flops_per_cycle = matmul_peak_flops(gpu, profile) / cycles
+    flops_per_cycle = matmul_peak_flops(gpu, profile, weight_dtype) / cycles
     joules_per_cycle = nj * 1e-9 + pj_flop * 1e-12 * flops_per_cycle
     return min(1.0, gpu.tdp_w / (cycles * joules_per_cycle))
 
 
-def sustained_flops(gpu: GpuSpec, profile: EngineProfile) -> float:
+def sustained_flops(gpu: GpuSpec, profile: EngineProfile, weight_dtype: str | None = None) -> float:
     """Matmul FLOP/s a long GEMM sustains: peak x efficiency x the power-limited clock share.
 
     The efficiency is the backend's (``compute_efficiency_metal`` on Apple GPUs, which run
     matmuls on their FP32 ALUs rather than on tensor cores).
     """
     eff = backend_num(profile, gpu, "compute_efficiency")
-    return matmul_peak_flops(gpu, profile) * eff * power_clock_fraction(gpu, profile)
+    peak = matmul_peak_flops(gpu, profile, weight_dtype)
+    return peak * eff * power_clock_fraction(gpu, profile, weight_dtype)
 
 
 def extra_prefill_bytes(
@@ -138,7 +163,7 @@ def achieved_bandwidth(gpu: GpuSpec, profile: EngineProfile, quantized: bool) ->
     instructions per byte, so quantized weights have their own, lower rate. NVIDIA SMs and
     Apple GPU cores (both 128 FP32 lanes wide) count as SMs; other vendors have no cap.
     """
-    peak = gpu.memory_bandwidth_bytes_per_s * profile.num("memory_efficiency")
+    peak = gpu.memory_bandwidth_bytes_per_s * backend_num(profile, gpu, "memory_efficiency")
     cycles = gpu.sm_cycles_per_s
     key = "stream_bytes_per_sm_cycle_quant" if quantized else "stream_bytes_per_sm_cycle_f16"
     if cycles is None or key not in profile.params or profile.num(key) <= 0:
@@ -155,6 +180,8 @@ def kernel_time(
     layers: float = 1.0,
     compute_share: float = 1.0,
     quantized: bool = False,
+    weight_dtype: str | None = None,
+    flash_attention: bool = False,
 ) -> KernelTime:
     """Time for ``work`` (``layers`` decoder layers' worth) on ``gpu`` for a ``tokens``-row batch.
 
@@ -163,23 +190,77 @@ def kernel_time(
     roofline over the KV cache, read ``kv_read_passes`` times) and the memory-bound kernels
     moving ``extra_bytes`` (score matrix, dequantization).
     ``compute_share`` is the fraction of the work's FLOPs and bytes this device does (1/t
-    under tensor parallelism).
+    under tensor parallelism). The weight GEMMs run at the precision the profile picks for
+    ``weight_dtype`` on this GPU (:func:`gemm_dtype`); attention stays at the 16-bit rate.
+    With ``flash_attention`` the fused kernel streams K and V once
+    (``kv_read_passes_fa``, 1 unless a profile says otherwise); ``kv_read_passes`` describes
+    the unfused matrix-vector kernels.
     """
     tile = profile.num("compute_tile_tokens")
-    padding = max(1.0, tile / tokens) if tokens > 0 else 1.0
+    padded = cuda_graph_tokens(profile, tokens)
+    padding = max(1.0, tile / tokens, padded / tokens) if tokens > 0 else 1.0
     rate = sustained_flops(gpu, profile) / padding
+    gemm_rate = sustained_flops(gpu, profile, weight_dtype) / padding
     bw_weights = achieved_bandwidth(gpu, profile, quantized)
     bw = achieved_bandwidth(gpu, profile, False)
-    kv_passes = backend_num(profile, gpu, "kv_read_passes", 1.0)
+    kv_key = "kv_read_passes_fa" if flash_attention else "kv_read_passes"
+    kv_passes = backend_num(profile, gpu, kv_key, 1.0)
     share = compute_share
-    gemm_c = (work.flops - work.attention_flops) * share / rate
+    gemm_c = (work.flops - work.attention_flops) * share / gemm_rate
     gemm_m = (work.weight_bytes + work.activation_bytes) * share / bw_weights
     attn_c = work.attention_flops * share / rate
     attn_m = (work.kv_read_bytes * kv_passes + work.kv_write_bytes) * share / bw
     aux_m = extra_bytes / bw
-    overhead_s = profile.num("layer_overhead_s") * layers
+    overhead_s = layer_overhead_s(profile, tokens) * layers
     seconds = max(gemm_c, gemm_m) + max(attn_c, attn_m) + aux_m + overhead_s
     return KernelTime(seconds, gemm_c + attn_c, gemm_m + attn_m + aux_m, overhead_s)
+
+
+def cuda_graph_tokens(profile: EngineProfile, tokens: float) -> float:
+    """The batch a captured CUDA graph runs for ``tokens`` tokens (vLLM pads to a capture size).
+
+    vLLM captures graphs for batch sizes 1, 2, 4 and every multiple of 8 up to
+    ``cuda_graph_max_tokens`` (512 by default) and pads a smaller batch to the next one; a
+    larger batch runs eagerly at its own size. Profiles without graphs (no
+    ``cuda_graph_max_tokens``, or 0) run every batch at its own size.
+    """
+    cap = float(profile.params.get("cuda_graph_max_tokens", 0) or 0)
+    if tokens <= 0 or cap <= 0 or tokens > cap:
+        return tokens
+    for size in (1, 2, 4):
+        if tokens <= size:
+            return float(size)
+    return float(-(-tokens // 8) * 8)
+
+
+def layer_overhead_s(profile: EngineProfile, tokens: float) -> float:
+    """Per-layer launch and synchronisation overhead of a batch of ``tokens`` tokens.
+
+    A batch a CUDA graph covers (``cuda_graph_tokens``) replays its kernels from the graph
+    (``layer_overhead_s``); a larger one launches every kernel from Python
+    (``eager_layer_overhead_s``, when the profile gives it).
+    """
+    cap = float(profile.params.get("cuda_graph_max_tokens", 0) or 0)
+    if cap > 0 and tokens > cap and "eager_layer_overhead_s" in profile.params:
+        return profile.num("eager_layer_overhead_s")
+    return profile.num("layer_overhead_s")
+
+
+def step_overhead_s(profile: EngineProfile, sequences: int) -> float:
+    """Host time of one engine step outside the GPU kernels: scheduling, preparing the inputs,
+    sampling and handing the tokens over (``token_overhead_s``), plus a part that grows with
+    the sequences in the batch (``step_overhead_per_seq_s``: per-request bookkeeping, block
+    tables, sampler and output processing in vLLM's Python scheduler; 0 when a profile does
+    not give it)."""
+    per_seq = float(profile.params.get("step_overhead_per_seq_s", 0.0))
+    return profile.num("token_overhead_s") + per_seq * max(sequences, 0)
+
+
+def stream_delay_s(profile: EngineProfile) -> float:
+    """Time from a token leaving the engine to the benchmark client receiving it: detokenizing,
+    the output processor and the HTTP/SSE stream (``stream_delay_s``; 0 when absent). It adds
+    to TTFT and E2E, not to TPOT (every token pays it)."""
+    return float(profile.params.get("stream_delay_s", 0.0))
 
 
 def host_kernel_time(
@@ -217,14 +298,52 @@ def transfer_time(path: Path, size_bytes: float, profile: EngineProfile) -> floa
     return link.latency_s + size_bytes / (link.bandwidth_per_direction_bytes_per_s * eff)
 
 
-def allreduce_time(path: Path, size_bytes: float, ranks: int, profile: EngineProfile) -> float:
-    """Ring all-reduce of ``size_bytes`` over ``ranks``: 2(n-1) steps of size/n each.
+CUSTOM_ALLREDUCE_WORLD_SIZES = (2, 4, 6, 8)  # vLLM custom_all_reduce.py _SUPPORTED_WORLD_SIZES
 
-    Each step pays the path's latency; the engine's fixed per-collective cost
-    (``collective_overhead_s``, kernel launch and synchronisation) is added once.
+
+def uses_custom_allreduce(
+    path: Path, size_bytes: float, ranks: int, profile: EngineProfile
+) -> bool:
+    """Whether vLLM runs this all-reduce with its own kernel instead of NCCL.
+
+    vLLM's custom all-reduce needs CUDA P2P between the ranks (a host-staged path has none:
+    GeForce cards without P2P fall back to NCCL), a world size of 2, 4, 6 or 8, every pair
+    joined by NVLink when more than two GPUs take part (PCIe only for two), and a message no
+    larger than ``custom_allreduce_max_bytes`` (8 MiB by default; 0 or absent: never).
+    """
+    cap = float(profile.params.get("custom_allreduce_max_bytes", 0) or 0)
+    if cap <= 0 or path.host_staged or ranks not in CUSTOM_ALLREDUCE_WORLD_SIZES:
+        return False
+    if path.link.kind not in ("nvlink", "pcie"):
+        return False
+    if ranks > 2 and path.link.kind != "nvlink":
+        return False
+    return size_bytes <= cap
+
+
+def allreduce_time(path: Path, size_bytes: float, ranks: int, profile: EngineProfile) -> float:
+    """All-reduce of ``size_bytes`` over ``ranks``: a latency floor plus a bandwidth term.
+
+    * NCCL ring: 2(n-1) steps of size/n each, every step paying the path's latency (the
+      host-staged latency and bounce rate without P2P), plus NCCL's fixed per-collective cost
+      (``collective_overhead_s``: launch, proxy and synchronisation; ~24 us measured for a small
+      message over PCIe).
+    * vLLM's custom all-reduce (``uses_custom_allreduce``): one kernel in which each rank reads
+      its peers' buffers over P2P and reduces (two-shot: reduce-scatter then all-gather, so
+      2(n-1)/n x size crosses each rank's link) after one barrier: ``custom_allreduce_overhead_s``
+      + one link latency + the bandwidth term. That is what small decode messages pay on
+      NVLink and on two PCIe GPUs with P2P.
     """
     if ranks <= 1:
         return 0.0
+    if uses_custom_allreduce(path, size_bytes, ranks, profile):
+        link = path.link
+        bw = link.bandwidth_per_direction_bytes_per_s * profile.num("link_efficiency")
+        return (
+            profile.num("custom_allreduce_overhead_s")
+            + link.latency_s
+            + ring_bytes_per_rank(size_bytes, ranks) / bw
+        )
     steps = 2 * (ranks - 1)
     chunk = size_bytes / ranks
     per_step = transfer_time(path, chunk, profile)

@@ -31,19 +31,19 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import simpy
 
 from simulator import workload
 from simulator.config import RunConfig
-from simulator.costs import transfer_time
+from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
-from simulator.phases import ACTIVATION_BYTES, Part, StageCoster, part_tokens
-from simulator.placement import Placement, Stage, place
+from simulator.phases import Part
+from simulator.placement import Placement, place
 from simulator.scheduler import Chunk, Scheduler, Sequence, Settings
-from simulator.topology import Route, host_route, route
+from simulator.timeline import Phase, Step, Timeline, Timelines, step_overhead_s
 
 Detail = Literal["stage", "layer"]
 Proc = Generator[simpy.Event, Any, Any]
@@ -131,16 +131,16 @@ class Engine:
         placement: Placement | None = None,
         detail: Detail = "stage",
         record_spans: bool = False,
+        fast: bool = True,
     ):
         self.cfg = cfg
         self.placement = placement or place(cfg)
         self.detail = detail
         self.record_spans = record_spans
         self.env = simpy.Environment()
-        self.coster = StageCoster(cfg, self.placement)
+        self.fast = fast  # book an uncontended iteration without events
+        self.timelines = Timelines(cfg, self.placement, layers=detail == "layer")
         self._resources: dict[str, simpy.Resource] = {}
-        self._ring_links: dict[tuple[int, str], tuple[str, ...]] = {}
-        self._routes: dict[tuple[str, str], list[Route | None]] = {}
         self.busy_s: dict[str, float] = {}
         self.link_bytes: dict[str, float] = {}
         self.spans: list[Span] = []
@@ -180,11 +180,21 @@ class Engine:
                 kv_capacity_tokens=(pool // per_ve) if paged and pool is not None else None,
                 merge_prefill=bool(prof.get("merge_prefill")),
             )
-            self.schedulers.append([Scheduler(settings) for _ in range(per_ve)])
+            # max_num_seqs is shared by the virtual engines: their limits sum to it
+            share = [
+                max(1, cfg.max_num_seqs // per_ve + (1 if v < cfg.max_num_seqs % per_ve else 0))
+                if cfg.max_num_seqs
+                else 0
+                for v in range(per_ve)
+            ]
+            self.schedulers.append(
+                [Scheduler(replace(settings, max_num_seqs=share[v])) for v in range(per_ve)]
+            )
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self._records: dict[int, RequestRecord] = {}
         self._done: dict[int, simpy.Event] = {}
         self._routed = 0
+        self._stream_delay_s = stream_delay_s(prof)
 
     # -- resources -----------------------------------------------------------------------
 
@@ -226,124 +236,75 @@ class Engine:
             for n, r in zip(ordered, reqs, strict=True):
                 self._resource(n).release(r)
 
-    def _count_bytes(self, rt: Route, size_bytes: float) -> None:
-        for n in rt.resources:
-            self.link_bytes[n] = self.link_bytes.get(n, 0.0) + size_bytes
+    # -- one micro-batch: the readers of its timeline ----------------------------------------
 
-    def _transfer(self, rt: Route | None, size_bytes: float, label: str, critical: bool) -> Proc:
-        if rt is None or size_bytes <= 0:
+    def _account(self, ph: Phase, critical: bool) -> None:
+        """Book a phase's bound seconds (stage level, at either detail) and critical path."""
+        bound = self.bound_s
+        for st in ph.steps:
+            if st.kind == "gpu":
+                if st.compute_bound_s > st.memory_bound_s:
+                    bound["compute"] += st.compute_bound_s
+                else:
+                    bound["memory-bandwidth"] += st.memory_bound_s
+                bound["overhead"] += st.overhead_s
+        if critical:
+            for kind, sec in ph.critical:
+                self.critical_s[kind] += sec
+
+    def _count_bytes(self, st: Step) -> None:
+        for n, size in st.link_bytes:
+            self.link_bytes[n] = self.link_bytes.get(n, 0.0) + size
+
+    def _step(self, st: Step, held: tuple[str, ...], label: str) -> Proc:
+        """Run one step; it acquires whatever of its tracks the phase does not hold."""
+        self._count_bytes(st)
+        extra = tuple(n for n in st.tracks if n not in held)
+        if extra:
+            yield from self._hold(extra, st.label.format(label), st.seconds)
+        else:
+            yield from self._busy(st.tracks, st.label.format(label), st.seconds)
+
+    def _phase(self, ph: Phase, label: str, critical: bool) -> Proc:
+        if ph.parallel:
+            self._account(ph, critical)
+            procs = [self.env.process(self._step(st, (), label)) for st in ph.steps]
+            yield self.env.all_of(procs)
             return
-        seconds = transfer_time(rt.path, size_bytes, self.cfg.profile)
-        if critical:
-            self.critical_s["interconnect"] += seconds
-        self._count_bytes(rt, size_bytes)
-        yield from self._hold(rt.resources, label, seconds)
-
-    # -- one stage ------------------------------------------------------------------------
-
-    def _account_stage(self, cost: Any, critical: bool) -> None:
-        self.bound_s["compute"] += (
-            cost.compute_bound_s if cost.compute_bound_s > cost.memory_bound_s else 0.0
-        )
-        self.bound_s["memory-bandwidth"] += (
-            cost.memory_bound_s if cost.memory_bound_s >= cost.compute_bound_s else 0.0
-        )
-        self.bound_s["overhead"] += cost.overhead_s
-        if critical:
-            self.critical_s["gpu"] += cost.compute_s
-            self.critical_s["interconnect"] += cost.allreduce_s
-
-    def _stage(
-        self, stage: Stage, parts: tuple[Part, ...], logits: int, label: str, critical: bool
-    ) -> Proc:
-        cost = self.coster.stage(stage, parts, logits)
-        gpus = tuple(d.name for d in stage.devices)
-        ordered = tuple(sorted(gpus))
-        reqs = [self._resource(n).request() for n in ordered]
+        reqs = [self._resource(n).request() for n in ph.holds]
         try:
             for r in reqs:
                 yield r
-            self._account_stage(cost, critical)
-            ar_links = self._allreduce_links(stage)
-            if self.detail == "stage":
-                yield from self._busy(ordered, label, cost.compute_s)
-                if cost.allreduce_s > 0:
-                    self._count_allreduce_bytes(ar_links, cost.allreduce_bytes)
-                    yield from self._hold(ar_links, f"all-reduce {label}", cost.allreduce_s)
-            else:
-                layer = stage.first_layer
-                for lc, count in cost.layer_costs:
-                    for _ in range(count):
-                        yield from self._busy(ordered, f"layer {layer} {label}", lc.compute_s)
-                        if lc.allreduce_s > 0:
-                            self._count_allreduce_bytes(ar_links, lc.allreduce_bytes)
-                            yield from self._hold(ar_links, f"all-reduce L{layer}", lc.allreduce_s)
-                        layer += 1
-                yield from self._busy(ordered, f"output head {label}", cost.head_s)
+            self._account(ph, critical)
+            steps = ph.layers if self.detail == "layer" and ph.layers else ph.steps
+            for st in steps:
+                yield from self._step(st, ph.holds, label)
         finally:
-            for n, r in zip(ordered, reqs, strict=True):
+            for n, r in zip(ph.holds, reqs, strict=True):
                 self._resource(n).release(r)
 
-    def _allreduce_links(self, stage: Stage) -> tuple[str, ...]:
-        """Every link direction a ring over the stage's tensor group uses."""
-        key = (stage.index, stage.devices[0].name)
-        hit = self._ring_links.get(key)
-        if hit is None:
-            hit = self._ring_links[key] = self._ring(stage)
-        return hit
+    def _micro_batch(self, timeline: Timeline, label: str, critical: bool) -> Proc:
+        """The SimPy reader: acquire and hold each phase's resources in order."""
+        for ph in timeline:
+            yield from self._phase(ph, label, critical)
 
-    def _ring(self, stage: Stage) -> tuple[str, ...]:
-        devs = stage.devices
-        names: set[str] = set()
-        for i, a in enumerate(devs):
-            rt = route(self.cfg, a, devs[(i + 1) % len(devs)])
-            if rt is not None:
-                names.update(rt.resources)
-        return tuple(sorted(names))
-
-    def _count_allreduce_bytes(self, links: tuple[str, ...], per_rank: float) -> None:
-        ranks = self.cfg.tensor
-        for n in links:  # each direction carries one rank's share
-            self.link_bytes[n] = self.link_bytes.get(n, 0.0) + per_rank * ranks / len(links)
-
-    def _send_routes(self, a: Stage, b: Stage) -> list[Route | None]:
-        key = (a.devices[0].name, b.devices[0].name)
-        hit = self._routes.get(key)
-        if hit is None:
-            hit = [route(self.cfg, da, db) for da, db in zip(a.devices, b.devices, strict=True)]
-            self._routes[key] = hit
-        return hit
-
-    def _send(self, a: Stage, b: Stage, tokens: int, label: str, critical: bool) -> Proc:
-        """Activations from stage ``a`` to stage ``b``: each tensor rank to its peer."""
-        size = tokens * self.cfg.model.hidden_size * ACTIVATION_BYTES
-        routes = self._send_routes(a, b)
-        # the ranks' copies run in parallel: the critical path pays the slowest once
-        crit = [i == 0 and critical for i in range(len(routes))]
-        procs = [
-            self.env.process(self._transfer(rt, size, label, c))
-            for rt, c in zip(routes, crit, strict=True)
-        ]
-        yield self.env.all_of(procs)
-
-    # -- host (CPU offload) ---------------------------------------------------------------
-
-    def _host_part(
-        self, replica: int, parts: tuple[Part, ...], prompt: bool, critical: bool
-    ) -> Proc:
-        if not (self.placement.cpu_layers or self.placement.cpu_expert_layers):
-            return
-        first = self.placement.stages(replica)[0].devices[0]
-        # llama.cpp copies host-resident weights to the GPU for large batches (op offload) ...
-        copy = self.coster.host_copy_bytes(parts)
-        if copy > 0:
-            rt = host_route(self.cfg, first, to_device=True)
-            yield from self._transfer(rt, copy, "offloaded weights", critical)
-        # ... and runs them on the CPU for small ones
-        seconds = self.coster.host_cpu_s(parts)
-        if critical:
-            self.critical_s["host-memory-bandwidth"] += seconds
-        yield from self._hold((f"node{first.node}/cpu",), "offloaded layers", seconds)
+    def _booked_micro_batch(self, timeline: Timeline, label: str, critical: bool) -> float:
+        """The contention-free reader: the same timeline booked without events; its duration."""
+        start = t = self.env.now
+        for ph in timeline:
+            self._account(ph, critical)
+            longest = 0.0
+            for st in ph.steps:
+                self._count_bytes(st)
+                if st.seconds > 0:
+                    name = st.label.format(label) if self.record_spans else ""
+                    self._book(st.tracks, name, t, st.seconds)
+                    if ph.parallel:
+                        longest = max(longest, st.seconds)
+                    else:
+                        t += st.seconds
+            t += longest
+        return t - start
 
     # -- one iteration --------------------------------------------------------------------
 
@@ -389,96 +350,40 @@ class Engine:
             out.append((tuple(parts), logits))
         return out
 
-    def _micro_batch(
-        self, replica: int, parts: tuple[Part, ...], logits: int, label: str, critical: bool
-    ) -> Proc:
-        stages = self.placement.stages(replica)
-        prompt = any(n > 1 for n, _, _ in parts)
-        tokens = part_tokens(parts)
-        yield from self._host_part(replica, parts, prompt, critical)
-        for s, stage in enumerate(stages):
-            yield from self._stage(stage, parts, logits, label, critical)
-            if s + 1 < len(stages):
-                yield from self._send(stage, stages[s + 1], tokens, label, critical)
-
-    def _booked_micro_batch(
-        self, replica: int, parts: tuple[Part, ...], logits: int, label: str, critical: bool
-    ) -> float:
-        """The uncontended walk of ``_micro_batch``, booked without events: its duration."""
-        cfg, prof = self.cfg, self.cfg.profile
-        stages = self.placement.stages(replica)
-        tokens = part_tokens(parts)
-        t = self.env.now
-        if self.placement.cpu_layers or self.placement.cpu_expert_layers:
-            first = stages[0].devices[0]
-            rt = host_route(cfg, first, to_device=True)
-            size = self.coster.host_copy_bytes(parts)
-            if rt is not None and size > 0:
-                sec = transfer_time(rt.path, size, prof)
-                if critical:
-                    self.critical_s["interconnect"] += sec
-                self._count_bytes(rt, size)
-                self._book(tuple(sorted(rt.resources)), "offloaded weights", t, sec)
-                t += sec
-            sec = self.coster.host_cpu_s(parts)
-            if critical:
-                self.critical_s["host-memory-bandwidth"] += sec
-            if sec > 0:
-                self._book((f"node{first.node}/cpu",), "offloaded layers", t, sec)
-                t += sec
-        for s, stage in enumerate(stages):
-            cost = self.coster.stage(stage, parts, logits)
-            self._account_stage(cost, critical)
-            gpus = tuple(sorted(d.name for d in stage.devices))
-            if cost.compute_s > 0:
-                self._book(gpus, label, t, cost.compute_s)
-                t += cost.compute_s
-            if cost.allreduce_s > 0:
-                links = self._allreduce_links(stage)
-                self._count_allreduce_bytes(links, cost.allreduce_bytes)
-                self._book(links, f"all-reduce {label}", t, cost.allreduce_s)
-                t += cost.allreduce_s
-            if s + 1 < len(stages):
-                size = tokens * cfg.model.hidden_size * ACTIVATION_BYTES
-                longest = 0.0
-                for i, rt in enumerate(self._send_routes(stage, stages[s + 1])):
-                    if rt is None or size <= 0:
-                        continue
-                    sec = transfer_time(rt.path, size, prof)
-                    if critical and i == 0:
-                        self.critical_s["interconnect"] += sec
-                    self._count_bytes(rt, size)
-                    self._book(tuple(sorted(rt.resources)), label, t, sec)
-                    longest = max(longest, sec)
-                t += longest
-        return t - self.env.now
-
     def _iteration(self, replica: int, ve: int, chunks: list[Chunk]) -> Proc:
         start = self.env.now
-        critical = replica == 0 and ve == 0 and not any(c.prefill for c in chunks)
+        decode_only = not any(c.prefill for c in chunks)
+        critical = replica == 0 and ve == 0 and decode_only
         batches = self._micro_batches(chunks)
         label = f"r{replica} step {self.iterations}"
-        overhead = self.cfg.profile.num("token_overhead_s")
-        spec = self.cfg.speculative
-        if spec is not None and not any(c.prefill for c in chunks):
-            overhead /= spec.tokens_per_cycle  # one scheduler step per draft-and-verify cycle
+        overhead = step_overhead_s(self.cfg, len(chunks), decode_only)
         if critical:
             self.critical_s["host-overhead"] += overhead
-        if len(batches) == 1 and self.virtual_engines == 1 and self.detail == "stage":
-            parts, logits = batches[0]
-            seconds = self._booked_micro_batch(replica, parts, logits, label, critical)
+        # replicas of one machine that run host-side work share its CPU: they must queue
+        # for it, which only the event path does
+        pl = self.placement
+        shared_cpu = bool(pl.cpu_layers or pl.cpu_expert_layers) and (
+            self.cfg.replicas > self.cfg.nodes
+        )
+        lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
+        if (
+            len(lines) == 1
+            and self.virtual_engines == 1
+            and self.detail == "stage"
+            and self.fast
+            and not shared_cpu
+        ):
+            seconds = self._booked_micro_batch(lines[0], label, critical)
             yield self.env.timeout(seconds + overhead)
             self.events += 1
         else:
             procs = [
-                self.env.process(
-                    self._micro_batch(replica, parts, logits, f"{label} ub{k}", critical)
-                )
-                for k, (parts, logits) in enumerate(batches)
+                self.env.process(self._micro_batch(line, f"{label} ub{k}", critical))
+                for k, line in enumerate(lines)
             ]
             yield self.env.all_of(procs)
             yield self.env.timeout(overhead)
-        if not any(c.prefill for c in chunks):
+        if decode_only:
             self.decode_step_s.append(self.env.now - start)
 
     # -- serving ---------------------------------------------------------------------------
@@ -503,17 +408,18 @@ class Engine:
             self.iterations += 1
             self.batch_sequences.append(len(chunks))
             now = self.env.now
+            seen = now + self._stream_delay_s  # when the client receives the tokens
             emitted, finished = sched.complete(chunks)
             for seq in emitted:
                 rec = self._records[seq.id]
                 if math.isnan(rec.first_token_s):
-                    rec.first_token_s = now
+                    rec.first_token_s = seen
                     if rec.prompt_tokens > 0:
                         self.prefill_time_s.append(now - rec.prefill_start_s)
-                rec.token_times_s.append(now)
+                rec.token_times_s.append(seen)
             for seq in finished:
                 rec = self._records[seq.id]
-                rec.end_s = now
+                rec.end_s = seen
                 rec.preemptions = seq.preemptions
                 self._done[seq.id].succeed()
             occ = sched.kv_occupancy()
@@ -608,6 +514,9 @@ class Engine:
         )
 
 
-def simulate(cfg: RunConfig, detail: Detail = "stage", record_spans: bool = False) -> SimOutput:
-    """Run ``cfg`` once and return what happened."""
-    return Engine(cfg, detail=detail, record_spans=record_spans).run()
+def simulate(
+    cfg: RunConfig, detail: Detail = "stage", record_spans: bool = False, fast: bool = True
+) -> SimOutput:
+    """Run ``cfg`` once and return what happened (``fast=False``: every iteration as SimPy
+    events, even where nothing contends)."""
+    return Engine(cfg, detail=detail, record_spans=record_spans, fast=fast).run()

@@ -18,8 +18,14 @@ that is not installed is a one-line :class:`ConfigError`.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
+import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -30,9 +36,37 @@ EXECUTORS = ("local", "dask", "ray")
 WINDOW_PER_WORKER = 4  # calls in flight per worker: enough to hide scheduling latency
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops submitting and keeps finished rows."""
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _worker_init(parent_pid: int, fds: tuple[tuple[int, int, int], ...]) -> None:
+    """A local worker: ignores Ctrl-C (the parent stops submitting and keeps finished rows),
+    drops its inherited copy of the output file (so the lock is the parent's alone), and dies
+    with the parent (SIGKILL or SIGTERM of the parent must not leave workers computing rows
+    nobody writes): PR_SET_PDEATHSIG on Linux, else a thread that watches the parent's pid."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd, dev, ino in fds:  # (fd, st_dev, st_ino): close it only if inherited (fork)
+        with contextlib.suppress(OSError):
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                os.close(fd)
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _windowed(
@@ -60,13 +94,22 @@ def _windowed(
             yield result(fut)
 
 
-def run_local(fn: Callable[..., Any], items: Iterable[tuple[Any, ...]], jobs: int) -> Iterator[Any]:
+def run_local(
+    fn: Callable[..., Any],
+    items: Iterable[tuple[Any, ...]],
+    jobs: int,
+    close_in_workers: tuple[tuple[int, int, int], ...] = (),
+) -> Iterator[Any]:
     """``fn(*args)`` for each item on ``jobs`` processes (in this process for ``jobs = 1``)."""
     if jobs <= 1:
         for args in items:
             yield fn(*args)
         return
-    ex = ProcessPoolExecutor(max_workers=jobs, initializer=_ignore_sigint)
+    ex = ProcessPoolExecutor(
+        max_workers=jobs,
+        initializer=_worker_init,
+        initargs=(os.getpid(), close_in_workers),
+    )
     try:
 
         def wait_some(pending: set[Future[Any]]) -> tuple[set[Any], set[Any]]:
@@ -176,12 +219,14 @@ def run_all(
     executor: str = "local",
     jobs: int = 1,
     address: str | None = None,
+    close_in_workers: tuple[tuple[int, int, int], ...] = (),
 ) -> Iterator[Any]:
-    """Dispatch to the named executor (ConfigError for an unknown name)."""
+    """Dispatch to the named executor (ConfigError for an unknown name). ``close_in_workers``:
+    (fd, st_dev, st_ino) of files local workers must not keep open (the locked journal)."""
     if executor == "local":
         if address is not None:
             raise ConfigError("--address: only for --executor dask or ray")
-        return run_local(fn, items, jobs)
+        return run_local(fn, items, jobs, close_in_workers)
     if executor == "dask":
         return run_dask(fn, items, jobs, address)
     if executor == "ray":

@@ -15,7 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from simulator.config import RunConfig
 from simulator.engine import SimOutput
+from simulator.errors import ConfigError
 
 REQUEST_COLUMNS = (
     "request_id",
@@ -129,6 +131,47 @@ def write_atomic_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+MAX_TRACE_BYTES = 200_000_000
+TRACE_BYTES_PER_SPAN = 120  # one Chrome "X" event as json.dumps writes it
+
+
+def check_output_path(flag: str, path: str | Path) -> None:
+    """ConfigError (exit 2) unless ``path`` can be written: not a directory, in an existing,
+    writable directory. Checked before a run so a long simulation is not lost at the end."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory; give a file name")
+    parent = target.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (
+        target.exists() and not os.access(target, os.W_OK)
+    ):
+        raise ConfigError(f"{flag} {path}: no permission to write there")
+
+
+def estimated_trace_spans(cfg: RunConfig) -> int:
+    """About how many spans ``--trace`` records (layer detail): one per layer, device and
+    step, with as many steps as tokens a replica's batch emits one at a time."""
+    streams = cfg.requests if cfg.open_loop else min(cfg.concurrency, cfg.requests)
+    if cfg.max_num_seqs:
+        streams = min(streams, cfg.max_num_seqs * cfg.replicas)
+    steps = cfg.requests * (cfg.output_tokens + 1) / max(1, streams) * cfg.replicas
+    layers_per_device = cfg.model.layers / max(1, cfg.pipeline)
+    return int(steps * cfg.total_gpus / max(1, cfg.replicas) * (layers_per_device + 2))
+
+
+def check_trace_size(cfg: RunConfig) -> None:
+    """Refuse (exit 2) a --trace that would write more than MAX_TRACE_BYTES."""
+    size = estimated_trace_spans(cfg) * TRACE_BYTES_PER_SPAN
+    if size > MAX_TRACE_BYTES:
+        raise ConfigError(
+            f"--trace: the timeline of {cfg.name} would take about {size / 1e6:,.0f} MB "
+            f"(limit {MAX_TRACE_BYTES / 1e6:.0f} MB); trace a shorter run (fewer "
+            "workload.requests or workload.output_tokens)"
+        )
 
 
 def write_trace(path: str | Path, out: SimOutput, name: str) -> None:

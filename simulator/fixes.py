@@ -274,7 +274,7 @@ def ranked(cfg: RunConfig) -> list[Fix]:
                 break
     # 4. experts or layers in system RAM (llama.cpp --n-cpu-moe / -ngl)
     host, host_note = _host(cfg)
-    unified = cfg.gpus[0].is_apple  # a Mac's RAM is the GPU's memory: nothing to move
+    unified = cfg.gpus[0].unified_memory  # the RAM is the GPU's memory: nothing to move
     moe_key = "cpu_moe_layers" in cfg.resolved["parallel"]
     if m.experts_total > 1 and cfg.cpu_moe_layers == 0 and moe_key and not unified:
         new = _fewest(cfg, "parallel.cpu_moe_layers", m.layers, host)
@@ -293,8 +293,11 @@ def ranked(cfg: RunConfig) -> list[Fix]:
     for qid in quant_family(cfg):
         from simulator.model import quant
 
-        if quant(qid).layer_bits_per_weight >= cfg.quant.layer_bits_per_weight:
+        q = quant(qid)
+        if q.layer_bits_per_weight >= cfg.quant.layer_bits_per_weight:
             continue
+        if q.format in ("nvfp4", "mxfp4") and cfg.quant.format != q.format:
+            continue  # FP4 kernels depend on the GPU generation: not offered as a general fix
         changes = {"model.quant": qid}
         new = _try(cfg, changes)
         if new is not None:
@@ -304,9 +307,10 @@ def ranked(cfg: RunConfig) -> list[Fix]:
     kinds = {g.id for g in cfg.gpus}
     if len(kinds) == 1:
         gid = cfg.gpus[0].id
-        if cfg.gpus[0].is_apple:
+        if cfg.gpus[0].unified_memory:  # one more machine (a Mac, a DGX Spark)
             for nodes in range(cfg.nodes + 1, cfg.nodes + 4):
-                link = cfg.node_link.id if cfg.node_link else "thunderbolt4"
+                default = "thunderbolt4" if cfg.gpus[0].is_apple else "eth-10g"
+                link = cfg.node_link.id if cfg.node_link else default
                 changes = {
                     "hardware.nodes": nodes,
                     "hardware.node_link": link,
@@ -334,10 +338,11 @@ def ranked(cfg: RunConfig) -> list[Fix]:
                     break
     # 7. other cards, cheapest first where priced, then by memory
     current = max(g.memory_bytes for g in cfg.gpus)
+    kind_now = (cfg.gpus[0].unified_memory, cfg.gpus[0].is_apple)  # cards, Macs, other APUs
     options = []
     for gid in shelf("gpus"):
         g = gpu_spec(gid)
-        if g.memory_bytes <= current or g.is_apple != cfg.gpus[0].is_apple:
+        if g.memory_bytes <= current or (g.unified_memory, g.is_apple) != kind_now:
             continue
         cost = _cards_price(g.id, cfg.total_gpus)
         options.append((cost is None, cost or 0.0, g.memory_bytes, g.id))

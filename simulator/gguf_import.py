@@ -227,6 +227,12 @@ def load_gguf(path: str | Path, config_key: str = "model.gguf") -> tuple[ModelSp
         else:
             windows = tuple(w for _ in range(layers))
     names = set(by_name)
+    recurrent = sorted(n for n in names if ".ssm_" in n or ".shortconv" in n or ".time_mix" in n)
+    if recurrent:
+        raise ConfigError(
+            f"{where}: tensor {recurrent[0]} belongs to a recurrent (linear-attention / "
+            f"state-space) layer, which the GGUF import does not read; use model.hf_config"
+        )
     tied = "output.weight" not in names
     m = ModelSpec(
         id=f"gguf:{p.name}",

@@ -9,16 +9,37 @@ from simulator import units
 from simulator.catalog import Entry, shelf
 
 # Matmul precisions an engine may run its GEMMs in (see GpuSpec.matmul_flops_per_s).
-MatmulDtype = Literal["fp16_fp16acc", "fp16_fp32acc", "bf16", "fp8", "int8", "fp32"]
-MATMUL_DTYPES: tuple[str, ...] = ("fp16_fp16acc", "fp16_fp32acc", "bf16", "fp8", "int8", "fp32")
+MatmulDtype = Literal["fp16_fp16acc", "fp16_fp32acc", "bf16", "fp8", "fp4", "int8", "fp32"]
+MATMUL_DTYPES: tuple[str, ...] = (
+    "fp16_fp16acc",
+    "fp16_fp32acc",
+    "bf16",
+    "fp8",
+    "fp4",
+    "int8",
+    "fp32",
+)
 
 _DTYPE_FIGURE = {
     "fp16_fp16acc": "fp16_tensor_fp16acc_tflops",
     "fp16_fp32acc": "fp16_tensor_fp32acc_tflops",
     "bf16": "bf16_tensor_tflops",
     "fp8": "fp8_tensor_fp32acc_tflops",
+    "fp4": "fp4_tensor_tflops",
     "int8": "int8_tensor_tops",
     "fp32": "fp32_tflops",
+}
+
+
+# The compute backend llama.cpp-style engines use per GPU vendor, and the ones each vendor can
+# also be driven with (``engine.backend``). A profile parameter ``<name>_<backend>`` overrides
+# ``<name>`` on that backend (``costs.backend_num``).
+DEFAULT_BACKEND = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "sycl"}
+BACKENDS = {
+    "nvidia": ("cuda", "vulkan"),
+    "amd": ("rocm", "vulkan"),
+    "apple": ("metal",),
+    "intel": ("sycl", "vulkan"),
 }
 
 
@@ -27,6 +48,17 @@ _DTYPE_FIGURE = {
 # (cap / TDP)^(1/3) (Rabaey, Chandrakasan & Nikolic, Digital Integrated Circuits, 2nd ed.,
 # ch. 5, dynamic power). Memory bandwidth is set by the memory clock, which caps leave alone.
 POWER_CAP_CLOCK_EXPONENT = 1.0 / 3.0
+
+# The lowest board power limit the driver accepts, as a fraction of the default (TDP) limit:
+# nvidia-smi reports "Min Power Limit 100.00 W, Max Power Limit 350.00 W" on an RTX 3090
+# (https://github.com/NVIDIA/nvidia-docker/issues/1547) and the DGX B200 user guide's Redfish
+# example "AllowableMin 200, AllowableMax 700" (B200, 700 W): both 2/7 of TDP. Partner boards
+# ship limits above the reference TDP: the llama-bench rows of calibration/data/measured.csv
+# (XiongjieDai/GPU-Benchmarks-on-LLM-Inference@aa72e0e, nvidia-smi power caps) have an RTX 3080
+# at 380 W (TDP 320: 1.19x) and an RTX 3090 at 370 W (TDP 350). The highest accepted limit is
+# 1.2x TDP; above TDP the peaks stay the datasheet's (no overclock is modelled).
+MIN_POWER_LIMIT_FRACTION_OF_TDP = 2.0 / 7.0
+MAX_POWER_LIMIT_FRACTION_OF_TDP = 1.2
 
 
 @dataclass(frozen=True)
@@ -57,6 +89,8 @@ class GpuSpec:
     launch_price_usd: float | None
     sm_count: int | None = None  # SMs (NVIDIA), CUs (AMD), GPU cores (Apple)
     boost_clock_hz: float | None = None
+    # the engine backend driving this GPU (engine.backend); None: the vendor's default
+    backend: str | None = None
 
     @property
     def sm_cycles_per_s(self) -> float | None:
@@ -68,7 +102,21 @@ class GpuSpec:
 
     @property
     def is_apple(self) -> bool:
+        """An Apple GPU: Metal, no CUDA context, no user power cap, wall-power figures."""
         return self.vendor == "apple"
+
+    @property
+    def unified_memory(self) -> bool:
+        """CPU and GPU share one memory (Apple silicon, DGX Spark's GB10, Ryzen AI Max): the
+        size is a purchase option (``hardware.unified_memory_gib``), the GPU may use a share of
+        it (``gpu_memory_fraction``), and a machine has exactly one such GPU."""
+        return self.is_apple or self.segment == "unified"
+
+    @property
+    def engine_backend(self) -> str:
+        """The compute backend an engine drives this GPU with: the configured one
+        (``engine.backend``) or the vendor's default (``DEFAULT_BACKEND``)."""
+        return self.backend or DEFAULT_BACKEND.get(self.vendor, "cuda")
 
     @property
     def usable_memory_bytes(self) -> float:
@@ -79,6 +127,8 @@ class GpuSpec:
         """Dense peak FLOP/s for GEMMs in ``dtype``, with the fallbacks engines use."""
         if dtype in self.matmul_flops:
             return self.matmul_flops[dtype]
+        if dtype == "fp4":
+            return self.matmul_flops_per_s("fp8")
         if dtype == "fp8":
             return self.matmul_flops_per_s("fp16_fp32acc")
         if dtype == "fp16_fp16acc" and "fp16_fp32acc" in self.matmul_flops:
@@ -140,18 +190,30 @@ class GpuSpec:
 
 @dataclass(frozen=True)
 class HostMemorySpec:
-    """System RAM: the bandwidth a CPU running offloaded layers can stream weights at."""
+    """System RAM: the bandwidth a CPU running offloaded layers can stream weights at, and
+    (when known) how much of it there is.
+
+    ``capacity_bytes`` is None unless the catalogue entry gives ``capacity_gib`` or the config
+    sets ``hardware.host_memory_gib`` (the RAM installed is the user's choice, not a property
+    of the DIMM speed grade); code that needs it (expert offload) refuses to guess.
+    """
 
     id: str
     name: str
     bandwidth_bytes_per_s: float
+    capacity_bytes: float | None = None
+
+    def with_capacity_gib(self, gib: float) -> HostMemorySpec:
+        return replace(self, capacity_bytes=gib * units.GiB)
 
     @classmethod
     def from_entry(cls, e: Entry) -> HostMemorySpec:
+        cap = e.value("capacity_gib", None)
         return cls(
             id=e.id,
             name=e.name,
             bandwidth_bytes_per_s=float(e.value("bandwidth_gb_per_s")) * units.GBPS,
+            capacity_bytes=None if cap is None else float(cap) * units.GiB,
         )
 
 

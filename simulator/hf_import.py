@@ -30,15 +30,13 @@ from simulator.model import ModelSpec
 
 # model_type -> family rule set
 _DENSE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text",
-          "phi3", "granite", "olmo2", "exaone", "cohere"}  # fmt: skip
+          "phi3", "granite", "olmo2", "exaone", "cohere", "qwen3_5", "qwen3_5_text"}  # fmt: skip
 _MOE = {"mixtral", "qwen2_moe", "qwen3_moe", "gpt_oss", "deepseek_v2", "deepseek_v3",
-        "kimi_k2", "glm4_moe", "llama4", "llama4_text"}  # fmt: skip
+        "kimi_k2", "glm4_moe", "llama4", "llama4_text", "qwen3_next", "qwen3_5_moe",
+        "qwen3_5_moe_text"}  # fmt: skip
+# hybrid models: Gated DeltaNet (linear_attention) layers between full-attention ones
+_LINEAR = {"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"}
 _REFUSED = {
-    "qwen3_next": "its linear_attention (Gated DeltaNet) layers keep a recurrent state",
-    "qwen3_5": "its linear_attention (Gated DeltaNet) layers keep a recurrent state",
-    "qwen3_5_text": "its linear_attention (Gated DeltaNet) layers keep a recurrent state",
-    "qwen3_5_moe": "its linear_attention (Gated DeltaNet) layers keep a recurrent state",
-    "qwen3_5_moe_text": "its linear_attention (Gated DeltaNet) layers keep a recurrent state",
     "gemma4": "its global layers use another head_dim and KV-head count (global_head_dim)",
     "gemma4_text": "its global layers use another head_dim and KV-head count (global_head_dim)",
     "lfm2": "its short-convolution layers keep a recurrent state",
@@ -128,8 +126,10 @@ def spec_from_hf_dict(data: dict[str, Any], name: str, where: str) -> ModelSpec:
     qkv_bias = mt in ("qwen2", "qwen2_moe") or attention_bias
     out_bias = attention_bias and mt not in ("glm4_moe", "qwen2", "qwen2_moe")
     norms = 4 if mt.startswith("gemma2") or mt.startswith("gemma3") else 2
-    qk_norm = mt in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2") or bool(
-        c.get("use_qk_norm", False)
+    qk_norm = (
+        mt in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2")
+        or mt in _LINEAR
+        or bool(c.get("use_qk_norm", False))
     )
     fields: dict[str, Any] = {}
 
@@ -151,7 +151,7 @@ def spec_from_hf_dict(data: dict[str, Any], name: str, where: str) -> ModelSpec:
         )
         fields.update(expert_bias=True, attention_sinks=True)
         intermediate = 0
-    elif mt in ("qwen2_moe", "qwen3_moe"):
+    elif mt in ("qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text"):
         experts = int(need("num_experts"))
         step = num("decoder_sparse_step", 1)
         only = {int(i) for i in c.get("mlp_only_layers") or []}
@@ -161,7 +161,7 @@ def spec_from_hf_dict(data: dict[str, Any], name: str, where: str) -> ModelSpec:
             moe_intermediate_size=int(need("moe_intermediate_size")),
             dense_layers=tuple(i for i in range(layers) if i not in moe_layers),
         )
-        if mt == "qwen2_moe" and c.get("shared_expert_intermediate_size"):
+        if mt != "qwen3_moe" and c.get("shared_expert_intermediate_size"):
             fields.update(shared_experts=1)
             fields.update(shared_expert_intermediate_size=int(c["shared_expert_intermediate_size"]))
         if len(moe_layers) == layers:
@@ -206,6 +206,23 @@ def spec_from_hf_dict(data: dict[str, Any], name: str, where: str) -> ModelSpec:
         )
         head_dim = nope + rope
         kv_heads = heads
+    if mt in _LINEAR:
+        types = c.get("layer_types")
+        if not isinstance(types, list):
+            step = int(need("full_attention_interval"))
+            types = ["full_attention" if (i + 1) % step == 0 else "linear_attention"
+                     for i in range(layers)]  # fmt: skip
+        dtype = str(c.get("mamba_ssm_dtype") or "float32")
+        fields.update(
+            linear_layers=tuple(i for i, t in enumerate(types) if t == "linear_attention"),
+            linear_key_heads=int(need("linear_num_key_heads")),
+            linear_value_heads=int(need("linear_num_value_heads")),
+            linear_key_head_dim=int(need("linear_key_head_dim")),
+            linear_value_head_dim=int(need("linear_value_head_dim")),
+            linear_conv_kernel=int(need("linear_conv_kernel_dim")),
+            linear_state_bytes_per_element=4.0 if dtype == "float32" else 2.0,
+            attention_output_gate=bool(c.get("attn_output_gate", True)),
+        )
     windows = _layer_windows(c, mt, layers, where)
     if windows and all(w is None for w in windows):
         windows = ()
@@ -242,7 +259,7 @@ def _layer_windows(c: dict[str, Any], mt: str, layers: int, where: str) -> tuple
             )
         out: list[int | None] = []
         for t in types:
-            if t == "full_attention":
+            if t in ("full_attention", "linear_attention"):  # linear: no KV (a state)
                 out.append(None)
             elif t == "sliding_attention":
                 if window is None:
@@ -253,7 +270,7 @@ def _layer_windows(c: dict[str, Any], mt: str, layers: int, where: str) -> tuple
             else:
                 raise ConfigError(
                     f"{where}: unknown layer_types value {t!r}; "
-                    "valid: full_attention, sliding_attention"
+                    "valid: full_attention, sliding_attention, linear_attention"
                 )
         return tuple(out)
     if window is None:
@@ -312,6 +329,14 @@ def describe(m: ModelSpec) -> list[tuple[str, object]]:
                 (m.q_lora_rank, m.qk_nope_head_dim, m.v_head_dim),
             ),
         ]
+    if m.linear_layers:
+        rows.append(
+            (
+                "linear attention (Gated DeltaNet) layers",
+                f"{len(m.linear_layers)} of {m.layers}; state per sequence "
+                f"{mm.linear_state_bytes_per_layer(m) * len(m.linear_layers):.0f} bytes",
+            )
+        )
     if m.layer_windows or m.sliding_window_tokens:
         local = [w for w in (m.layer_windows or ()) if w is not None]
         rows.append(

@@ -5,8 +5,8 @@ in the default layer split (``-sm layer``), the row's model and quant, ``pp N`` 
 N tokens, ``tg N`` as N generated tokens from an empty cache (``-d`` as context). The
 interconnect was never reported; layer split moves only a few KB per token, so PCIe 4.0 x16
 stands in. A vLLM ``benchmark_serving`` row becomes its open-loop run: ``requests`` prompts
-arriving as a Poisson process at the row's rate, at the mean lengths its ``lengths_note``
-gives.
+arriving as a Poisson process at the row's rate, with stratified lognormal lengths around the means
+its ``lengths_note`` gives (``SHAREGPT_LENGTH_SIGMA``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from simulator.profiles import EngineProfile
 
 MEASURED_CSV = Path(__file__).resolve().parent.parent / "calibration" / "data" / "measured.csv"
 DEFAULT_LINK = "pcie4-x16"
+# ShareGPT lengths as benchmark_serving sends them: the rows publish only the means, so each
+# run has lognormal prompt and output lengths around its means, taken at the distribution's
+# quantiles (``lognormal_stratified``: the expected sample, no draw-to-draw noise in the
+# longest requests that set a saturated run's duration). The log-space sigma is the vllm
+# profile's ``sharegpt_length_sigma`` (fitted with the engine parameters; see DESIGN.md), this
+# when a profile does not give it.
+SHAREGPT_LENGTH_SIGMA = 0.6
 
 
 def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
@@ -39,6 +46,15 @@ def is_serving(row: Any) -> bool:
     return not pd.isna(getattr(row, "arrival_rate", float("nan")))
 
 
+def sharegpt_sigma(profile: EngineProfile | None = None) -> float:
+    """Log-space sigma of the ShareGPT lengths a serving row is simulated with."""
+    if profile is None:
+        from simulator.profiles import profile as load_profile
+
+        profile = load_profile("vllm")
+    return float(profile.params.get("sharegpt_length_sigma", SHAREGPT_LENGTH_SIGMA))
+
+
 def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConfig:
     """The config a measured row ran."""
     n = int(row.gpu_count)
@@ -49,12 +65,23 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
         hw["unified_memory_gib"] = float(row.unified_memory_gib)
     if not pd.isna(row.power_limit_w):
         hw["power_limit_w"] = float(row.power_limit_w)
+    engine: dict[str, Any] = {"profile": row.profile}
+    # rows of the 2026 llama-bench source say how they ran (empty for the first source)
+    backend = getattr(row, "engine_backend", None)
+    if isinstance(backend, str) and backend:
+        engine["backend"] = backend
+    flash = getattr(row, "flash_attention", None)
+    if flash is not None and not pd.isna(flash):
+        engine["flash_attention"] = str(flash).strip().lower() in ("true", "1")
+    ubatch = getattr(row, "ubatch_tokens", None)
+    if ubatch is not None and not pd.isna(ubatch):
+        engine["ubatch_tokens"] = int(ubatch)
     raw: dict[str, Any] = {
         "name": f"{row.row_id} {row.hardware} x{n} {row.model_id} {row.quant_id} {row.test}",
         "hardware": hw,
         "model": {"name": row.model_id, "quant": row.quant_id},
         "parallel": {"pipeline": n},
-        "engine": {"profile": row.profile},
+        "engine": engine,
         "workload": {
             "prompt_tokens": int(row.prompt_tokens),
             "output_tokens": int(row.output_tokens),
@@ -66,6 +93,8 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
             "arrival_rate": float(row.arrival_rate),
             "requests": int(row.requests),
             "concurrency": int(row.requests),
+            "length_distribution": "lognormal_stratified",
+            "length_spread": sharegpt_sigma(profile),
         }
     cfg = cfgmod.resolve(raw)
     if profile is not None:

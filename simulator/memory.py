@@ -133,15 +133,19 @@ def device_kv_bytes_per_token(cfg: RunConfig, stage: Stage) -> float:
     m = cfg.model
     heads = kv_heads_per_device(m, cfg.tensor)
     per_token_layer = mm.kv_bytes_per_token_per_layer(m, cfg.kv_dtype_bytes, heads)
-    return len(stage.layers) * per_token_layer
+    linear = sum(1 for i in stage.layers if m.layer_is_linear(i)) if m.linear_layers else 0
+    return (len(stage.layers) - linear) * per_token_layer
 
 
 def device_kv_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: int) -> float:
     """KV cache one device of ``stage`` holds for the resident sequences."""
     m = cfg.model
-    if m.layer_windows:  # windowed layers hold only their window (Gemma 2/3, gpt-oss)
+    if m.layer_windows or m.linear_layers:  # windowed layers hold only their window (Gemma
+        # 2/3, gpt-oss); linear-attention layers a fixed state per sequence (Qwen3.5)
         heads = kv_heads_per_device(m, cfg.tensor)
         one = mm.kv_bytes_of_layers(m, stage.layers, sequence_tokens, cfg.kv_dtype_bytes, heads)
+        linear = sum(1 for i in stage.layers if m.layer_is_linear(i))
+        one += linear * mm.linear_state_bytes_per_layer(m, cfg.tensor)
         return one * cfg.concurrent_sequences
     cached = mm.kv_cached_tokens(m, sequence_tokens)
     return device_kv_bytes_per_token(cfg, stage) * cached * cfg.concurrent_sequences
@@ -194,7 +198,7 @@ def device_compute_buffer_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: i
     inter = max(m.intermediate_size, m.moe_intermediate_size * max(m.experts_active, 1))
     mlp = 2 * u * (inter / t) * units.F32_BYTES
     hidden = 4 * u * m.hidden_size * units.F32_BYTES
-    logits = u * m.vocab_size * units.F32_BYTES if stage.holds_output else 0.0
+    logits = logits_rows(cfg, u) * m.vocab_size * units.F32_BYTES if stage.holds_output else 0.0
     copies = 0.0  # op offload copies host-resident experts to the first GPU for prompts
     if stage.index == 0 and u >= expert_offload.OP_OFFLOAD_MIN_BATCH_TOKENS:
         copies = expert_offload.copy_buffer_bytes(cfg, expert_offload.offloaded_expert_layers(cfg))
@@ -203,13 +207,25 @@ def device_compute_buffer_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: i
     return scores + mlp + hidden + logits + copies
 
 
+def logits_rows(cfg: RunConfig, ubatch: int) -> int:
+    """Rows of f32 logits the output device reserves: every token of a micro-batch (llama.cpp's
+    worst-case graph) or, with ``logits_reserved_rows = "sequences"``, one row per sequence a
+    step can sample (vLLM's profile run samples min(max_num_seqs, max_num_batched_tokens))."""
+    if cfg.profile.params.get("logits_reserved_rows", "ubatch") != "sequences":
+        return ubatch
+    return min(ubatch, cfg.max_num_seqs) if cfg.max_num_seqs > 0 else ubatch
+
+
 def runtime_bytes(cfg: RunConfig, gpu: GpuSpec, sm_count: float | None) -> float:
-    """Engine/runtime overhead: CUDA context (per SM) and the fraction the engine never uses."""
+    """Engine/runtime overhead: CUDA context (per SM) and the share the engine never uses,
+    1 - gpu_memory_utilization of the GPU's memory (vLLM's KV pool is the utilization share
+    minus weights, activations and the context, so one more point of utilization is one more
+    point of capacity in the pool)."""
     prof = cfg.profile
     ctx = 0.0
     if not gpu.is_apple and sm_count:
         ctx = prof.num("runtime_context_mib_per_sm") * sm_count * units.MiB
-    return ctx + prof.num("reserved_memory_fraction") * gpu.usable_memory_bytes
+    return ctx + (1.0 - cfg.gpu_memory_utilization) * gpu.usable_memory_bytes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,15 +308,29 @@ def _with_draft(
 
 
 def _device_memory(cfg: RunConfig, d: Device, st: Stage, seq: int) -> DeviceMemory:
+    weights = device_weight_bytes(cfg, st)
+    buffers = device_compute_buffer_bytes(cfg, st, seq)
+    runtime = runtime_bytes(cfg, d.gpu, d.gpu.sm_count)
+    runtime += held_back_of_free_bytes(cfg, d.gpu.usable_memory_bytes - weights - buffers - runtime)
     return DeviceMemory(
         device=d.name,
         gpu_id=d.gpu.id,
         capacity_bytes=d.gpu.usable_memory_bytes,
-        weights_bytes=device_weight_bytes(cfg, st),
+        weights_bytes=weights,
         kv_cache_bytes=device_kv_bytes(cfg, st, seq),
-        compute_buffer_bytes=device_compute_buffer_bytes(cfg, st, seq),
-        runtime_bytes=runtime_bytes(cfg, d.gpu, d.gpu.sm_count),
+        compute_buffer_bytes=buffers,
+        runtime_bytes=runtime,
     )
+
+
+def held_back_of_free_bytes(cfg: RunConfig, free_bytes: float) -> float:
+    """TensorRT-LLM sizes its KV pool as free_gpu_memory_fraction of the memory still free after
+    weights and activations (``free_gpu_memory_fraction`` in the profile): the rest is held
+    back. Engines without it hold nothing back here."""
+    frac = cfg.profile.params.get("free_gpu_memory_fraction")
+    if frac is None:
+        return 0.0
+    return (1.0 - float(frac)) * max(free_bytes, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ class ModelSpec:
     moe_layer_interval: int = 1
     sliding_window_tokens: int | None = None
     params_reference_b: float | None = None
-    # Per-layer variation and architecture features (docs/physics.md "Imported models"); the
+    # Per-layer variation and architecture features (DESIGN.md "Imported models"); the
     # defaults describe the uniform Llama-style layer every catalogue entry before them had.
     layer_windows: tuple[int | None, ...] = ()  # per layer: KV window, None = global attention
     dense_layers: tuple[int, ...] = ()  # MoE models: layers with a dense MLP instead of experts
@@ -65,6 +65,15 @@ class ModelSpec:
     attention_out_bias: bool = False  # o_proj bias (gpt-oss attention_bias covers q, k, v, o)
     expert_bias: bool = False  # router and expert projections carry biases (gpt-oss)
     norms_per_layer: int = 2  # RMSNorm weight vectors of hidden size per layer (Gemma 2/3: 4)
+    attention_output_gate: bool = False  # q_proj also yields a sigmoid gate (Qwen3-Next, 3.5)
+    # linear-attention (Gated DeltaNet) layers: a fixed recurrent state per sequence, no KV
+    linear_layers: tuple[int, ...] = ()
+    linear_key_heads: int = 0
+    linear_value_heads: int = 0
+    linear_key_head_dim: int = 0
+    linear_value_head_dim: int = 0
+    linear_conv_kernel: int = 0
+    linear_state_bytes_per_element: float = 4.0  # mamba_ssm_dtype (float32 in Qwen3.5)
     source: str = ""  # where the shape was read (catalogue file, config.json, GGUF)
 
     @property
@@ -75,6 +84,10 @@ class ModelSpec:
     def is_mla(self) -> bool:
         """Multi-head latent attention: the cache holds one compressed latent per token."""
         return self.kv_lora_rank > 0
+
+    def layer_is_linear(self, layer: int) -> bool:
+        """Whether decoder layer ``layer`` is linear attention (recurrent state, no KV cache)."""
+        return layer in self.linear_layers
 
     def layer_window(self, layer: int) -> int | None:
         """The KV window of decoder layer ``layer`` (None: it attends to the whole context)."""
@@ -108,6 +121,8 @@ class ModelSpec:
             n = int(e.value("local_global_pattern"))
             layer_windows = tuple(None if (i + 1) % n == 0 else int(local) for i in range(layers))
         first_dense = int(e.value("first_dense_layers", 0))
+        full_every = int(e.value("full_attention_interval", 0))  # hybrid linear-attention models
+        linear = tuple(i for i in range(layers) if full_every and (i + 1) % full_every != 0)
         return cls(
             id=e.id,
             name=e.name,
@@ -141,6 +156,14 @@ class ModelSpec:
             attention_out_bias=bool(e.value("attention_out_bias", False)),
             expert_bias=bool(e.value("expert_bias", False)),
             norms_per_layer=int(e.value("norms_per_layer", 2)),
+            attention_output_gate=bool(e.value("attention_output_gate", False)),
+            linear_layers=linear,
+            linear_key_heads=int(e.value("linear_key_heads", 0)),
+            linear_value_heads=int(e.value("linear_value_heads", 0)),
+            linear_key_head_dim=int(e.value("linear_key_head_dim", 0)),
+            linear_value_head_dim=int(e.value("linear_value_head_dim", 0)),
+            linear_conv_kernel=int(e.value("linear_conv_kernel", 0)),
+            linear_state_bytes_per_element=float(e.value("linear_state_bytes_per_element", 4)),
             source=e.path.name,
         )
 
@@ -234,6 +257,19 @@ def _quant_from_entry(e: Entry) -> QuantSpec:
             f"from the {ref.value:g} GB {ref_model_id} file: (file - embedding - output) x 8"
             f" / decoder-layer parameters = {layer_bits:.3f} bits per weight"
         )
+    rules = e.figures.get("llama_quant_mix")
+    if rules is not None and ref is None:
+        from simulator import quant_mix
+
+        ref_model_id = rules.extra.get("model")
+        if not isinstance(ref_model_id, str):
+            raise DataError(f"{e.path.name}: llama_quant_mix needs model = '<model id>'")
+        mix = quant_mix.mix(str(rules.value), model(ref_model_id))
+        layer_bits = mix.layer_bits_per_weight
+        derivation = (
+            f"per-tensor rules of {rules.value} over {ref_model_id}'s layer tensors "
+            f"({mix.summary}) = {layer_bits:.3f} bits per weight"
+        )
     return QuantSpec(
         id=e.id,
         name=e.name,
@@ -300,6 +336,8 @@ def attention_params(m: ModelSpec) -> int:
     if m.is_mla:
         return mla_attention_params(m)
     q = m.hidden_size * m.attention_heads * m.head_dim
+    if m.attention_output_gate:
+        q *= 2
     kv = 2 * m.hidden_size * m.kv_heads * m.head_dim
     o = m.attention_heads * m.head_dim * m.hidden_size
     bias = (m.attention_heads + 2 * m.kv_heads) * m.head_dim if m.qkv_bias else 0
@@ -311,6 +349,35 @@ def attention_params(m: ModelSpec) -> int:
     if m.attention_sinks:
         extra += m.attention_heads
     return q + kv + o + bias + extra
+
+
+def linear_attention_params(m: ModelSpec) -> int:
+    """A Gated DeltaNet layer (transformers Qwen3NextGatedDeltaNet): in_proj_qkvz (hidden x
+    (2 x key dim + 2 x value dim)), in_proj_ba (hidden x 2 x value heads), the depthwise conv1d
+    over q, k, v ((2 x key dim + value dim) x kernel), A_log and dt_bias (value heads each), the
+    gated norm (value head dim) and out_proj (value dim x hidden)."""
+    kd = m.linear_key_heads * m.linear_key_head_dim
+    vd = m.linear_value_heads * m.linear_value_head_dim
+    h = m.hidden_size
+    return (
+        h * (2 * kd + 2 * vd)
+        + h * 2 * m.linear_value_heads
+        + (2 * kd + vd) * m.linear_conv_kernel
+        + 2 * m.linear_value_heads
+        + m.linear_value_head_dim
+        + vd * h
+    )
+
+
+def linear_state_bytes_per_layer(m: ModelSpec, tensor: int = 1) -> float:
+    """One sequence's recurrent state in one linear-attention layer on one of ``tensor`` ranks:
+    value heads x key dim x value dim (the delta-rule matrix) + the conv1d window
+    ((kernel - 1) x (2 x key dim + value dim)), at mamba_ssm_dtype; heads split across ranks."""
+    kd = m.linear_key_heads * m.linear_key_head_dim
+    vd = m.linear_value_heads * m.linear_value_head_dim
+    matrix = m.linear_value_heads * m.linear_key_head_dim * m.linear_value_head_dim
+    conv = (m.linear_conv_kernel - 1) * (2 * kd + vd)
+    return (matrix + conv) * m.linear_state_bytes_per_element / tensor
 
 
 def mla_attention_params(m: ModelSpec) -> int:
@@ -330,7 +397,7 @@ def mla_attention_params(m: ModelSpec) -> int:
 
 def layer_params(m: ModelSpec, layer: int) -> LayerParams:
     """Parameter counts of decoder layer ``layer`` (0-based)."""
-    attn = attention_params(m)
+    attn = linear_attention_params(m) if m.layer_is_linear(layer) else attention_params(m)
     norms = m.norms_per_layer * m.hidden_size
     if m.layer_is_moe(layer):
         per_expert = 3 * m.hidden_size * m.moe_intermediate_size
@@ -438,8 +505,9 @@ def kv_bytes_per_token_per_layer(
 
 
 def kv_bytes_per_token(m: ModelSpec, kv_dtype_bytes: float) -> float:
-    """K and V of one token over all layers (Llama 3 70B at f16: 327,680 bytes)."""
-    return m.layers * kv_bytes_per_token_per_layer(m, kv_dtype_bytes)
+    """K and V of one token over all layers (Llama 3 70B at f16: 327,680 bytes); linear-attention
+    layers hold none."""
+    return (m.layers - len(m.linear_layers)) * kv_bytes_per_token_per_layer(m, kv_dtype_bytes)
 
 
 def kv_cached_tokens(m: ModelSpec, context_tokens: int, layer: int | None = None) -> int:
@@ -448,6 +516,8 @@ def kv_cached_tokens(m: ModelSpec, context_tokens: int, layer: int | None = None
     ``layer``: the layer asked about; without it, the longest any layer keeps.
     """
     if layer is not None:
+        if m.layer_is_linear(layer):
+            return 0  # a recurrent state instead of a KV cache
         window = m.layer_window(layer)
     elif m.layer_windows:
         window = None if None in m.layer_windows else max(w or 0 for w in m.layer_windows)
@@ -462,6 +532,8 @@ def kv_layer_groups(m: ModelSpec, layers: Sequence[int]) -> list[tuple[int | Non
     """(window, how many of ``layers``) for each distinct KV window among ``layers``."""
     counts: dict[int | None, int] = {}
     for i in layers:
+        if m.layer_is_linear(i):
+            continue  # no per-token KV (linear_state_bytes_per_layer per sequence instead)
         w = m.layer_window(i)
         counts[w] = counts.get(w, 0) + 1
     return list(counts.items())
@@ -483,9 +555,10 @@ def kv_bytes_of_layers(
     return total
 
 
-def layer_kind(m: ModelSpec, layer: int) -> tuple[bool, int | None]:
-    """What makes layers cost differently: routed experts or not, and the KV window."""
-    return (m.layer_is_moe(layer), m.layer_window(layer))
+def layer_kind(m: ModelSpec, layer: int) -> tuple[bool, int | None, bool]:
+    """What makes layers cost differently: routed experts or not, the KV window, linear
+    attention or not."""
+    return (m.layer_is_moe(layer), m.layer_window(layer), m.layer_is_linear(layer))
 
 
 def expected_experts_hit(experts_total: int, experts_active: int, tokens: float) -> float:
@@ -599,6 +672,20 @@ def layer_work(
     pairs = attention_pairs(n_tokens, cached, causal_skip) * sequences
     kv_token = kv_bytes_per_token_per_layer(m, kv_dtype_bytes)
     act_bytes = 2 * tokens * m.hidden_size * q.compute_dtype_bytes  # layer input and output
+    if m.layer_is_linear(layer):
+        # delta rule per token and value head: S update (k v^T, decay) and the read q S, about
+        # 4 x key dim x value dim FLOPs; the state is read and written once per call
+        state = linear_state_bytes_per_layer(m) * sequences
+        per_token = 4 * m.linear_value_heads * m.linear_key_head_dim * m.linear_value_head_dim
+        attn_flops = float(per_token * tokens)
+        return Work(
+            flops=2 * tokens * p.active + attn_flops,
+            weight_bytes=weight_bytes,
+            kv_read_bytes=state,
+            kv_write_bytes=state,
+            activation_bytes=act_bytes,
+            attention_flops=attn_flops,
+        )
     if m.is_mla:
         # absorbed MLA (llama.cpp, vLLM decode): each head scores the cached latent + rope key
         # (kv_lora + rope) and sums the latent values (kv_lora)

@@ -18,12 +18,21 @@ from dataclasses import dataclass, replace
 from simulator import costs, expert_offload, speculative, units
 from simulator import model as mm
 from simulator.config import RunConfig
-from simulator.placement import Placement, Stage, place
-from simulator.topology import host_route, route
+from simulator.hardware import GpuSpec
+from simulator.placement import Device, Placement, Stage, place
+from simulator.topology import Route, host_route, route
 
 ACTIVATION_BYTES = units.F16_BYTES
 
 Part = tuple[int, int, int]  # (new tokens per sequence, cached context, sequences)
+
+
+def ring_routes(cfg: RunConfig, devices: tuple[Device, ...]) -> tuple[Route, ...]:
+    """Every hop of a ring all-reduce over ``devices``: rank i sends to rank i + 1 (mod n)."""
+    if len(devices) < 2:
+        return ()
+    hops = (route(cfg, a, devices[(i + 1) % len(devices)]) for i, a in enumerate(devices))
+    return tuple(r for r in hops if r is not None)
 
 
 def part_tokens(parts: tuple[Part, ...]) -> int:
@@ -57,7 +66,8 @@ def batch_layer_work(
         total = total + mm.Work(w.flops, 0.0, w.kv_read_bytes, w.kv_write_bytes, w.activation_bytes)
         if n > 1:
             prompt = True
-            pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
+            if not m.layer_is_linear(layer):  # linear attention scores no (query, key) pairs
+                pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
     weights = mm.layer_work(m, q, layer, tokens, 0).weight_bytes
     return total + mm.Work(weight_bytes=weights), pairs, prompt
 
@@ -102,7 +112,14 @@ class StageCoster:
 
         ``logits_tokens``: tokens whose logits the output head computes (if the stage has it).
         """
-        key = (stage.index, stage.first_layer, parts, logits_tokens)
+        # the stage's actual devices: replicas or ranks on different cards cost differently
+        key = (
+            tuple(d.name for d in stage.devices),
+            stage.first_layer,
+            stage.last_layer,
+            parts,
+            logits_tokens,
+        )
         hit = self._cache.get(key)
         if hit is None:
             if self._speculating(parts):
@@ -169,7 +186,11 @@ class StageCoster:
         cfg = self.cfg
         m, q, prof = cfg.model, cfg.quant, cfg.profile
         t = cfg.tensor
-        gpu = stage.devices[0].gpu
+        # each distinct card of the tensor group; the group runs at its slowest rank
+        gpus: list[GpuSpec] = []
+        for d in stage.devices:
+            if d.gpu not in gpus:
+                gpus.append(d.gpu)
         tokens = part_tokens(parts)
         # uniform dense models: every layer alike, no need to look at each; layers differ by
         # experts or not, KV window, and whether their routed experts sit in host memory and
@@ -178,23 +199,30 @@ class StageCoster:
         if expert_offload.experts_copied_to_gpu(tokens):
             on_cpu = set()
 
-        def kind_of(i: int) -> tuple[tuple[bool, int | None], bool]:
+        def kind_of(i: int) -> tuple[tuple[bool, int | None, bool], bool]:
             return mm.layer_kind(m, i), i in on_cpu
 
-        groups: dict[tuple[tuple[bool, int | None], bool], int] = {}
+        groups: dict[tuple[tuple[bool, int | None, bool], bool], int] = {}
         if stage.layers:
             groups = {kind_of(stage.layers[0]): len(stage.layers)}
-        if m.is_moe or m.layer_windows:
+        if m.is_moe or m.layer_windows or m.linear_layers:  # layers differ
             groups = {}
             for i in stage.layers:
                 kind = kind_of(i)
                 groups[kind] = groups.get(kind, 0) + 1
-        ar_path = None
-        if t > 1:
-            r = route(cfg, stage.devices[0], stage.devices[1])
-            ar_path = None if r is None else r.path
         ar_size = tokens * m.hidden_size * ACTIVATION_BYTES
-        ar_time = 0.0 if ar_path is None else 2 * costs.allreduce_time(ar_path, ar_size, t, prof)
+        # the ring is as slow as its slowest hop (a hop between machines pays the network)
+        ar_time = (
+            max(
+                (
+                    2 * costs.allreduce_time(r.path, ar_size, t, prof)
+                    for r in ring_routes(cfg, stage.devices)
+                ),
+                default=0.0,
+            )
+            if t > 1
+            else 0.0
+        )
         ar_bytes = 2 * costs.ring_bytes_per_rank(ar_size, t)
         layer_costs = []
         for group, count in groups.items():
@@ -208,27 +236,35 @@ class StageCoster:
                     flops=work.flops - ew.flops,
                     weight_bytes=work.weight_bytes - ew.weight_bytes,
                 )
-            extra = 0.0
-            if prompt and not verify:  # prefill: score matrix and dequantization traffic
-                params = work.weight_bytes * 8 / q.layer_bits_per_weight
-                extra = costs.extra_prefill_bytes(
-                    prof,
+            slowest: costs.KernelTime | None = None
+            for gpu in gpus:
+                extra = 0.0
+                if prompt and not verify:  # prefill: score matrix and dequantization traffic
+                    params = work.weight_bytes * 8 / q.layer_bits_per_weight
+                    extra = costs.extra_prefill_bytes(
+                        prof,
+                        gpu,
+                        params / t,
+                        pairs,
+                        m.attention_heads // t,
+                        cfg.flash_attention,
+                        quantized=q.layer_bits_per_weight < 16,
+                    )
+                k = costs.kernel_time(
+                    work,
                     gpu,
-                    params / t,
-                    pairs,
-                    m.attention_heads // t,
-                    cfg.flash_attention,
+                    prof,
+                    tokens,
+                    extra_bytes=extra,
+                    compute_share=1 / t,
                     quantized=q.layer_bits_per_weight < 16,
+                    weight_dtype=q.weight_dtype,
+                    flash_attention=cfg.flash_attention,
                 )
-            k = costs.kernel_time(
-                work,
-                gpu,
-                prof,
-                tokens,
-                extra_bytes=extra,
-                compute_share=1 / t,
-                quantized=q.layer_bits_per_weight < 16,
-            )
+                if slowest is None or k.seconds > slowest.seconds:
+                    slowest = k
+            assert slowest is not None
+            k = slowest
             layer_costs.append(
                 (
                     LayerCost(k.seconds, k.compute_s, k.memory_s, k.overhead_s, ar_time, ar_bytes),
@@ -238,7 +274,9 @@ class StageCoster:
         head_s = 0.0
         if stage.holds_output and logits > 0:
             w = mm.output_work(m, q, logits)
-            head_s = costs.kernel_time(w, gpu, prof, logits, compute_share=1 / t).seconds
+            head_s = max(
+                costs.kernel_time(w, gpu, prof, logits, compute_share=1 / t).seconds for gpu in gpus
+            )
         return StageCost(
             compute_s=sum(c.compute_s * k for c, k in layer_costs) + head_s,
             compute_bound_s=sum(c.compute_bound_s * k for c, k in layer_costs),

@@ -43,15 +43,14 @@ from simulator.quick import stream
 from simulator.variants import to_toml
 
 PROMPT_TOKENS, OUTPUT_TOKENS = 512, 128
-ENGINES = ("llama.cpp", "vllm", "exllamav2", "mlx")
-DEFAULT_QUANT = {"llama.cpp": "Q4_K_M", "vllm": "AWQ-INT4", "exllamav2": "EXL2-4.65", "mlx": "Q4_0"}
-ENGINE_FORMATS = {
-    "llama.cpp": {"gguf"},
-    "vllm": {"awq", "gptq", "fp8", "float"},
-    "exllamav2": {"exl2"},
-    "mlx": {"float", "mlx"},
+ENGINES = ("llama.cpp", "vllm", "exllamav2", "mlx", "trtllm")
+DEFAULT_QUANT = {
+    "llama.cpp": "Q4_K_M",
+    "vllm": "AWQ-INT4",
+    "exllamav2": "EXL2-4.65",
+    "mlx": "Q4_0",
+    "trtllm": "AWQ-INT4",
 }
-MLX_QUANTS = {"Q4_0", "Q8_0"}  # MLX's 4- and 8-bit affine formats, the GGUF ids of equal size
 NODE_LINK = {"apple": "thunderbolt4", "other": "eth-10g"}
 
 
@@ -178,23 +177,20 @@ class Answer:
 
 
 def _engines_for(t: Targets, g: GpuSpec) -> list[tuple[str, str]]:
-    """(engine, quant) pairs that can run on ``g``."""
+    """(engine, quant) pairs whose engine table (``data/engines``) has a backend for ``g``'s
+    vendor and loads the quant; ``config.resolve`` applies the rest of the table."""
+    from simulator import compat
     from simulator.profiles import profile
 
     out = []
     for e in t.engines or ENGINES:
         if t.calibrated_only and not profile(e).ranges:
             continue
-        if e == "mlx" and not g.is_apple:
-            continue
-        if e in ("vllm", "exllamav2") and (g.is_apple or g.vendor not in ("nvidia", "amd")):
-            continue
-        if e == "exllamav2" and g.vendor != "nvidia":
+        table = compat.table(e)
+        if g.vendor not in table.vendors:
             continue
         q = t.quant or DEFAULT_QUANT[e]
-        spec = mm.quant(q)
-        fmt_ok = spec.format in ENGINE_FORMATS[e] or (e == "mlx" and q in MLX_QUANTS)
-        if fmt_ok:
+        if table.loads(q, mm.quant(q).format) is not None:
             out.append((e, q))
     return out
 
@@ -268,7 +264,7 @@ def candidates(t: Targets) -> tuple[list[Option], list[str]]:
         pairs = _engines_for(t, g)
         if not pairs:
             continue
-        max_per = 1 if g.is_apple else t.max_gpus_per_node
+        max_per = 1 if g.unified_memory else t.max_gpus_per_node
         for nodes in range(1, t.max_nodes + 1):
             # another machine only once one is full: the prices cover the GPUs alone, so two
             # half-full machines would look as cheap as one full machine, and are slower

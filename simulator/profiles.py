@@ -1,9 +1,9 @@
 """Engine profiles: how an inference engine uses the hardware, as named, sourced parameters.
 
 A profile file (``data/profiles/<id>.toml``) gives each parameter a value, a unit, a source and
-a note. Fitted values written by ``sim calibrate`` to ``calibration/params/<id>.toml`` take
-precedence over the starting values in the profile file; nothing here is edited by hand to make
-a prediction match.
+a note. Fitted values written by ``sim calibrate`` to ``simulator/data/calibrated/<id>.toml``
+(package data) take precedence over the starting values in the profile file; nothing here is
+edited by hand to make a prediction match.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 from simulator.catalog import Entry, shelf
 from simulator.errors import DataError
 
-CALIBRATED_DIR = Path(__file__).resolve().parent.parent / "calibration" / "params"
+# package data, so an installed ``sim`` reads the same fit as the repository's
+CALIBRATED_DIR = Path(__file__).resolve().parent / "data" / "calibrated"
 
 
 @dataclass(frozen=True)

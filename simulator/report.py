@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from simulator import claims as claims_mod
-from simulator.calibrate import FITTED, RANGE_QUANTILES, Fit
+from simulator.calibrate import FITTED, RANGE_QUANTILES, SERVING_METRICS, SERVING_PROFILES, Fit
 from simulator.claims import ClaimResult, claimed_text, fmt
 from simulator.export import write_atomic, write_atomic_bytes
 from simulator.profiles import uncalibrated
@@ -40,7 +40,11 @@ METRIC_NAMES = {
     "decode_tok_s": "decode",
     "prefill_tok_s": "prompt",
     "pp_tg_tok_s": "prompt + decode",
+    "tpot_s": "mean TPOT",
+    "ttft_s": "mean TTFT",
+    "output_throughput_tok_s": "output throughput",
 }
+SERVING_UNITS = {"tpot_s": "s", "ttft_s": "s", "output_throughput_tok_s": "tok/s"}
 
 # The trust rule, applied to a guide's scored claims (restatements counted once, unverifiable
 # rows left out): stated in the report next to its result.
@@ -83,6 +87,40 @@ def error_table(rows: pd.DataFrame) -> list[dict[str, float | str | int]]:
                 "p90": float(hi),
             }
         )
+    return out
+
+
+def per_model_lines(model_cv: pd.DataFrame) -> list[str]:
+    """Leave-one-model-out errors: overall per metric, then per model."""
+    out = [
+        "### Leave one model out",
+        "",
+        "Every row of one model (all GPUs, quants and tests) is left out of the fit, then "
+        "predicted: a model the fit has never seen.",
+        "",
+        "| metric | rows | mean \\|error\\| | median |",
+        "|---|---|---|---|",
+    ]
+    for d in error_table(model_cv):
+        out.append(
+            f"| {METRIC_NAMES.get(str(d['metric']), d['metric'])} | {d['rows']} | "
+            f"{float(d['mean']):.1%} | {float(d['median']):.1%} |"
+        )
+    c = model_cv.assign(abs_err=_abs_rel(model_cv["simulated"], model_cv["measured"]))
+    agg = c.groupby(["model_id", "metric_kind"])["abs_err"].agg(["count", "mean"]).unstack()
+    metrics = [m for m in METRIC_NAMES if m in agg["count"].columns]
+    head = " | ".join(
+        f"{METRIC_NAMES[m]} rows | {METRIC_NAMES[m]} mean \\|error\\|" for m in metrics
+    )
+    out += ["", f"| model (left out) | {head} |", "|---|" + "---|" * (2 * len(metrics))]
+    for model_id, row in agg.iterrows():
+        cells = []
+        for m in metrics:
+            n, e = row[("count", m)], row[("mean", m)]
+            cells.append("-" if pd.isna(n) else str(int(n)))
+            cells.append("-" if pd.isna(e) else f"{e:.1%}")
+        out.append(f"| {model_id} | " + " | ".join(cells) + " |")
+    out.append("")
     return out
 
 
@@ -257,7 +295,12 @@ def simulated_text(r: ClaimResult) -> str:
     return fmt(r.simulated, 4, trim=True)
 
 
-def _fit_section(fit: Fit, cv: pd.DataFrame, figures: dict[str, bytes]) -> list[str]:
+def _fit_section(
+    fit: Fit,
+    cv: pd.DataFrame,
+    figures: dict[str, bytes],
+    model_cv: pd.DataFrame | None = None,
+) -> list[str]:
     bounds = FITTED[fit.profile]
     start = uncalibrated(fit.profile)
     n_metric = fit.rows["metric_kind"].value_counts()
@@ -339,9 +382,151 @@ def _fit_section(fit: Fit, cv: pd.DataFrame, figures: dict[str, bytes]) -> list[
             + "."
         )
     out.append("")
+    if model_cv is not None and len(model_cv):
+        out += per_model_lines(model_cv)
     for name in figures:
         out.append(f"![{name}]({FIGURES}/{name})")
         out.append("")
+    return out
+
+
+def serving_figures(fit: Fit, cv: pd.DataFrame) -> dict[str, bytes]:
+    """Predicted vs measured per serving metric: the fit and both held-out kinds."""
+    metrics = [m for m in SERVING_METRICS if m in set(fit.rows["metric_kind"])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        f = fit.rows[fit.rows["metric_kind"] == metric]
+        c = cv[cv["metric_kind"] == metric]
+        ax.scatter(f["measured"], f["simulated"], s=12, alpha=0.6, label="fitted on all rows")
+        for kind, marker in (("gpu", "x"), ("arrival_rate", "+")):
+            h = c[c["fold"].str.startswith(kind + "=")]
+            label = "GPU left out" if kind == "gpu" else "request rate left out"
+            ax.scatter(h["measured"], h["simulated"], s=16, marker=marker, alpha=0.7, label=label)
+        lo = float(min(f["measured"].min(), f["simulated"].min(), c["simulated"].min()))
+        hi = float(max(f["measured"].max(), f["simulated"].max(), c["simulated"].max()))
+        xs = np.array([lo * 0.8, hi * 1.25])
+        ax.plot(xs, xs, "k-", lw=0.8, label="simulated = measured")
+        for k in (0.8, 1.2):
+            ax.plot(xs, xs * k, "k:", lw=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        unit = SERVING_UNITS[metric]
+        ax.set_xlabel(f"measured {METRIC_NAMES[metric]} ({unit})")
+        ax.set_ylabel(f"simulated {METRIC_NAMES[metric]} ({unit})")
+        ax.set_title(f"{fit.profile}: {METRIC_NAMES[metric]} ({len(f)} rows; dotted: +-20%)")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return {f"{fit.profile}_predicted_vs_measured.png": _png(fig)}
+
+
+def serving_error_tables(cv: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Held-out mean |error| per metric, by GPU and tensor degree (leave one GPU out) and by
+    request rate (leave one rate out)."""
+    cv = cv.assign(abs_err=_abs_rel(cv["simulated"], cv["measured"]))
+    if "gpu_count" not in cv:
+        cv = cv.assign(gpu_count=1)
+    by_gpu = cv[cv["fold"].str.startswith("gpu=")]
+    by_rate = cv[cv["fold"].str.startswith("arrival_rate=")]
+    return {
+        "leave one GPU out, by GPU x tensor degree": by_gpu.pivot_table(
+            index=["gpu", "gpu_count"], columns="metric_kind", values="abs_err", aggfunc="mean"
+        ),
+        "leave one request rate out, by GPU x request rate": by_rate.pivot_table(
+            index=["gpu", "arrival_rate"], columns="metric_kind", values="abs_err", aggfunc="mean"
+        ),
+    }
+
+
+def _serving_section(fit: Fit, cv: pd.DataFrame, figures: dict[str, bytes]) -> list[str]:
+    bounds = FITTED[fit.profile]
+    start = uncalibrated(fit.profile)
+    runs = fit.rows.groupby(["gpu", "arrival_rate", "model_id"]).ngroups
+    out = [
+        f"## Fitted parameters: {fit.profile}",
+        "",
+        f"{len(fit.rows)} measured vLLM benchmark_serving rows ({runs} runs x mean TPOT, mean "
+        f"TTFT, output throughput) from {fit.rows['gpu'].nunique()} GPUs, each run simulated "
+        "by the event engine (Poisson arrivals, stratified lognormal ShareGPT lengths; see "
+        "DESIGN.md). Robust least squares (soft-L1) on log(simulated / measured); standard "
+        "errors from the Jacobian at the optimum.",
+        "",
+        "| parameter | fitted | std. error | bounds | starting value |",
+        "|---|---|---|---|---|",
+    ]
+    for name, v, e in zip(fit.names, fit.values, fit.stderr, strict=True):
+        lo, hi = bounds[name]
+        out.append(f"| {name} | {v:.6g} | {e:.3g} | {lo:g} .. {hi:g} | {start.num(name):.6g} |")
+    out += [
+        "",
+        "### Errors",
+        "",
+        "| metric | rows | fitted: mean \\|error\\| | leave one GPU out | leave one rate out "
+        "| p10 .. p90 simulated/measured, held out (prediction range) |",
+        "|---|---|---|---|---|---|",
+    ]
+    fitted = {d["metric"]: d for d in error_table(fit.rows)}
+    held = {d["metric"]: d for d in error_table(cv)}
+    for kind in ("gpu", "arrival_rate"):
+        part = cv[cv["fold"].str.startswith(kind + "=")]
+        for d in error_table(part):
+            held[f"{d['metric']}:{kind}"] = d
+    for metric in SERVING_METRICS:
+        if metric not in fitted:
+            continue
+        g = held.get(f"{metric}:gpu", {})
+        r = held.get(f"{metric}:arrival_rate", {})
+        a = held[metric]
+        out.append(
+            f"| {METRIC_NAMES[metric]} | {fitted[metric]['rows']} | "
+            f"{float(fitted[metric]['mean']):.1%} | {float(g.get('mean', np.nan)):.1%} | "
+            f"{float(r.get('mean', np.nan)):.1%} | {float(a['p10']):.3f} .. {float(a['p90']):.3f} |"
+        )
+    out += [
+        "",
+        "Leave one GPU out refits without any row of that GPU and predicts them; with only two "
+        "GPUs in the data, leave one request rate out (refit without every run at that rate) "
+        "is the second check. The prediction range pools both.",
+        "",
+    ]
+    for title, table in serving_error_tables(cv).items():
+        out += [f"### Held-out mean |error|: {title}", ""]
+        cols = [m for m in SERVING_METRICS if m in table.columns]
+        out.append(
+            "| "
+            + " | ".join(str(n) for n in table.index.names)
+            + " | "
+            + " | ".join(METRIC_NAMES[m] for m in cols)
+            + " |"
+        )
+        out.append("|" + "---|" * (len(table.index.names) + len(cols)))
+        for idx, row in table.iterrows():
+            keys = idx if isinstance(idx, tuple) else (idx,)
+            cells = [f"{k:g}" if isinstance(k, float) else str(k) for k in keys]
+            cells += [f"{row[m]:.1%}" for m in cols]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    for name in figures:
+        out.append(f"![{name}]({FIGURES}/{name})")
+        out.append("")
+    return out
+
+
+def kept_sections(path: Path) -> dict[str, list[str]]:
+    """The fitted-parameter sections of an existing report, by profile (to keep the sections of
+    profiles not refitted in this run, e.g. `sim calibrate --profile vllm --report`)."""
+    if not path.exists():
+        return {}
+    out: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            current = (
+                line.removeprefix("## Fitted parameters: ") if "Fitted parameters" in line else None
+            )
+            if current is not None:
+                out[current] = []
+        if current is not None:
+            out[current].append(line)
     return out
 
 
@@ -398,7 +583,10 @@ def _claims_section(results: Sequence[ClaimResult]) -> list[str]:
 
 
 def render(
-    fitted: Sequence[Fitted], results: Sequence[ClaimResult], figures: dict[str, dict[str, bytes]]
+    fitted: Sequence[Fitted],
+    results: Sequence[ClaimResult],
+    figures: dict[str, dict[str, bytes]],
+    model_cv: dict[str, pd.DataFrame] | None = None,
 ) -> str:
     """The report's markdown. ``figures`` maps a profile to its figure files."""
     measured = CALIBRATION_DIR / "data" / "measured.csv"
@@ -411,8 +599,17 @@ def render(
         f"`calibration/data/published_claims.csv` (sha256 `{_sha256(published)[:16]}`).",
         "",
     ]
-    for fit, cv, _ranges in fitted:
-        lines += _fit_section(fit, cv, figures.get(fit.profile, {}))
+    now = {fit.profile: (fit, cv) for fit, cv, _ranges in fitted}
+    kept = kept_sections(CALIBRATION_DIR / REPORT_NAME)
+    for pid in FITTED:
+        if pid in now:
+            fit, cv = now[pid]
+            if pid in SERVING_PROFILES:
+                lines += _serving_section(fit, cv, figures.get(pid, {}))
+            else:
+                lines += _fit_section(fit, cv, figures.get(pid, {}), (model_cv or {}).get(pid))
+        elif pid in kept:  # not refitted in this run: its section as the last fit wrote it
+            lines += kept[pid]
     lines += _claims_section(results)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -421,9 +618,13 @@ def write_report(
     fitted: Sequence[Fitted],
     results: Sequence[ClaimResult],
     directory: Path = CALIBRATION_DIR,
+    model_cv: dict[str, pd.DataFrame] | None = None,
 ) -> list[Path]:
     """Write report.md and its figures under ``directory``; return the paths (report first)."""
-    figures = {fit.profile: fit_figures(fit, cv) for fit, cv, _ in fitted}
+    figures = {
+        fit.profile: (serving_figures if fit.profile in SERVING_PROFILES else fit_figures)(fit, cv)
+        for fit, cv, _ in fitted
+    }
     written = [directory / REPORT_NAME]
     fig_dir = directory / FIGURES
     for files in figures.values():
@@ -432,5 +633,5 @@ def write_report(
             written.append(fig_dir / name)
     write_atomic_bytes(fig_dir / "claims_decode.png", claims_figure(results))
     written.append(fig_dir / "claims_decode.png")
-    write_atomic(directory / REPORT_NAME, render(fitted, results, figures))
+    write_atomic(directory / REPORT_NAME, render(fitted, results, figures, model_cv))
     return written

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from simulator import units
 from simulator.bound import Ceiling, ceiling
 from simulator.config import RunConfig
 from simulator.engine import Detail, Engine, SimOutput
-from simulator.memory import MemoryPlan, not_fit_reason, plan
+from simulator.errors import CannotRun
+from simulator.memory import MemoryPlan, kv_pool_tokens, not_fit_reason, plan
 from simulator.metrics import bottleneck, summarize, utilization
 from simulator.placement import Placement, place
 from simulator.power import RunPower, run_power
@@ -57,7 +59,13 @@ def run(
     ceil = ceiling(cfg, pl)
     if not mem.fits:
         return build(cfg, mem, ceil, None, None, not_fit_reason(cfg, mem), None), None
-    out = Engine(cfg, pl, detail=detail, record_spans=record_spans).run()
+    why = kv_pool_reason(cfg, pl, mem)
+    if why is not None:
+        return build(cfg, mem, ceil, None, None, why, None, fits=False), None
+    try:
+        out = Engine(cfg, pl, detail=detail, record_spans=record_spans).run()
+    except CannotRun as err:  # the scheduler's guard: a sequence that can never fit
+        return build(cfg, mem, ceil, None, None, str(err), None, fits=False), None
     metrics = summarize(out)
     pw = power_of(pl, out)
     if pw is not None:
@@ -71,23 +79,107 @@ def run(
     return result, out
 
 
+def check(cfg: RunConfig) -> str | None:
+    """Why ``cfg`` cannot run, from its memory plan and KV pool alone (None: it can); what
+    ``sim validate`` reports, without simulating."""
+    pl = place(cfg)
+    mem = plan(cfg, pl)
+    if not mem.fits:
+        return not_fit_reason(cfg, mem)
+    return kv_pool_reason(cfg, pl, mem)
+
+
+def kv_pool_reason(cfg: RunConfig, pl: Placement, mem: MemoryPlan) -> str | None:
+    """Why the longest request can never be in a paged KV pool (None when it can): vLLM
+    rejects such a request up front; simulated, it would be preempted and recomputed forever.
+    The pool of each replica is split between pipeline stages' virtual engines as the engine
+    splits it."""
+    if cfg.scheduler != "continuous":
+        return None  # slots reserve the longest sequence up front: the memory plan checks it
+    longest = cfg.max_sequence_tokens
+    overlap = bool(cfg.profile.get("decode_overlaps_stages")) and cfg.pipeline > 1
+    engines = cfg.pipeline if overlap else 1
+    block = cfg.block_size
+    for r in range(cfg.replicas):
+        pool = kv_pool_tokens(cfg, mem, pl, r)
+        if pool is None:
+            continue
+        blocks = (pool // engines) // block
+        if -(-longest // block) > blocks:
+            share = f" (1/{engines} of {pool:,} per pipeline virtual engine)" if engines > 1 else ""
+            return (
+                f"does not fit: the longest request, {longest:,} tokens (context + prompt + "
+                f"output), needs {-(-longest // block):,} KV blocks of {block} tokens but "
+                f"replica {r}'s KV cache has {blocks:,}{share}; it could never be scheduled. "
+                "Shorten the requests or add memory"
+            )
+    return None
+
+
+def refused(name: str, reason: str) -> dict[str, Any]:
+    """The result object of a config refused while loading (exit 3 before any plan): every
+    key of :func:`build`, with nulls."""
+    return {
+        "name": name,
+        "fits": False,
+        "reason": reason,
+        "config": None,
+        "strategies": [],
+        "memory": [],
+        "host_weights_gb": None,
+        "metrics": {k: None for k in METRIC_KEYS}
+        | {"energy_j": None}
+        | {f"{k}_{e}": None for k in ("decode_tok_s", "prefill_tok_s") for e in ("low", "high")},
+        "calibration": None,
+        "power": [],
+        "utilization": {},
+        "bound": {"ceiling_decode_tok_s": None, "bottleneck": None, "ceiling_step_time_s": None},
+        "quant": None,
+    }
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN/Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def power_of(pl: Placement, out: SimOutput) -> RunPower | None:
     """Average power and energy of a run from each GPU's busy time (see ``power.py``)."""
     outputs = sum(r.output_tokens for r in out.requests)
     return run_power([(d.name, d.gpu) for d in pl.devices], out.busy_s, out.makespan_s, outputs)
 
 
+RANGED_METRICS = ("decode_tok_s", "prefill_tok_s", "ttft_s", "tpot_s", "output_throughput_tok_s")
+
+
+def _ratios(cfg: RunConfig, key: str) -> tuple[float, float] | None:
+    """The profile's (p10, p90) simulated/measured for ``key``. A profile fitted on serving
+    rows (vLLM) has none for decode tok/s; decode tok/s is 1 / ITL, so its ratio is the
+    inverse of TPOT's and its range comes from TPOT's."""
+    ratios = cfg.profile.ranges.get(key)
+    if ratios is None and key == "decode_tok_s" and "tpot_s" in cfg.profile.ranges:
+        lo, hi = cfg.profile.ranges["tpot_s"]
+        ratios = (1 / hi, 1 / lo)
+    return ratios
+
+
 def with_ranges(cfg: RunConfig, metrics: dict[str, Any], ceil: Ceiling) -> dict[str, Any]:
     """Add ``<metric>_low``/``_high`` from the profile's cross-validated error ratios.
 
-    A prediction p whose simulated/measured ratio fell between r10 and r90 when its GPU was
-    left out of the fit has the range [p / r90, p / r10]; decode never above the ceiling.
-    Uncalibrated profiles get null ranges.
+    A prediction p whose simulated/measured ratio fell between r10 and r90 when its GPU (or
+    request rate) was left out of the fit has the range [p / r90, p / r10]; decode never above
+    the ceiling. Metrics the profile was not fitted on, and uncalibrated profiles, get nulls.
     """
     out = dict(metrics)
-    for key in ("decode_tok_s", "prefill_tok_s"):
+    for key in RANGED_METRICS:
         value = metrics.get(key)
-        ratios = cfg.profile.ranges.get(key)
+        ratios = _ratios(cfg, key)
         if value is None or ratios is None:
             out[f"{key}_low"] = out[f"{key}_high"] = None
             continue
@@ -106,10 +198,11 @@ def build(
     utilization: dict[str, float] | None,
     reason: str | None,
     simulated_bottleneck: str | None,
+    fits: bool | None = None,
 ) -> dict[str, Any]:
     return {
         "name": cfg.name,
-        "fits": mem.fits,
+        "fits": mem.fits if fits is None else fits,
         "reason": reason,
         "config": cfg.resolved,
         "strategies": strategies_of(cfg),
@@ -117,7 +210,7 @@ def build(
         "host_weights_gb": round(mem.host_weights_bytes / units.GB, 3),
         "metrics": {k: None for k in METRIC_KEYS}
         | {"energy_j": None}
-        | {f"{k}_{e}": None for k in ("decode_tok_s", "prefill_tok_s") for e in ("low", "high")}
+        | {f"{k}_{e}": None for k in RANGED_METRICS for e in ("low", "high")}
         | (with_ranges(cfg, metrics, ceil) if metrics else {}),
         "calibration": cfg.profile.calibrated_from,
         "power": [],

@@ -166,20 +166,24 @@ class Scheduler:
     def schedule(self) -> list[Chunk]:
         """The next step's chunks (empty when there is nothing to run)."""
         s = self.settings
-        decoding = any(q.prompt_left == 0 for q in self.running)
         budget: float = s.max_batched_tokens
-        if s.merge_prefill and not decoding and not any(q.prompt_tokens == 0 for q in self.waiting):
+        if (
+            s.merge_prefill
+            and not any(q.prompt_left == 0 for q in self.running)  # nothing decoding
+            and not any(q.prompt_tokens == 0 for q in self.waiting)
+        ):
             budget = math.inf
         chunks: list[Chunk] = []
         self.started = []
         block = s.block_size
-        prefilling = any(q.prompt_left > 0 for q in self.running)
+        # only a static batch asks (a scan per step otherwise wasted)
+        prefilling = s.policy == "static" and any(q.prompt_left > 0 for q in self.running)
         preempted = False
         evicted: set[int] = set()
         for seq in list(self.running):
             if budget <= 0:
                 break
-            if id(seq) in evicted:  # preempted below to make room for an earlier one
+            if evicted and id(seq) in evicted:  # preempted below to make room for an earlier one
                 continue
             if seq.prompt_left > 0:
                 n = int(min(seq.prompt_left, budget)) if s.chunked_prefill else seq.prompt_left
@@ -191,6 +195,12 @@ class Scheduler:
                 n = 1
             if self.free_blocks is not None:
                 need = -(-(seq.computed + n) // block) - seq.blocks
+                if self.total_blocks is not None and need + seq.blocks > self.total_blocks:
+                    # preempting it would recompute it forever: it can never fit
+                    raise CannotRun(
+                        f"does not fit: a sequence of {seq.computed + n:,} tokens needs "
+                        f"{need + seq.blocks:,} KV blocks but the cache has {self.total_blocks:,}"
+                    )
                 while need > self.free_blocks:
                     victim = self.running[-1]
                     self._preempt(victim)

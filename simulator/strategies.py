@@ -61,7 +61,7 @@ register(
         "single-gpu",
         "One GPU",
         "the whole model on one GPU: no links involved",
-        lambda c: c.total_gpus == 1 and not c.gpus[0].is_apple,
+        lambda c: c.total_gpus == 1 and not c.gpus[0].unified_memory,
         _base(hardware={"gpus": ["rtx4090"]}),
     )
 )
@@ -132,9 +132,10 @@ register(
 register(
     Strategy(
         "unified-memory",
-        "Apple unified memory",
-        "one Apple GPU per machine sharing the system's memory (the share Metal may wire)",
-        lambda c: any(g.is_apple for g in c.gpus),
-        _base(hardware={"gpus": ["m3-max"]}, engine={"profile": "mlx"}),
+        "Unified memory",
+        "one GPU per machine sharing the system's memory (Apple silicon, DGX Spark, Ryzen AI "
+        "Max): the share the driver lets the GPU map",
+        lambda c: any(g.unified_memory for g in c.gpus),
+        _base(hardware={"gpus": ["m3-max"]}, engine={"profile": "mlx"}, model={"quant": "Q4_0"}),
     )
 )

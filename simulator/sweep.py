@@ -231,7 +231,8 @@ class Plan:
 
     @cached_property
     def _positions(self) -> tuple[dict[str, int], ...]:
-        return tuple({t: i for i, t in enumerate(a.texts)} for a in self.axes)
+        # keyed by the cell text a row holds (line separators in a value become spaces)
+        return tuple({_cell(t): i for i, t in enumerate(a.texts)} for a in self.axes)
 
     def index_of(self, texts: Sequence[str]) -> int | None:
         """The grid index of the point whose key cells are ``texts`` (None: not in this grid).
@@ -580,7 +581,9 @@ def run(
             progress(summary.already, summary.total, 0, time.perf_counter() - t0)
         todo = (p for i, p in enumerate(plan.iter_points()) if not done[i])
         n_todo = total - already
-        _execute(plan, todo, n_todo, jobs, finished, executor, address)
+        st = os.fstat(journal.fd)
+        inherited = ((journal.fd, st.st_dev, st.st_ino),)
+        _execute(plan, todo, n_todo, jobs, finished, executor, address, inherited)
         summary.complete = True
         if parquet:
             _finish_parquet(out_path, journal_path, plan)
@@ -615,13 +618,16 @@ def _execute(
     finished: Callable[[dict[str, Any]], None],
     executor: str = "local",
     address: str | None = None,
+    close_in_workers: tuple[tuple[int, int, int], ...] = (),
 ) -> None:
     base, keys = plan.base, plan.keys
     workers = max(1, min(jobs, n_todo))
     if executor == "local" and n_todo <= 1:
         workers = 1
     args = ((base, keys, point) for point in todo)
-    for row in executors.run_all(evaluate_point, args, executor, workers, address):
+    for row in executors.run_all(
+        evaluate_point, args, executor, workers, address, close_in_workers
+    ):
         finished(row)
 
 

@@ -6,8 +6,10 @@ requests.
 
 * Lengths: ``fixed`` (every request has ``prompt_tokens`` / ``output_tokens``), ``uniform``
   (integers uniform on mean x [1 - spread, 1 + spread]), ``lognormal`` (mean as given, log-space
-  sigma = ``length_spread``), or ``csv`` (pairs read from ``workload.lengths_csv``, cycled in
-  file order).
+  sigma = ``length_spread``), ``lognormal_stratified`` (the same distribution's quantiles
+  (i + 1/2) / n in a seeded random order: the expected sample, without the draw-to-draw noise
+  in its longest requests that sets a saturated run's duration), or ``csv`` (pairs read from
+  ``workload.lengths_csv``, cycled in file order).
 * Arrivals: open loop with ``arrival_rate`` > 0 (a Poisson process: exponential gaps of mean
   1 / rate, the first at the first gap); closed loop otherwise (``concurrency`` clients each
   send their next request when the previous one ends; the engine decides those times).
@@ -17,14 +19,17 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import norm
 
 from simulator.config import RunConfig
 from simulator.errors import ConfigError
 
 LENGTH_COLUMNS = ("prompt_tokens", "output_tokens")
+MAX_LENGTHS_CSV_BYTES = 64 << 20  # 1,000,000 rows of two 7-digit integers fit in 16 MB
 
 
 @dataclass(frozen=True)
@@ -37,33 +42,66 @@ class RequestSpec:
 
 def read_lengths_csv(path: Path) -> list[tuple[int, int]]:
     """(prompt_tokens, output_tokens) pairs from a CSV with those two columns."""
+    stat = path.stat() if path.is_file() else None
+    return list(_read_lengths_csv(str(path), None if stat is None else stat.st_mtime_ns))
+
+
+@lru_cache(maxsize=8)
+def _read_lengths_csv(name: str, _mtime_ns: int | None) -> tuple[tuple[int, int], ...]:
+    from simulator.config import MAX_REQUESTS  # config imports this module's users
+
     key = "workload.lengths_csv"
+    path = Path(name)
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a directory; expected a CSV file")
     if not path.is_file():
         raise ConfigError(f"{key}: no such file: {path}")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in LENGTH_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
+    try:
+        size = path.stat().st_size
+        if size > MAX_LENGTHS_CSV_BYTES:
             raise ConfigError(
-                f"{key}: {path} lacks column(s) {', '.join(missing)}; "
-                f"expected a header with {', '.join(LENGTH_COLUMNS)}"
+                f"{key}: {path} has {size:,} bytes; at most {MAX_LENGTHS_CSV_BYTES:,} are read"
             )
-        pairs = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                p, o = int(row["prompt_tokens"]), int(row["output_tokens"])
-            except (TypeError, ValueError):
-                raise ConfigError(
-                    f"{key}: {path} line {line}: expected two integers, got "
-                    f"{row['prompt_tokens']!r}, {row['output_tokens']!r}"
-                ) from None
-            if p < 0 or o < 0 or p + o == 0:
-                raise ConfigError(
-                    f"{key}: {path} line {line}: lengths must be >= 0 and not both 0, got {p}, {o}"
-                )
-            pairs.append((p, o))
+        with path.open(newline="", encoding="utf-8") as fh:
+            pairs = _parse_lengths(csv.DictReader(fh), key, path, MAX_REQUESTS)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{key}: {path} is not UTF-8 text (invalid byte at offset {exc.start})"
+        ) from None
+    except csv.Error as exc:
+        raise ConfigError(f"{key}: {path} is not a readable CSV: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
     if not pairs:
         raise ConfigError(f"{key}: {path} has no rows")
+    return tuple(pairs)
+
+
+def _parse_lengths(
+    reader: csv.DictReader[str], key: str, path: Path, max_rows: int
+) -> list[tuple[int, int]]:
+    missing = [c for c in LENGTH_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConfigError(
+            f"{key}: {path} lacks column(s) {', '.join(missing)}; "
+            f"expected a header with {', '.join(LENGTH_COLUMNS)}"
+        )
+    pairs: list[tuple[int, int]] = []
+    for line, row in enumerate(reader, start=2):
+        if len(pairs) >= max_rows:
+            raise ConfigError(f"{key}: {path} has more than {max_rows:,} rows")
+        try:
+            p, o = int(row["prompt_tokens"]), int(row["output_tokens"])
+        except (TypeError, ValueError):
+            got = ", ".join(repr(str(row[c])[:20]) for c in LENGTH_COLUMNS)
+            raise ConfigError(
+                f"{key}: {path} line {line}: expected two integers, got {got}"
+            ) from None
+        if p < 0 or o < 0 or p + o == 0:
+            raise ConfigError(
+                f"{key}: {path} line {line}: lengths must be >= 0 and not both 0, got {p}, {o}"
+            )
+        pairs.append((p, o))
     return pairs
 
 
@@ -76,6 +114,10 @@ def _draw(rng: np.random.Generator, mean: int, kind: str, spread: float, n: int)
         return rng.integers(lo, hi, endpoint=True, size=n)
     # lognormal with the given mean: mu = ln(mean) - sigma^2 / 2
     mu = np.log(mean) - spread**2 / 2
+    if kind == "lognormal_stratified":  # the quantiles (i + 1/2) / n, in a seeded order
+        z = norm.ppf((np.arange(n) + 0.5) / n)
+        values = np.exp(mu + spread * z)
+        return np.maximum(1, np.rint(rng.permutation(values))).astype(np.int64)
     return np.maximum(1, np.rint(rng.lognormal(mu, spread, size=n))).astype(np.int64)
 
 
@@ -89,6 +131,52 @@ def lengths(cfg: RunConfig, rng: np.random.Generator) -> list[tuple[int, int]]:
     prompts = _draw(rng, cfg.prompt_tokens, kind, spread, n)
     outputs = _draw(rng, cfg.output_tokens, kind, spread, n)
     return [(int(p), int(o)) for p, o in zip(prompts, outputs, strict=True)]
+
+
+def length_pairs(cfg: RunConfig) -> tuple[tuple[int, int], ...]:
+    """The (prompt, output) lengths of the run's requests, as :func:`requests` draws them
+    (the lengths come first from the seeded generator, so drawing them alone is the same)."""
+    key = (
+        cfg.requests,
+        cfg.prompt_tokens,
+        cfg.output_tokens,
+        cfg.length_distribution,
+        cfg.length_spread,
+        cfg.seed,
+        None if cfg.lengths_csv is None else str(cfg.lengths_csv),
+    )
+    return _length_pairs(key, cfg)
+
+
+def _length_pairs(key: tuple[object, ...], cfg: RunConfig) -> tuple[tuple[int, int], ...]:
+    hit = _LENGTHS_CACHE.get(key)
+    if hit is None:
+        hit = tuple(lengths(cfg, np.random.default_rng(cfg.seed)))
+        if len(_LENGTHS_CACHE) > 16:
+            _LENGTHS_CACHE.clear()
+        _LENGTHS_CACHE[key] = hit
+    return hit
+
+
+_LENGTHS_CACHE: dict[tuple[object, ...], tuple[tuple[int, int], ...]] = {}
+
+
+def longest_request_tokens(cfg: RunConfig) -> int:
+    """The longest prompt + output among the run's requests."""
+    if cfg.length_distribution == "fixed" and cfg.lengths_csv is None:
+        return cfg.prompt_tokens + cfg.output_tokens
+    return max(p + o for p, o in length_pairs(cfg))
+
+
+def shortest_decode_context(cfg: RunConfig) -> float:
+    """The smallest mean cache length while decoding among the run's requests:
+    C + P + (N - 1) / 2 for the request that minimises it (the fastest stream)."""
+    pairs: tuple[tuple[int, int], ...] | list[tuple[int, int]]
+    if cfg.length_distribution == "fixed" and cfg.lengths_csv is None:
+        pairs = [(cfg.prompt_tokens, cfg.output_tokens)]
+    else:
+        pairs = length_pairs(cfg)
+    return cfg.context_tokens + min(p + max(o - 1, 0) / 2 for p, o in pairs)
 
 
 def requests(cfg: RunConfig) -> list[RequestSpec]:

@@ -60,4 +60,25 @@ def test_predictions_carry_ranges_from_the_cross_validation() -> None:
     assert m["decode_tok_s_high"] <= r["bound"]["ceiling_decode_tok_s"]
     assert m["prefill_tok_s_low"] < m["prefill_tok_s"] < m["prefill_tok_s_high"]
     vllm = evaluate(cfgmod.load(CONFIGS / "dual3090_nvlink_tp_vllm.toml"))
-    assert vllm["metrics"]["decode_tok_s_low"] is None  # not calibrated: no range claimed
+    v = vllm["metrics"]
+    # fitted on serving rows: TPOT and TTFT ranges; decode tok/s = 1 / ITL takes TPOT's
+    tpot_lo, tpot_hi = profile("vllm").ranges["tpot_s"]
+    assert v["tpot_s_low"] == pytest.approx(v["tpot_s"] / tpot_hi)
+    assert v["decode_tok_s_low"] == pytest.approx(v["decode_tok_s"] * tpot_lo)
+    assert v["ttft_s_low"] < v["ttft_s"] < v["ttft_s_high"]
+    assert v["prefill_tok_s_low"] is None  # not what the serving rows measure: no range claimed
+
+
+def test_leave_one_model_out_predicts_each_model_from_the_others() -> None:
+    rows = calibrate.load_rows(fit_only=False)  # the 2026 rows are held out of the real fit
+    usable = rows["fit_excluded_reason"].isna() | rows["fit_excluded_reason"].str.startswith(
+        "held out", na=False
+    )
+    rows = rows[usable]
+    small = rows[(rows["gpu"] == "rtx4090") & rows["model_id"].isin(["llama-3-8b", "llama-2-7b"])]
+    small = small.groupby("model_id").head(4).reset_index(drop=True)
+    cv = calibrate.cross_validate_models("llama.cpp", small, workers=1)
+    assert sorted(cv["row_id"]) == sorted(small["row_id"])  # every row predicted once
+    assert set(cv["model_id"]) == {"llama-3-8b", "llama-2-7b"}
+    assert (cv["simulated"] > 0).all()
+    assert cv["rel_error"].equals(cv["simulated"] / cv["measured"] - 1)

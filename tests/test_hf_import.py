@@ -178,7 +178,6 @@ def test_gemma3_text_config_nested_and_kv_per_layer() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("Qwen--Qwen3.5-35B-A3B", "linear_attention"),
         ("google--gemma-4-26B-A4B", "global_head_dim"),
     ],
 )
@@ -206,7 +205,7 @@ def _raw(name: str, gpus: list[str] | None = None, link: str | None = None) -> d
         "name": name,
         "hardware": hw,
         "model": {"hf_config": str(FIX / f"{name}.json"), "quant": "Q4_K_M"},
-        "workload": {"prompt_tokens": 256, "output_tokens": 16, "context_tokens": 4096},
+        "workload": {"prompt_tokens": 256, "output_tokens": 16, "context_tokens": 2048},
     }
 
 
@@ -215,10 +214,17 @@ RUNNABLE = {
     "Qwen--Qwen2.5-7B": None,
     "Qwen--Qwen3-8B": None,
     "Qwen--Qwen3-14B": None,
+    "phi-3-mini-4k-instruct-config": None,
+    "mistral-7B-instruct-v0.3": None,
     "Qwen--Qwen3-30B-A3B": None,
     "openai--gpt-oss-20b": None,
     "openai--gpt-oss-120b": ["h100-sxm", "h100-sxm"],
     "deepseek-ai--DeepSeek-V3": ["h200-sxm"] * 4,
+    "Qwen--Qwen3.5-27B": None,
+    "google--gemma-2-27b-it.mlc": None,
+    "google--gemma-3-1b-it.mlc": None,
+    "Qwen--Qwen3.5-35B-A3B": None,
+    "Qwen--Qwen3.6-35B-A3B": None,
 }
 
 
@@ -280,3 +286,83 @@ def test_cli_list_from_and_bad_file(tmp_path: Path) -> None:
         [*exe, "list", "models", "--from", str(bad)], capture_output=True, text=True, check=False
     )
     assert out.returncode == 2 and "state-space" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_phi3_mini_window_on_every_layer() -> None:
+    m = hf_import.from_hf_config(FIX / "phi-3-mini-4k-instruct-config.json")
+    assert m.layer_windows == (2047,) * 32 and m.kv_heads == 32
+    assert mm.kv_bytes_per_token(m, 2) == 2 * 32 * 32 * 96 * 2 == 393_216
+    # at the full 4096-token context each layer keeps 2047 tokens
+    assert mm.kv_bytes_of_layers(m, range(32), 4096, 2) == 32 * 2 * 32 * 96 * 2 * 2047
+    attn = 4 * 3072 * 3072  # fused qkv_proj (3 x 3072 rows) + o_proj, all heads 96 wide
+    assert mm.layer_params(m, 0).total == attn + 3 * 3072 * 8192 + 2 * 3072
+    assert mm.total_params(m) / 1e9 == pytest.approx(3.82, abs=0.01)  # card: 3.8B
+
+
+def test_phi3_medium_window_and_mistral_v0_3_without() -> None:
+    med = hf_import.from_hf_config(FIX / "phi-3-medium-4k-instruct-config.json")
+    assert med.layers == 40 and med.kv_heads == 10 and med.layer_windows == (2047,) * 40
+    assert mm.total_params(med) / 1e9 == pytest.approx(13.96, abs=0.02)  # card: 14B
+    mis = hf_import.from_hf_config(FIX / "mistral-7B-instruct-v0.3.json")
+    assert mis.layer_windows == () and mis.vocab_size == 32768
+    assert mm.kv_bytes_per_token(mis, 2) == 2 * 32 * 8 * 128 * 2
+    assert mm.total_params(mis) / 1e9 == pytest.approx(7.25, abs=0.01)  # card: 7.25B
+
+
+def test_phi2_non_gated_mlp_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not gated"):
+        hf_import.from_hf_config(FIX / "phi-2-config.json")
+
+
+def test_qwen3_5_hybrid_linear_attention() -> None:
+    m = spec("Qwen--Qwen3.5-35B-A3B")
+    full = [i for i in range(40) if not m.layer_is_linear(i)]
+    assert full == [3, 7, 11, 15, 19, 23, 27, 31, 35, 39]  # full_attention_interval 4
+    # only the 10 full-attention layers cache K and V (2 KV heads x 256)
+    assert mm.kv_bytes_per_token(m, 2) == 10 * 2 * 2 * 256 * 2 == 20_480
+    # a linear layer's state per sequence: 32 value heads x 128 x 128 delta-rule matrix + the
+    # conv window (kernel 4 - 1) x (2 x 16 x 128 + 32 x 128), float32 (mamba_ssm_dtype)
+    assert mm.linear_state_bytes_per_layer(m) == (32 * 128 * 128 + 3 * (4096 + 4096)) * 4
+    h, kd, vd = 2048, 16 * 128, 32 * 128
+    linear = h * (2 * kd + 2 * vd) + h * 64 + (2 * kd + vd) * 4 + 64 + 128 + vd * h
+    assert mm.linear_attention_params(m) == linear
+    # full attention: q_proj doubled by the output gate, QK-norm
+    assert mm.attention_params(m) == 2 * h * 16 * 256 + 2 * h * 2 * 256 + 16 * 256 * h + 512
+    assert mm.layer_params(m, 0).shared == 3 * h * 512
+    assert mm.total_params(m) / 1e9 == pytest.approx(34.7, abs=0.1)  # 35B-A3B (text only)
+    assert mm.active_params(m) / 1e9 == pytest.approx(3.0, abs=0.1)
+    w = mm.layer_work(m, mm.quant("Q4_K_M"), 0, 1, 100_000)
+    assert w.kv_read_bytes == mm.linear_state_bytes_per_layer(m)  # not the context's KV
+
+
+def test_qwen3_5_state_is_in_the_memory_plan() -> None:
+    raw = _raw("Qwen--Qwen3.5-27B", gpus=["rtx5090"])
+    raw["workload"] = {"prompt_tokens": 512, "output_tokens": 16, "concurrency": 2}
+    cfg = config_mod.resolve(raw)
+    m = cfg.model
+    stage = place(cfg).stages(0)[0]
+    assert len(m.linear_layers) == 48 and mm.kv_bytes_per_token(m, 2) == 16 * 2 * 4 * 256 * 2
+    seq = cfg.max_sequence_tokens
+    want = (16 * 2 * 4 * 256 * 2 * seq + 48 * mm.linear_state_bytes_per_layer(m)) * 2
+    assert mem_mod.device_kv_bytes(cfg, stage, seq) == pytest.approx(want)
+
+
+def test_gemma2_27b_alternating_windows() -> None:
+    m = hf_import.from_hf_config(FIX / "google--gemma-2-27b-it.mlc.json")
+    assert m.tied_embeddings and m.norms_per_layer == 4 and not m.qk_norm
+    assert m.layer_windows == (4096, None) * 23  # even layers local
+    per_layer = 2 * 16 * 128 * 2
+    assert mm.kv_bytes_per_token(m, 2) == 46 * per_layer == 376_832
+    # at the full 8192 context the 23 local layers keep 4096 tokens: 3/4 of the full cache
+    assert mm.kv_bytes_of_layers(m, range(46), 8192, 2) == 23 * per_layer * (8192 + 4096)
+    cat = mm.model("gemma-2-27b")  # the catalogue entry: same shape, two norms, no windows
+    extra_norms = 46 * 2 * 4608
+    assert mm.total_params(m) == mm.total_params(cat) + extra_norms
+
+
+def test_gemma3_1b_every_sixth_layer_global() -> None:
+    m = hf_import.from_hf_config(FIX / "google--gemma-3-1b-it.mlc.json")
+    assert [i for i in range(26) if m.layer_window(i) is None] == [5, 11, 17, 23]
+    assert m.qk_norm and m.tied_embeddings
+    per_layer = 2 * 1 * 256 * 2
+    assert mm.kv_bytes_of_layers(m, range(26), 32_768, 2) == per_layer * (4 * 32_768 + 22 * 512)

@@ -1,7 +1,7 @@
 """Simulated vs measured on every calibration row the simulator can reproduce: the error table.
 
 Prints the table (run with -s to see it). The llama.cpp profile is fitted to these rows
-(calibration/params/llama.cpp.toml: 7.8% decode, 8.8% prompt mean absolute error; leave one
+(simulator/data/calibrated/llama.cpp.toml: 7.8% decode, 8.8% prompt mean absolute error; leave one
 GPU out: 8.9% and 13%). The asserted bounds keep today's accuracy from getting worse; the
 targets were 10% on decode and 20% on prompt tokens/s (leave one GPU out).
 """

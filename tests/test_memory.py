@@ -34,11 +34,13 @@ def test_llama3_70b_q4km_does_not_fit_one_24gb_card() -> None:
     mem = plan(cfg)
     assert not mem.fits
     tips = suggestions(cfg)
-    # even Q2_K is a 26.4 GB file for a 70B model: a second card, another card or offload
-    assert not any("model.quant" in t for t in tips)
+    # even Q2_K is a 26.4 GB file for a 70B model: only an IQ2 mix (~2.7 bits, the size
+    # people run 70B at on one 24 GB card), layers in RAM or more / bigger cards help
+    quant_tips = [t for t in tips if "model.quant" in t]
+    assert quant_tips and "IQ2" in quant_tips[0] and "Q2_K" not in quant_tips[0]
     kinds = [f.kind for f in ranked(cfg)]
-    assert "same-gpu" in kinds and "other-gpu" in kinds and "quant" not in kinds
-    assert kinds.index("offload") < kinds.index("same-gpu") < kinds.index("other-gpu")
+    assert kinds.index("offload") < kinds.index("quant") < kinds.index("same-gpu")
+    assert kinds.index("same-gpu") < kinds.index("other-gpu")
 
 
 def test_a_smaller_quant_is_suggested_when_one_fits() -> None:
@@ -99,10 +101,13 @@ def test_embedding_lives_on_host_for_llamacpp_and_on_gpu0_for_vllm() -> None:
     assert not vllm.embedding_on_host and vllm.stages()[0].holds_embedding
 
 
+MLX_4BIT = {"quant": "Q4_0"}  # MLX's 4-bit has Q4_0's 4.5 bits per weight
+
+
 def test_apple_memory_fraction_limits_capacity() -> None:
     apple = {"hardware": {"gpus": ["m3-ultra"], "unified_memory_gib": 256}}
     cfg = cfgmod.resolve(
-        minimal_config(parallel={"pipeline": 1}, engine={"profile": "mlx"}) | apple
+        minimal_config(parallel={"pipeline": 1}, engine={"profile": "mlx"}, model=MLX_4BIT) | apple
     )
     d = plan(cfg).devices[0]
     g = hardware.gpu("m3-ultra")
@@ -116,7 +121,10 @@ def test_unified_memory_option_must_be_sold_with_the_chip() -> None:
 
     apple = {"hardware": {"gpus": ["m3-ultra"], "unified_memory_gib": 192}}
     with pytest.raises(ConfigError, match="192 is not sold with m3-ultra"):
-        cfgmod.resolve(minimal_config(parallel={"pipeline": 1}, engine={"profile": "mlx"}) | apple)
+        cfgmod.resolve(
+            minimal_config(parallel={"pipeline": 1}, engine={"profile": "mlx"}, model=MLX_4BIT)
+            | apple
+        )
 
 
 def test_kv_cache_grows_with_concurrency() -> None:

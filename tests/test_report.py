@@ -85,3 +85,17 @@ def test_report_on_a_small_fit(tmp_path: Path) -> None:
     again = report.write_report([(fit, cv, {})], results, tmp_path / "again")
     for a, b in zip(written, again, strict=True):
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_report_has_the_leave_one_model_out_table(tmp_path: Path) -> None:
+    fit, cv = _small_fit()
+    model_cv = cv.assign(model_id=["llama-3-8b", "llama-3-8b", "qwen3-32b", "qwen3-32b"])
+    model_cv["simulated"] = [90.0, 1000.0, 120.0, 1800.0]  # -10%, 0%, 0%, +20%
+    model_cv["rel_error"] = model_cv["simulated"] / model_cv["measured"] - 1
+    written = report.write_report(
+        [(fit, cv, {})], [_result("g-01", "consistent")], tmp_path, {"llama.cpp": model_cv}
+    )
+    text = written[0].read_text()
+    assert "### Leave one model out" in text
+    assert "| decode | 2 | 5.0% | 5.0% |" in text  # |-10%| and |0%|
+    assert "| qwen3-32b | 1 | 0.0% | 1 | 20.0% |" in text

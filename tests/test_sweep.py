@@ -435,3 +435,42 @@ def test_a_ray_sweep_writes_the_same_file_as_a_local_one(tmp_path: Path) -> None
     sweep.run(plan, tmp_path / "local.csv", jobs=1)
     sweep.run(plan, tmp_path / "ray.csv", jobs=2, executor="ray")
     assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "ray.csv").read_bytes()
+
+
+def test_values_with_line_separators_survive_a_resume(tmp_path: Path) -> None:
+    """U+2028, U+0085, form feed and carriage return inside a value do not break the rows
+    apart: the rerun finds every row and runs nothing."""
+    base = _config(tmp_path)
+    names = ["a\u2028b", "c\x85d", "e\x0cf", "g\rh"]
+    plan = sweep.plan_from(
+        minimal_config(workload={"prompt_tokens": 64, "output_tokens": 4}), {"name": names}
+    )
+    assert base.exists()
+    out = tmp_path / "runs.csv"
+    first = sweep.run(plan, out, jobs=1)
+    again = sweep.run(plan, out, jobs=1)
+    assert first.ran == len(names) and again.ran == 0 and again.already == len(names)
+    assert len(_rows(out)) == len(names)
+
+
+@pytest.mark.slow
+def test_killing_only_the_parent_frees_the_output_for_a_rerun(tmp_path: Path) -> None:
+    """SIGKILL the sweep's parent alone: its workers die with it (PR_SET_PDEATHSIG) and do
+    not hold the output's lock, so the same command resumes at once."""
+    base = _config(tmp_path, output_tokens=256)
+    argv = [sys.executable, "-m", "simulator.cli", "sweep", "--config", str(base)]
+    argv += ["--vary", "workload.context_tokens=" + ",".join(str(512 * i) for i in range(24))]
+    out = tmp_path / "runs.csv"
+    argv += ["--out", str(out), "--jobs", "2"]
+    proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if out.exists() and out.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)  # the workers receive their death signal
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "another sweep is writing" not in rerun.stderr

@@ -1,0 +1,88 @@
+"""Extract a small, cited all-reduce table from the aiconfigurator-core wheel's perf database.
+
+The wheel (Apache-2.0, NVIDIA) ships measured kernel and collective timings per system as
+parquet files. This script reads the all-reduce rows of two systems that bracket vLLM's
+tensor-parallel links: the L40S server (PCIe, no NVLink) and the H100 SXM (NVLink 4 /
+NVSwitch), for NCCL and for vLLM's custom all-reduce (captured in a CUDA graph), 2/4/8 GPUs,
+and writes ``calibration/data/vllm_allreduce.csv`` (one row per measurement, each with its
+source path inside the wheel). It is a one-off: the CSV is committed, the wheel is not, and
+the package never imports pyarrow.
+
+    pip download --no-deps aiconfigurator-core -d /tmp/aic
+    pip install pyarrow   # only to run this script
+    python calibration/extract_aiconfigurator.py /tmp/aic/aiconfigurator_core-*.whl
+
+``message_size`` is an element count (aiconfigurator's perf_database.py factors "an element
+count"); the rows kept are 16-bit (NCCL ``half``, vLLM ``bfloat16``), so a message is 2 bytes
+per element. ``latency`` is in milliseconds. Read so, 8 H100 SXM move 64 Mi elements at
+406 GB/s bus bandwidth, what nccl-tests report for NVSwitch; 2 L40S at 27 GB/s, 84% of PCIe
+4.0 x16.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+OUT = Path(__file__).resolve().parent / "data" / "vllm_allreduce.csv"
+ROOT = "aiconfigurator_core/systems/data/"
+FILES = {
+    # system -> (link id in the simulator's catalogue, [(parquet path, kernel label)])
+    "l40s": (
+        "pcie4-x16",
+        [
+            ("l40s/comm/nccl/2.27.3/nccl_perf.parquet", "nccl"),
+            ("l40s/comm/vllm/0.14.0/custom_allreduce_perf.parquet", "vllm_custom_graph"),
+        ],
+    ),
+    "h100_sxm": (
+        "nvlink4",
+        [
+            ("h100_sxm/comm/nccl/2.27.3/nccl_perf.parquet", "nccl"),
+            ("h100_sxm/comm/vllm/0.14.0/custom_allreduce_perf.parquet", "vllm_custom_graph"),
+        ],
+    ),
+}
+SIZES = (2**12, 2**15, 2**18, 2**21, 2**24)  # elements: 8 KiB (one decode token) .. 32 MiB
+
+
+def extract(wheel: Path) -> pd.DataFrame:
+    version = wheel.name.split("-")[1]
+    rows = []
+    with zipfile.ZipFile(wheel) as z:
+        for system, (link, files) in FILES.items():
+            for rel, kernel in files:
+                d = pd.read_parquet(io.BytesIO(z.read(ROOT + rel)))
+                d = d[d["op_name"] == "all_reduce"]
+                dtype = "nccl_dtype" if "nccl_dtype" in d else "allreduce_dtype"
+                d = d[d[dtype].isin(["half", "bfloat16"])]
+                if kernel == "vllm_custom_graph":
+                    d = d[d["backend"] == "vllm_graph"]
+                d = d[d["message_size"].isin(SIZES)]
+                for r in d.itertuples():
+                    rows.append(
+                        {
+                            "system": system,
+                            "device": r.device,
+                            "link": link,
+                            "kernel": kernel,
+                            "framework_version": f"{r.framework} {r.version}",
+                            "num_gpus": int(r.num_gpus),
+                            "message_bytes": 2 * int(r.message_size),
+                            "latency_s": float(r.latency) * 1e-3,
+                            "source": f"pypi:aiconfigurator-core=={version}/{ROOT}{rel}",
+                            "note": "source: message_size in 16-bit elements, latency in ms",
+                        }
+                    )
+    out = pd.DataFrame(rows).sort_values(["system", "kernel", "num_gpus", "message_bytes"])
+    return out.drop_duplicates(["system", "kernel", "num_gpus", "message_bytes"])
+
+
+if __name__ == "__main__":
+    table = extract(Path(sys.argv[1]))
+    table.to_csv(OUT, index=False)
+    print(f"{OUT}: {len(table)} rows")
