@@ -185,9 +185,7 @@ def build_2026(src: Path = LLAMABENCH_2026) -> pd.DataFrame:
             if v not in known
         ]
         out["fit_excluded_reason"] = (
-            f"not in the catalogue: {', '.join(missing)}"
-            if missing
-            else HELD_OUT_2026
+            f"not in the catalogue: {', '.join(missing)}" if missing else HELD_OUT_2026
         )
         rows.append(out)
     return pd.DataFrame(rows).drop(columns=["gpu_id", "backend", "n_ubatch", "metric", "value"])
