@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from simulator import cli_answers
 from simulator import config as config_mod
 from simulator.catalog import shelf
 from simulator.errors import CannotRun, ConfigError, SimError
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="one JSON object per config")
     run.add_argument("--trace", metavar="FILE", help="write a Chrome trace of the timeline")
     run.add_argument("--requests-out", metavar="FILE", help="write per-request records (CSV)")
+    cli_answers.format_arg(run)
 
     val = sub.add_parser("validate", help="check a config without running it")
     val.add_argument("--config", action="append", required=True, metavar="FILE")
@@ -97,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         help="Dask scheduler (tcp://host:8786) or Ray cluster (host:6379) address; without it "
         "dask/ray start a local cluster of --jobs workers",
     )
+    cli_answers.add_parsers(sub)
     lst = sub.add_parser("list", help="print a catalogue with sources")
     lst.add_argument("kind", choices=LIST_KINDS)
     lst.add_argument("--json", action="store_true")
@@ -165,9 +168,15 @@ def _run_one(args: argparse.Namespace, path: str, index: int, total: int) -> int
             write_requests(requests_out, out)
     except OSError as exc:
         raise ConfigError(f"cannot write {exc.filename or ''}: {exc.strerror or exc}") from None
-    print(_dumps(result) if args.json else table(result), flush=True)
+    fmt = args.format or ("json" if args.json else "table")
+    if fmt == "json":
+        print(_dumps(result), flush=True)
+    elif fmt == "table":
+        print(table(result), flush=True)
+    elif result["fits"]:
+        cli_answers.print_run(cfg, result, out, fmt)
     if not result["fits"]:
-        if not args.json:
+        if fmt != "json":
             where = f"{path}: " if total > 1 else ""
             print(f"sim: error: {where}{result['reason']}", file=sys.stderr)
         return CannotRun.exit_code
@@ -463,6 +472,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return cmd_sweep(args)
         if args.command == "claims":
             return cmd_claims(args)
+        answered = cli_answers.dispatch(args)
+        if answered is not None:
+            return answered
     except ConfigError as err:
         return _emit_error(err)
     except SimError as err:

@@ -15,15 +15,14 @@ Per device (docs/physics.md "Sizes"):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from simulator import expert_offload, units
 from simulator import model as mm
-from simulator.catalog import shelf
 from simulator.config import RunConfig
 from simulator.errors import CannotRun
 from simulator.hardware import GpuSpec
-from simulator.hardware import gpu as gpu_spec
 from simulator.model import ModelSpec, QuantSpec
 from simulator.placement import Device, Placement, Stage, place
 
@@ -155,11 +154,29 @@ def device_kv_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: int) -> float
 def kv_pool_tokens(
     cfg: RunConfig, mem: MemoryPlan, placement: Placement, replica: int
 ) -> int | None:
-    """Tokens a paged KV cache can hold on ``replica``: what is left on its tightest device
-    after weights, compute buffers and the runtime (vLLM gives the pool everything up to
-    gpu_memory_utilization, which ``runtime_bytes`` already holds back). None when no GPU
-    holds KV (every layer offloaded to the CPU)."""
+    """Tokens the KV cache can hold on ``replica``. None when no GPU holds KV (every layer
+    offloaded to the CPU).
+
+    A paged cache (``continuous``) gets what is left on the replica's tightest device after
+    weights, compute buffers and the runtime (vLLM gives the pool everything up to
+    gpu_memory_utilization, which ``runtime_bytes`` already holds back). A server that
+    reserves its slots up front (``slots``/``static``, llama.cpp ``-c``) sizes its compute
+    buffers for the context it reserves (the f32 score matrix grows with it when attention
+    is not fused), so its pool is the slots x the longest sequence one slot can hold with
+    buffers for that sequence (at most the model's maximum context): the largest ``-c`` that
+    fits, the number ``sim fit`` reports and ``sim run`` confirms."""
     rows = {d.device: d for d in mem.devices}
+    if cfg.scheduler != "continuous":
+        names = {d.name for st in placement.stages(replica) for d in st.devices}
+        if not any(device_kv_bytes_per_token(cfg, st) > 0 for st in placement.stages(replica)):
+            return None
+
+        def replica_fits(seq: int) -> bool:
+            devices = plan(cfg, placement, sequence_tokens=seq).devices
+            return all(r.fits for r in devices if r.device in names)
+
+        longest = largest_fitting(replica_fits, cfg.model.max_context_tokens)
+        return longest * cfg.concurrent_sequences
     tokens = math.inf
     for st in placement.stages(replica):
         per_token = device_kv_bytes_per_token(cfg, st)
@@ -320,95 +337,40 @@ def held_back_of_free_bytes(cfg: RunConfig, free_bytes: float) -> float:
 # When it does not fit: say where, by how much, and what would fit
 
 
-def max_fitting_sequence_tokens(cfg: RunConfig) -> int:
-    """The longest sequence (context + prompt + output) that fits, 0 if none does."""
-    lo, hi = 0, cfg.max_sequence_tokens
-    if plan(cfg, sequence_tokens=1).fits is False:
+def largest_fitting(fits: Callable[[int], bool], upper: int) -> int:
+    """The largest n in 1..upper with ``fits(n)`` (``fits`` monotone: true up to a point),
+    0 if even 1 does not fit. Bisection: about log2(upper) calls."""
+    if upper < 1 or not fits(1):
         return 0
-    lo = 1
+    if fits(upper):
+        return upper
+    lo, hi = 1, upper  # fits(lo), not fits(hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if plan(cfg, sequence_tokens=mid).fits:
+        if fits(mid):
             lo = mid
         else:
             hi = mid
     return lo
 
 
-def _fits_with(cfg: RunConfig, **changes: object) -> bool:
-    try:
-        return plan(replace(cfg, **changes)).fits  # type: ignore[arg-type]
-    except CannotRun:
-        return False
-
-
-def resolves_with(cfg: RunConfig, section: str, key: str, value: object) -> bool:
-    """Whether the config with ``section.key = value`` passes ``config.resolve`` (the engine
-    table included): a suggestion must be a config that runs."""
-    import copy
-
-    from simulator import config as cfgmod
-    from simulator.errors import SimError
-
-    raw = copy.deepcopy(cfg.resolved)
-    raw[section][key] = value
-    if section == "hardware" and key == "gpus":
-        raw["hardware"]["unified_memory_gib"] = None  # a different Mac: its own memory size
-        raw["hardware"]["power_limit_w"] = None
-    raw = {  # an unset key is absent, not null
-        k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
-        for k, v in raw.items()
-        if v is not None
-    }
-    try:
-        cfgmod.resolve(raw)
-    except SimError:
-        return False
-    return True
+def max_fitting_sequence_tokens(cfg: RunConfig, upper: int | None = None) -> int:
+    """The longest sequence (context + prompt + output) per resident sequence that fits, up
+    to ``upper`` (default: the run's own sequence); 0 if none does. The compute buffers are
+    sized for that sequence, as llama.cpp reserves them for its context."""
+    limit = cfg.max_sequence_tokens if upper is None else upper
+    pl = place(cfg)
+    return largest_fitting(lambda seq: plan(cfg, pl, sequence_tokens=seq).fits, limit)
 
 
 def suggestions(cfg: RunConfig) -> list[str]:
-    """Changes that would make ``cfg`` fit: shorter context, a smaller quant, another GPU."""
-    out = []
-    seq = max_fitting_sequence_tokens(cfg)
-    fixed = cfg.prompt_tokens + cfg.output_tokens
-    if seq > 0:
-        if seq >= fixed:
-            out.append(f"workload.context_tokens <= {seq - fixed:,} (sequence of {seq:,} tokens)")
-        else:
-            out.append(f"a sequence of at most {seq:,} tokens (prompt + output)")
-    quants = sorted(
-        (mm.quant(qid) for qid in shelf("quants") if qid != "EXL2"),
-        key=lambda q: -q.layer_bits_per_weight,
-    )
-    for q in quants:
-        if q.layer_bits_per_weight >= cfg.quant.layer_bits_per_weight:
-            continue
-        if (q.format == "gguf") != (cfg.quant.format == "gguf"):
-            continue  # stay within the engine's family: GGUF, or vLLM-style formats
-        if q.format in ("nvfp4", "mxfp4") and cfg.quant.format != q.format:
-            continue  # FP4 kernels depend on the GPU generation: not offered as a general fix
-        if _fits_with(cfg, quant=q) and resolves_with(cfg, "model", "quant", q.id):
-            out.append(f"model.quant = {q.id} ({q.layer_bits_per_weight:.2f} bits/weight)")
-            break
-    current = max(g.memory_bytes for g in cfg.gpus)
-    candidates = sorted(
-        (gpu_spec(gid) for gid in shelf("gpus")),
-        key=lambda g: (g.memory_bytes, g.id),
-    )
-    for g in candidates:
-        kind = (g.unified_memory, g.is_apple)  # discrete cards, Macs, other unified machines
-        if g.memory_bytes <= current or kind != (cfg.gpus[0].unified_memory, cfg.gpus[0].is_apple):
-            continue
-        if _fits_with(cfg, gpus=tuple(g for _ in cfg.gpus)) and resolves_with(
-            cfg, "hardware", "gpus", [g.id] * cfg.gpus_per_node
-        ):
-            out.append(
-                f"hardware.gpus = {g.id} x {cfg.gpus_per_node} "
-                f"({g.memory_bytes / units.GB:.1f} GB each)"
-            )
-            break
-    return out
+    """Changes that would make ``cfg`` fit, cheapest for its owner first, each with the tok/s
+    it would give (``fixes.ranked``: flash attention, a quantized KV cache, a smaller context
+    or fewer slots, experts or layers in system RAM, a smaller quant, more cards of the same
+    kind, other cards); only configs that resolve and fit."""
+    from simulator.fixes import ranked
+
+    return [f.text() for f in ranked(cfg)]
 
 
 def not_fit_reason(cfg: RunConfig, mem: MemoryPlan) -> str:

@@ -30,7 +30,9 @@ import io
 import itertools
 import json
 import os
+import sys
 import time
+import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -710,3 +712,17 @@ def _finish_parquet(out_path: Path, journal_path: Path, plan: Plan) -> None:
     df.to_parquet(buf, index=False)
     _replace_durably(out_path, buf.getvalue())
     journal_path.unlink()
+
+
+class _CallableModule(types.ModuleType):
+    """``sim.sweep(...)`` is the Python API's sweep (``simulator.api.sweep``), but once this
+    module is imported the package attribute ``simulator.sweep`` is this module: calling it
+    calls the API, so both spellings keep working in any import order."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from simulator.api import sweep as api_sweep
+
+        return api_sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from simulator import config as cfgmod
 from simulator import hardware, units
+from simulator.fixes import ranked
 from simulator.memory import plan, suggestions
 from simulator.placement import assign_layers, place
 from tests.conftest import minimal_config
@@ -34,10 +35,12 @@ def test_llama3_70b_q4km_does_not_fit_one_24gb_card() -> None:
     assert not mem.fits
     tips = suggestions(cfg)
     # even Q2_K is a 26.4 GB file for a 70B model: only an IQ2 mix (~2.7 bits, the size
-    # people run 70B at on one 24 GB card) or a bigger card helps
+    # people run 70B at on one 24 GB card), layers in RAM or more / bigger cards help
     quant_tips = [t for t in tips if "model.quant" in t]
     assert quant_tips and "IQ2" in quant_tips[0] and "Q2_K" not in quant_tips[0]
-    assert any("hardware.gpus" in t for t in tips)
+    kinds = [f.kind for f in ranked(cfg)]
+    assert kinds.index("offload") < kinds.index("quant") < kinds.index("same-gpu")
+    assert kinds.index("same-gpu") < kinds.index("other-gpu")
 
 
 def test_a_smaller_quant_is_suggested_when_one_fits() -> None:
