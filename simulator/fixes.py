@@ -81,10 +81,18 @@ class Fix:
 
 
 def _try(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig | None:
-    """The variant if it resolves and fits, else None."""
+    """The variant if it resolves, fits and its longest request can be held by the engine's
+    KV pool (a variant that would be refused is no fix), else None."""
+    from simulator.placement import place
+    from simulator.result import kv_pool_reason
+
     try:
         new = derive(cfg, changes)
-        return new if plan(new).fits else None
+        pl = place(new)
+        mem = plan(new, pl)
+        if not mem.fits or kv_pool_reason(new, pl, mem) is not None:
+            return None
+        return new
     except SimError:
         return None
 
@@ -115,10 +123,14 @@ def _fix(
     change: str | None = None,
     added_usd: float | None = None,
     note: str | None = None,
-) -> Fix:
+) -> Fix | None:
+    """The fix, timed as one stream; None if the variant cannot run after all."""
     from simulator.fitting import _single
 
-    s = stream(_single(cfg, cfg.prompt_tokens, cfg.output_tokens, cfg.context_tokens))
+    try:
+        s = stream(_single(cfg, cfg.prompt_tokens, cfg.output_tokens, cfg.context_tokens))
+    except SimError:
+        return None
     free = min(d.free_bytes for d in plan(cfg).devices) / units.GB
     return Fix(
         kind=kind,
@@ -228,7 +240,7 @@ def _cards_price(gpu_id: str, count: int) -> float | None:
 
 def ranked(cfg: RunConfig) -> list[Fix]:
     """Every kind of fix that makes ``cfg`` fit, cheapest kind first (one per kind)."""
-    out: list[Fix] = []
+    out: list[Fix | None] = []
     m = cfg.model
     # 1-2. flash attention, then a quantized KV cache (with flash attention)
     chain: list[dict[str, Any]] = []
@@ -355,7 +367,7 @@ def ranked(cfg: RunConfig) -> list[Fix]:
             priced = _cards_price(gid, cfg.total_gpus)
             out.append(_fix("other-gpu", new, changes, words, priced))
             break
-    return out
+    return [f for f in out if f is not None]
 
 
 def fixes_table(fixes: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import assert_physical_invariants, evaluate_if_it_runs
@@ -42,6 +42,24 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=configs())
+# found by an exploring run: the does-not-fit hints simulated a smaller-quant variant whose
+# KV pool cannot hold the request, and the scheduler's guard escaped as a traceback
+@example(
+    raw={
+        "name": "random",
+        "hardware": {"gpus": ["rtx3090"] * 4, "gpu_link": "pcie3-x16"},
+        "model": {"name": "llama-3.3-70b", "quant": "F16"},
+        "parallel": {"tensor": 1, "pipeline": 2, "replicas": 2},
+        "engine": {"profile": "vllm"},
+        "workload": {
+            "prompt_tokens": 1500,
+            "output_tokens": 1,
+            "context_tokens": 4096,
+            "concurrency": 1,
+            "requests": 1,
+        },
+    }
+)
 def test_random_configs_respect_the_physics(raw: dict[str, Any]) -> None:
     cfg, res = evaluate_if_it_runs(raw)
     assert_physical_invariants(cfg, res)
