@@ -43,7 +43,7 @@ class SingleStream:
 
     @property
     def makespan_s(self) -> float:
-        return np.asarray(self.prefill_s + self.decode_s)
+        return self.prefill_s + self.decode_s
 
 
 def applies(cfg: RunConfig) -> bool:
