@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 
 from simulator import units
 from simulator.catalog import Entry, shelf
@@ -395,8 +395,10 @@ def mla_attention_params(m: ModelSpec) -> int:
     return q + kv + o
 
 
+@lru_cache(maxsize=4096)
 def layer_params(m: ModelSpec, layer: int) -> LayerParams:
-    """Parameter counts of decoder layer ``layer`` (0-based)."""
+    """Parameter counts of decoder layer ``layer`` (0-based; memoised: a pure function of
+    frozen specs, asked for every layer of every step)."""
     attn = linear_attention_params(m) if m.layer_is_linear(layer) else attention_params(m)
     norms = m.norms_per_layer * m.hidden_size
     if m.layer_is_moe(layer):
