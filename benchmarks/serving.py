@@ -45,9 +45,9 @@ def main(argv: list[str]) -> int:
     n = int(argv[0])
     cfg = resolve(config(n))
     before = rss_now_bytes()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result, out = run(cfg)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     assert out is not None and result["fits"], result.get("reason")
     durations = iteration_durations(out.kv_occupancy)
@@ -57,6 +57,7 @@ def main(argv: list[str]) -> int:
             {
                 "requests": n,
                 "wall_s": wall,
+                "cpu_s": cpu,
                 "events": out.events,
                 "iterations": out.iterations,
                 "makespan_s": out.makespan_s,
