@@ -705,6 +705,13 @@ def layer_work(
     )
 
 
+@lru_cache(maxsize=8192)
+def batch_weight_bytes(m: ModelSpec, q: QuantSpec, layer: int, tokens: int) -> float:
+    """The weights a batch of ``tokens`` tokens reads in ``layer`` (MoE: the experts it hits):
+    ``layer_work(...).weight_bytes``, which no context changes, memoised."""
+    return layer_work(m, q, layer, tokens, 0).weight_bytes
+
+
 def output_work(m: ModelSpec, q: QuantSpec, tokens_with_logits: int) -> Work:
     """The output head producing logits for ``tokens_with_logits`` tokens (f32 logits written)."""
     return Work(

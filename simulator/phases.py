@@ -14,7 +14,6 @@ detail add up to the same durations.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 from simulator import costs, expert_offload, speculative, units
 from simulator import model as mm
@@ -69,15 +68,8 @@ def batch_layer_work(
             prompt = True
             if not m.layer_is_linear(layer):  # linear attention scores no (query, key) pairs
                 pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
-    weights = _weight_bytes(m, q, layer, tokens)
+    weights = mm.batch_weight_bytes(m, q, layer, tokens)
     return total + mm.Work(weight_bytes=weights), pairs, prompt
-
-
-@lru_cache(maxsize=4096)
-def _weight_bytes(m: mm.ModelSpec, q: mm.QuantSpec, layer: int, tokens: int) -> float:
-    """Weights a ``tokens``-token batch reads in ``layer`` (MoE: the experts it hits): the
-    same for every context, so once per (model, quant, layer, tokens)."""
-    return mm.layer_work(m, q, layer, tokens, 0).weight_bytes
 
 
 @dataclass(frozen=True)
