@@ -199,7 +199,14 @@ class QuantSpec:
 
 def model(model_id: str, config_key: str = "model.name") -> ModelSpec:
     """The model spec for a catalogue id or alias."""
-    return ModelSpec.from_entry(shelf("models").lookup(model_id, config_key))
+    return _model_spec(shelf("models").lookup(model_id, config_key).id)
+
+
+@cache
+def _model_spec(canonical_id: str) -> ModelSpec:
+    """One frozen spec per catalogue model: the memoised cost functions keyed by it then hit
+    by identity instead of comparing every field."""
+    return ModelSpec.from_entry(shelf("models")[canonical_id])
 
 
 _EXL2 = re.compile(r"^EXL2-(\d+(?:\.\d+)?)$", re.IGNORECASE)
