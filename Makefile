@@ -33,8 +33,9 @@ test: lint typecheck
 check: lint typecheck
 	$(BIN)/python -m pytest -m "not slow" -q
 
+# `make bench BENCH_FLAGS=--quick` leaves out the 100,000-request run
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_FLAGS)
 
 # every experiments/<name>/run.py: its tables, plots and the numbers in its README
 EXPERIMENTS := $(patsubst experiments/%/run.py,%,$(wildcard experiments/*/run.py))

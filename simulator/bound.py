@@ -17,7 +17,7 @@ Communication, compute and every overhead are taken as free, so no engine can be
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from simulator import model as mm
 from simulator.config import RunConfig
@@ -49,17 +49,14 @@ def stage_decode_read_bytes(cfg: RunConfig, stage: Stage, context: float) -> flo
     total = 0.0
     on_host = set(offloaded_expert_layers(cfg))
     for i in stage.layers:
-        w = mm.layer_work(m, q, i, 1, 0, sequences=streams)
+        weights = mm.batch_weight_bytes(m, q, i, streams)  # one token for each stream
         if i in on_host:  # routed experts in host memory: the host side reads them
-            w = replace(
-                w,
-                weight_bytes=w.weight_bytes - mm.routed_expert_work(m, q, i, streams).weight_bytes,
-            )
+            weights = weights - mm.routed_expert_work(m, q, i, streams).weight_bytes
         # layer_work reads the (hit) weights of the whole layer; a rank reads its 1/t share,
         # except the K/V projections, which are replicated beyond the KV-head count
         kv_proj = 2 * m.hidden_size * m.head_dim * q.layer_bits_per_weight / 8
         extra = kv_proj * (kv_heads_per_device(m, t) - m.kv_heads / t)
-        total += w.weight_bytes / t + extra
+        total += weights / t + extra
     if stage.holds_output:
         total += mm.output_bytes(m, q) / t
     kv = device_kv_bytes(cfg, stage, round(context)) if stage.layers else 0.0

@@ -61,6 +61,21 @@ def add_parsers(sub: Any) -> None:
     pl.add_argument("--top", type=int, default=10, metavar="K", help="rows to print")
     pl.add_argument("--json", action="store_true")
     pl.add_argument("--write-configs", metavar="DIR", help="write each answer as a config")
+    pl.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="processes for the candidates (1)"
+    )
+    pl.add_argument(
+        "--executor",
+        choices=("local", "dask", "ray"),
+        default="local",
+        help="where candidates' single streams run, as for sim sweep (default local)",
+    )
+    pl.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="Dask scheduler (tcp://host:8786) or Ray cluster (host:6379) address",
+    )
 
 
 def format_arg(run_parser: argparse.ArgumentParser) -> None:
@@ -145,7 +160,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         depth_tokens=args.depth,
         calibrated_only=args.calibrated_only,
     )
-    answer = plan_mod.plan(targets)
+    answer = plan_mod.plan(targets, executor=args.executor, jobs=args.jobs, address=args.address)
     written: list[str] = []
     if args.write_configs:
         written = plan_mod.write_configs(answer, args.write_configs, top=args.top)

@@ -896,9 +896,8 @@ def _cpu_moe_layers(
 
 
 def _model_and_quant(mdl: Mapping[str, Any]) -> tuple[ModelSpec, QuantSpec]:
-    """The model from exactly one of model.name / hf_config / gguf, and its quant."""
-    from simulator import gguf_import, hf_import
-
+    """The model from exactly one of model.name / hf_config / gguf, and its quant (the
+    importers are imported only when asked for: start-up)."""
     given = [k for k in ("name", "hf_config", "gguf") if mdl[k] is not None]
     if len(given) != 1:
         shown = ", ".join(f"model.{k}" for k in given) or "none"
@@ -906,6 +905,8 @@ def _model_and_quant(mdl: Mapping[str, Any]) -> tuple[ModelSpec, QuantSpec]:
             f"model: give exactly one of model.name, model.hf_config, model.gguf (got {shown})"
         )
     if mdl["gguf"] is not None:
+        from simulator import gguf_import
+
         m, q = gguf_import.load_gguf(mdl["gguf"], "model.gguf")
         asked = mdl["quant"]
         if asked is not None and asked.upper() != q.id.upper():
@@ -920,6 +921,8 @@ def _model_and_quant(mdl: Mapping[str, Any]) -> tuple[ModelSpec, QuantSpec]:
             f"{', '.join(model.quant_ids())}"
         )
     if mdl["hf_config"] is not None:
+        from simulator import hf_import
+
         m = hf_import.from_hf_config(mdl["hf_config"], "model.hf_config")
     else:
         m = model.model(mdl["name"], "model.name")

@@ -171,6 +171,41 @@ def achieved_bandwidth(gpu: GpuSpec, profile: EngineProfile, quantized: bool) ->
     return min(peak, cycles * profile.num(key))
 
 
+_RateKey = tuple[int, int, str | None, bool, bool]
+_RATES: dict[_RateKey, tuple[GpuSpec, EngineProfile, tuple[float, float, float, float, float]]]
+_RATES = {}
+
+
+def _rates(
+    gpu: GpuSpec,
+    profile: EngineProfile,
+    weight_dtype: str | None,
+    quantized: bool,
+    flash_attention: bool,
+) -> tuple[float, float, float, float, float]:
+    """The rates :func:`kernel_time` needs that depend only on the GPU and the profile
+    (attention and GEMM FLOP/s, weight and other bandwidth, KV read passes), memoised: they
+    are asked for every layer kind of every step. Keyed by the objects' identity, each entry
+    holding the objects so an id is never reused while cached (specs and profiles are
+    frozen; no code changes ``EngineProfile.params`` in place)."""
+    key = (id(gpu), id(profile), weight_dtype, quantized, flash_attention)
+    hit = _RATES.get(key)
+    if hit is not None and hit[0] is gpu and hit[1] is profile:
+        return hit[2]
+    kv_key = "kv_read_passes_fa" if flash_attention else "kv_read_passes"
+    rates = (
+        sustained_flops(gpu, profile),
+        sustained_flops(gpu, profile, weight_dtype),
+        achieved_bandwidth(gpu, profile, quantized),
+        achieved_bandwidth(gpu, profile, False),
+        backend_num(profile, gpu, kv_key, 1.0),
+    )
+    if len(_RATES) >= 1024:  # a long sweep resolves new specs per point: stay bounded
+        _RATES.clear()
+    _RATES[key] = (gpu, profile, rates)
+    return rates
+
+
 def kernel_time(
     work: Work,
     gpu: GpuSpec,
@@ -199,12 +234,11 @@ def kernel_time(
     tile = profile.num("compute_tile_tokens")
     padded = cuda_graph_tokens(profile, tokens)
     padding = max(1.0, tile / tokens, padded / tokens) if tokens > 0 else 1.0
-    rate = sustained_flops(gpu, profile) / padding
-    gemm_rate = sustained_flops(gpu, profile, weight_dtype) / padding
-    bw_weights = achieved_bandwidth(gpu, profile, quantized)
-    bw = achieved_bandwidth(gpu, profile, False)
-    kv_key = "kv_read_passes_fa" if flash_attention else "kv_read_passes"
-    kv_passes = backend_num(profile, gpu, kv_key, 1.0)
+    flops, gemm_flops, bw_weights, bw, kv_passes = _rates(
+        gpu, profile, weight_dtype, quantized, flash_attention
+    )
+    rate = flops / padding
+    gemm_rate = gemm_flops / padding
     share = compute_share
     gemm_c = (work.flops - work.attention_flops) * share / gemm_rate
     gemm_m = (work.weight_bytes + work.activation_bytes) * share / bw_weights

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Literal
 
 from simulator import units
@@ -219,7 +220,13 @@ class HostMemorySpec:
 
 def gpu(gpu_id: str, config_key: str = "hardware.gpus") -> GpuSpec:
     """The GPU spec for a catalogue id or alias (ConfigError naming ``config_key`` if unknown)."""
-    return GpuSpec.from_entry(shelf("gpus").lookup(gpu_id, config_key))
+    return _gpu_spec(shelf("gpus").lookup(gpu_id, config_key).id)
+
+
+@cache
+def _gpu_spec(canonical_id: str) -> GpuSpec:
+    """One frozen spec per catalogue GPU (a config's overrides make their own copies)."""
+    return GpuSpec.from_entry(shelf("gpus")[canonical_id])
 
 
 def host_memory(mem_id: str, config_key: str = "hardware.host_memory") -> HostMemorySpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from simulator import units
 from simulator.catalog import Entry, shelf
@@ -58,4 +59,10 @@ class LinkSpec:
 
 def link(link_id: str, config_key: str = "hardware.gpu_link") -> LinkSpec:
     """The link spec for a catalogue id or alias (ConfigError naming ``config_key`` if unknown)."""
-    return LinkSpec.from_entry(shelf("links").lookup(link_id, config_key))
+    return _link_spec(shelf("links").lookup(link_id, config_key).id)
+
+
+@cache
+def _link_spec(canonical_id: str) -> LinkSpec:
+    """One frozen spec per catalogue link (routes ask for links on every step built)."""
+    return LinkSpec.from_entry(shelf("links")[canonical_id])

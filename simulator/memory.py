@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from simulator import expert_offload, units
 from simulator import model as mm
@@ -114,11 +115,19 @@ def sharded_layer_weight_bytes(m: ModelSpec, q: QuantSpec, layer: int, tensor: i
     return params * mm.layer_bits_per_weight(m, q, layer) / units.BITS_PER_BYTE
 
 
+@lru_cache(maxsize=256)
+def _sharded_weight_table(m: ModelSpec, q: QuantSpec, tensor: int) -> tuple[float, ...]:
+    """``sharded_layer_weight_bytes`` of every layer, once per (model, quant, tensor): the memory
+    plan is asked again and again for one config (the KV pool's search, the ranked fixes)."""
+    return tuple(sharded_layer_weight_bytes(m, q, i, tensor) for i in range(m.layers))
+
+
 def device_weight_bytes(cfg: RunConfig, stage: Stage) -> float:
     """Weights one device of ``stage`` holds (every rank of a stage holds the same share);
     routed experts kept in host memory (``parallel.cpu_moe_layers``) are not on it."""
     m, q, t = cfg.model, cfg.quant, cfg.tensor
-    total = sum(sharded_layer_weight_bytes(m, q, i, t) for i in stage.layers)
+    per_layer = _sharded_weight_table(m, q, t)
+    total = sum(per_layer[i] for i in stage.layers)
     on_host = [i for i in expert_offload.offloaded_expert_layers(cfg) if i in stage.layers]
     total -= expert_offload.offloaded_expert_bytes(cfg, tuple(on_host)) / t
     if stage.holds_embedding:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 
 from simulator import units
 from simulator.catalog import Entry, shelf
@@ -199,7 +199,14 @@ class QuantSpec:
 
 def model(model_id: str, config_key: str = "model.name") -> ModelSpec:
     """The model spec for a catalogue id or alias."""
-    return ModelSpec.from_entry(shelf("models").lookup(model_id, config_key))
+    return _model_spec(shelf("models").lookup(model_id, config_key).id)
+
+
+@cache
+def _model_spec(canonical_id: str) -> ModelSpec:
+    """One frozen spec per catalogue model: the memoised cost functions keyed by it then hit
+    by identity instead of comparing every field."""
+    return ModelSpec.from_entry(shelf("models")[canonical_id])
 
 
 _EXL2 = re.compile(r"^EXL2-(\d+(?:\.\d+)?)$", re.IGNORECASE)
@@ -395,8 +402,10 @@ def mla_attention_params(m: ModelSpec) -> int:
     return q + kv + o
 
 
+@lru_cache(maxsize=4096)
 def layer_params(m: ModelSpec, layer: int) -> LayerParams:
-    """Parameter counts of decoder layer ``layer`` (0-based)."""
+    """Parameter counts of decoder layer ``layer`` (0-based; memoised: a pure function of
+    frozen specs, asked for every layer of every step)."""
     attn = linear_attention_params(m) if m.layer_is_linear(layer) else attention_params(m)
     norms = m.norms_per_layer * m.hidden_size
     if m.layer_is_moe(layer):
@@ -701,6 +710,13 @@ def layer_work(
         activation_bytes=act_bytes,
         attention_flops=attn_flops,
     )
+
+
+@lru_cache(maxsize=8192)
+def batch_weight_bytes(m: ModelSpec, q: QuantSpec, layer: int, tokens: int) -> float:
+    """The weights a batch of ``tokens`` tokens reads in ``layer`` (MoE: the experts it hits):
+    ``layer_work(...).weight_bytes``, which no context changes, memoised."""
+    return layer_work(m, q, layer, tokens, 0).weight_bytes
 
 
 def output_work(m: ModelSpec, q: QuantSpec, tokens_with_logits: int) -> Work:

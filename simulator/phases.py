@@ -68,7 +68,7 @@ def batch_layer_work(
             prompt = True
             if not m.layer_is_linear(layer):  # linear attention scores no (query, key) pairs
                 pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
-    weights = mm.layer_work(m, q, layer, tokens, 0).weight_bytes
+    weights = mm.batch_weight_bytes(m, q, layer, tokens)
     return total + mm.Work(weight_bytes=weights), pairs, prompt
 
 
@@ -106,6 +106,14 @@ class StageCoster:
         self.placement = placement
         self._cache: dict[tuple[object, ...], StageCost] = {}
         self._draft: StageCoster | None = None  # the draft model's coster (method draft)
+        self._rings: dict[tuple[str, ...], tuple[Route, ...]] = {}
+
+    def _ring_routes(self, stage: Stage) -> tuple[Route, ...]:
+        key = tuple(d.name for d in stage.devices)
+        hit = self._rings.get(key)
+        if hit is None:
+            hit = self._rings[key] = ring_routes(self.cfg, stage.devices)
+        return hit
 
     def stage(self, stage: Stage, parts: tuple[Part, ...], logits_tokens: int) -> StageCost:
         """Cost of ``stage`` for the micro-batch ``parts``.
@@ -216,7 +224,7 @@ class StageCoster:
             max(
                 (
                     2 * costs.allreduce_time(r.path, ar_size, t, prof)
-                    for r in ring_routes(cfg, stage.devices)
+                    for r in self._ring_routes(stage)
                 ),
                 default=0.0,
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import accumulate
 
 from simulator.config import RunConfig
@@ -77,6 +78,12 @@ def assign_layers(n_layers: int, offload: int, ratios: list[float]) -> list[int]
     when every layer is on a GPU (-ngl > n_layer). The output head is placed by the same rule
     at il = n_layers, which is the CPU (-1 here) when some layers are offloaded.
     """
+    return list(_assign_layers(n_layers, offload, tuple(ratios)))
+
+
+@lru_cache(maxsize=1024)
+def _assign_layers(n_layers: int, offload: int, ratios: tuple[float, ...]) -> tuple[int, ...]:
+    """:func:`assign_layers`, memoised (every memory plan of every variant places again)."""
     gpu_layers = n_layers - offload
     n_active = gpu_layers + (1 if offload == 0 else 0)
     total = sum(ratios)
@@ -89,7 +96,7 @@ def assign_layers(n_layers: int, offload: int, ratios: list[float]) -> list[int]
             continue
         k = bisect.bisect_right(cum, rel / n_active)
         out.append(min(k, len(ratios) - 1))
-    return out
+    return tuple(out)
 
 
 def place(cfg: RunConfig) -> Placement:

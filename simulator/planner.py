@@ -26,7 +26,7 @@ GPUs and bridges only; unpriced GPUs are left out and counted.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,6 +348,61 @@ def _single_stream(raw: dict[str, Any]) -> tuple[float | None, float | None, dic
     return s.decode_tok_s, s.ttft_s, {**s.as_json()}
 
 
+def _stream_task(index: int, raw: dict[str, Any]) -> tuple[int, Any]:
+    """One candidate's single stream, for an executor: (index, numbers or None if it cannot
+    run). A top-level function, so local processes, Dask and Ray can pickle it."""
+    try:
+        return index, _single_stream(raw)
+    except SimError:
+        return index, None
+
+
+class _Streams:
+    """Candidates' single streams in price order, on demand.
+
+    ``local`` with one job computes each one when the search reaches it. Otherwise candidates
+    are submitted in price order through ``executors.run_all`` (a bounded window in flight),
+    each only if ``wanted(index)`` still holds when the window reaches it (the search's
+    pruning bound against the best speed found so far, which only grows: a candidate the
+    search will ask for was wanted when it was submitted), and ``get`` waits for the one
+    asked for; results that arrive early wait in a buffer, skipped ones are dropped. Which
+    candidates end on the front does not depend on where the numbers were computed."""
+
+    def __init__(
+        self,
+        raws: list[dict[str, Any]],
+        wanted: Callable[[int], bool],
+        executor: str,
+        jobs: int,
+        address: str | None,
+    ) -> None:
+        from simulator import executors
+
+        self.raws = raws
+        self.lazy = executor == "local" and jobs <= 1
+        self._it: Iterator[tuple[int, Any]] | None = None
+        self._early: dict[int, Any] = {}
+        if not self.lazy and raws:
+            items = ((i, raw) for i, raw in enumerate(raws) if wanted(i))
+            self._it = executors.run_all(_stream_task, items, executor, jobs, address)
+
+    def get(self, index: int) -> Any:
+        if self.lazy or self._it is None:
+            return _stream_task(index, self.raws[index])[1]
+        for k in [k for k in self._early if k < index]:  # skipped by the search
+            del self._early[k]
+        while index not in self._early:
+            i, value = next(self._it)
+            if i >= index:
+                self._early[i] = value
+        return self._early.pop(index)
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()  # a generator: stops the executor (pending calls cancelled)
+
+
 def _run_users(raw: dict[str, Any]) -> dict[str, Any]:
     from simulator.result import evaluate
 
@@ -370,15 +425,28 @@ def speed_bound(cfg: Any, ceiling_step_s: float) -> float:
     return 1.0 / step if step > 0 else float("inf")
 
 
-def plan(t: Targets) -> Answer:
+def plan(t: Targets, executor: str = "local", jobs: int = 1, address: str | None = None) -> Answer:
     """The Pareto front of price vs decode tok/s among the configs meeting ``t``.
 
     Cheapest first: a config whose ceiling (``bound.ceiling``, above any engine) or, for
     several users, whose single-stream speed cannot beat the fastest cheaper config meeting
-    the targets is not on the front, so it is not simulated further."""
+    the targets is not on the front, so it is not simulated further.
+
+    ``executor``/``jobs``/``address`` as for ``sim sweep`` (:mod:`simulator.executors`):
+    where the candidates' single streams are computed (see :class:`_Streams`); the answer is
+    the same whatever computes them. Runs at several users stay in this process."""
+    from simulator import executors
     from simulator.bound import ceiling
 
     t.check()
+    if jobs < 1:
+        raise ConfigError(f"--jobs {jobs}: must be >= 1")
+    if executor not in executors.EXECUTORS:
+        raise ConfigError(
+            f"--executor {executor!r}: valid choices: {', '.join(executors.EXECUTORS)}"
+        )
+    if executor == "local" and address is not None:
+        raise ConfigError("--address: only for --executor dask or ray")
     start = time.perf_counter()
     opts, unpriced = candidates(t)
     fitting: list[tuple[Option, Any]] = []
@@ -391,15 +459,52 @@ def plan(t: Targets) -> Answer:
             fitting.append((o, cfg))
     fitting.sort(key=lambda oc: (oc[0].usd, oc[0].label))
     front: list[Option] = []
-    best = -1.0
+    bounds: dict[int, float] = {}
+    best = [-1.0]  # the fastest verified speed so far, shared with the submitting side
+
+    def bound(i: int) -> float:
+        if i not in bounds:
+            cfg = fitting[i][1]
+            bounds[i] = speed_bound(cfg, ceiling(cfg).step_time_s)
+        return bounds[i]
+
+    streams = _Streams(
+        [o.raw for o, _ in fitting], lambda i: bound(i) > best[0], executor, jobs, address
+    )
+    try:
+        meeting = _search(t, fitting, streams, front, bound, best)
+    finally:
+        streams.close()
+    return Answer(
+        targets=t,
+        front=front,
+        searched=len(opts),
+        fitting=len(fitting),
+        meeting=meeting,
+        unpriced_gpus=sorted(unpriced),
+        elapsed_s=time.perf_counter() - start,
+    )
+
+
+def _search(
+    t: Targets,
+    fitting: list[tuple[Option, Any]],
+    streams: _Streams,
+    front: list[Option],
+    bound: Callable[[int], float],
+    best_so_far: list[float],
+) -> int:
+    """The cheapest-first pass of :func:`plan`: fills ``front``, keeps ``best_so_far[0]`` the
+    fastest decode speed on it; returns how many configs meet the targets."""
+    best = best_so_far[0]
     meeting = 0
-    for o, cfg in fitting:
-        if speed_bound(cfg, ceiling(cfg).step_time_s) <= best:
+    for index, (o, _) in enumerate(fitting):
+        if bound(index) <= best:
             continue  # no run of this config gets past a cheaper one
-        try:
-            o.bound_decode_tok_s, o.bound_ttft_s, o.metrics = _single_stream(o.raw)
-        except SimError:
+        stream = streams.get(index)
+        if stream is None:
             continue
+        o.bound_decode_tok_s, o.bound_ttft_s, o.metrics = stream
         if not t.meets(o.bound_decode_tok_s, o.bound_ttft_s):
             continue
         if t.users == 1:
@@ -417,16 +522,8 @@ def plan(t: Targets) -> Answer:
             if front and front[-1].usd == o.usd:
                 front.pop()  # same price: keep the faster
             front.append(o)
-            best = decode
-    return Answer(
-        targets=t,
-        front=front,
-        searched=len(opts),
-        fitting=len(fitting),
-        meeting=meeting,
-        unpriced_gpus=sorted(unpriced),
-        elapsed_s=time.perf_counter() - start,
-    )
+            best = best_so_far[0] = decode
+    return meeting
 
 
 # ---------------------------------------------------------------------------------------------

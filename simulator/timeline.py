@@ -34,7 +34,7 @@ from simulator import costs
 from simulator.config import RunConfig
 from simulator.costs import transfer_time
 from simulator.phases import ACTIVATION_BYTES, Part, StageCoster, part_tokens, ring_routes
-from simulator.placement import Placement, Stage
+from simulator.placement import Device, Placement, Stage
 from simulator.topology import Route, host_route, route
 
 Kind = Literal["gpu", "interconnect", "host-memory-bandwidth"]
@@ -110,6 +110,9 @@ class Timelines:
         self.coster = StageCoster(cfg, placement)
         self.layers = layers  # also build the per-layer steps
         self._cache: dict[tuple[object, ...], Timeline] = {}
+        # routes between this config's devices, built once (every step asks again)
+        self._routes: dict[tuple[str, str], Route | None] = {}
+        self._rings: dict[tuple[str, ...], tuple[str, ...]] = {}
         # the actual devices of each replica (the cache key: shapes alone are not enough)
         self._devices = [
             tuple(tuple(d.name for d in st.devices) for st in placement.stages(r))
@@ -151,9 +154,26 @@ class Timelines:
                 nxt = stages[s + 1]
                 copies: tuple[Step, ...] = ()
                 for a, b in zip(stage.devices, nxt.devices, strict=True):
-                    copies += self._transfer(route(cfg, a, b), size, "{}")
+                    copies += self._transfer(self._route(a, b), size, "{}")
                 out.append(Phase((), copies, parallel=True))
         return tuple(out)
+
+    def _route(self, a: Device, b: Device) -> Route | None:
+        key = (a.name, b.name)
+        if key not in self._routes:
+            self._routes[key] = route(self.cfg, a, b)
+        return self._routes[key]
+
+    def _ring(self, stage: Stage) -> tuple[str, ...]:
+        """Every link direction a tensor-parallel ring over ``stage``'s devices holds."""
+        key = tuple(d.name for d in stage.devices)
+        hit = self._rings.get(key)
+        if hit is None:
+            links: set[str] = set()
+            for rt in ring_routes(self.cfg, stage.devices):
+                links.update(rt.resources)
+            hit = self._rings[key] = tuple(sorted(links))
+        return hit
 
     def _transfer(self, rt: Route | None, size_bytes: float, label: str) -> tuple[Step, ...]:
         if rt is None or size_bytes <= 0:
@@ -166,10 +186,7 @@ class Timelines:
     def _stage(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> Phase:
         cost = self.coster.stage(stage, parts, logits)
         gpus = tuple(sorted(d.name for d in stage.devices))
-        links: set[str] = set()
-        for rt in ring_routes(self.cfg, stage.devices):
-            links.update(rt.resources)
-        ring = tuple(sorted(links))
+        ring = self._ring(stage)
         ranks = self.cfg.tensor
 
         def allreduce(label: str, seconds: float, per_rank_bytes: float) -> Step:

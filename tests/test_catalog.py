@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from simulator import hardware, links, model
 from simulator.catalog import KINDS, shelf
+from simulator.errors import DataError
 
 REQUIRED = {
     "gpus": [
@@ -181,3 +183,49 @@ def test_list_gpus_json_has_sources(run_cli: Any) -> None:
 def test_list_other_kinds(run_cli: Any, kind: str) -> None:
     rc, out, _ = run_cli("list", kind)
     assert rc == 0 and out.strip()
+
+
+# --- the parsed-TOML cache (start-up) ------------------------------------------------------
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "data" / "links"
+    folder.mkdir(parents=True)
+    (folder / "_sources.toml").write_text('[s]\ntitle = "t"\nurl = "https://example.org"\n')
+    (folder / "a.toml").write_text('id = "a"\n[figures]\nx = { value = 1, source = "s" }\n')
+    return folder
+
+
+def test_the_catalogue_cache_sees_every_edit_and_survives_a_broken_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simulator.catalog import _cache_file, _parsed_folder
+
+    monkeypatch.setenv("SIM_CACHE_DIR", str(tmp_path / "cache"))
+    folder = _folder(tmp_path)
+    assert _parsed_folder(folder)["a.toml"]["figures"]["x"]["value"] == 1
+    cache = _cache_file(folder)
+    assert cache is not None and cache.is_file()
+    assert _parsed_folder(folder)["a.toml"]["figures"]["x"]["value"] == 1  # from the cache
+    # same size, same second: only the bytes differ, and the cache must not serve the old ones
+    (folder / "a.toml").write_text('id = "a"\n[figures]\nx = { value = 2, source = "s" }\n')
+    assert _parsed_folder(folder)["a.toml"]["figures"]["x"]["value"] == 2
+    (folder / "b.toml").write_text('id = "b"\n')
+    assert set(_parsed_folder(folder)) == {"_sources.toml", "a.toml", "b.toml"}
+    cache.write_bytes(b"not marshal data")  # a damaged cache costs only the parse
+    assert _parsed_folder(folder)["a.toml"]["figures"]["x"]["value"] == 2
+    (folder / "b.toml").write_text("id = \n")
+    with pytest.raises(DataError, match=r"b\.toml: not valid TOML"):
+        _parsed_folder(folder)
+
+
+def test_the_catalogue_cache_can_be_switched_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simulator.catalog import _cache_file, _parsed_folder
+
+    monkeypatch.setenv("SIM_CACHE_DIR", "off")
+    folder = _folder(tmp_path)
+    assert _cache_file(folder) is None
+    assert _parsed_folder(folder)["a.toml"]["id"] == "a"
+    assert not (tmp_path / "off").exists()

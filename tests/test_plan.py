@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,33 @@ def test_the_pruning_bound_is_above_every_simulated_speed() -> None:
             assert decode <= speed_bound(cfg, ceiling(cfg).step_time_s), o.label
             checked += 1
     assert checked > 20
+
+
+def test_plan_gives_the_same_answer_on_every_executor(run_cli) -> None:  # type: ignore[no-untyped-def]
+    """--jobs 2 (local processes, every candidate prefetched) and, when installed, Dask on a
+    LocalCluster find the same front as the lazy in-process search."""
+    argv = (
+        *("plan", "--model", "llama-3.1-8b", "--min-decode-tok-s", "60", "--json"),
+        *("--max-nodes", "1", "--max-gpus", "2", "--engine", "llama.cpp"),
+    )
+
+    def answer(*extra: str) -> dict[str, object]:
+        code, out, err = run_cli(*argv, *extra)
+        assert code == 0, err
+        obj = json.loads(out)
+        obj.pop("elapsed_s", None)
+        return dict(obj)
+
+    serial = answer()
+    assert serial["front"]
+    assert answer("--jobs", "2") == serial
+    if importlib.util.find_spec("distributed") is not None:
+        assert answer("--executor", "dask", "--jobs", "2") == serial
+
+
+def test_plan_rejects_bad_executor_arguments(run_cli) -> None:  # type: ignore[no-untyped-def]
+    base = ("plan", "--model", "llama-3.1-8b", "--min-decode-tok-s", "15")
+    code, _, err = run_cli(*base, "--jobs", "0")
+    assert code == 2 and "--jobs 0" in err and err.count("\n") == 1
+    code, _, err = run_cli(*base, "--address", "tcp://x:8786")
+    assert code == 2 and "--address" in err
