@@ -172,7 +172,7 @@ def _run_one(args: argparse.Namespace, path: str, index: int, total: int) -> int
     if fmt == "json":
         print(_dumps(result), flush=True)
     elif fmt == "table":
-        print(table(result), flush=True)
+        print(table(result, args.set), flush=True)
     elif result["fits"]:
         cli_answers.print_run(cfg, result, out, fmt)
     if not result["fits"]:
