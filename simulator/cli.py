@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from simulator import cli_answers
 from simulator import config as config_mod
 from simulator.catalog import shelf
-from simulator.errors import CannotRun, ConfigError, SimError
+from simulator.errors import CannotRun, ConfigError, SimError, worse
 from simulator.export import check_output_path, check_trace_size, write_requests, write_trace
 from simulator.result import check, refused, run, strict_json, table
 from simulator.strategies import registry
@@ -112,14 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# Exit codes from least to most severe (interface.md section 2): with several configs, the
-# process exits with the most severe of theirs.
-EXIT_SEVERITY = {0: 0, 3: 1, 2: 2, 1: 3}
-
-
-def _worse(a: int, b: int) -> int:
-    """The more severe of two exit codes (0 ok < 3 cannot run < 2 invalid < 1 internal)."""
-    return a if EXIT_SEVERITY.get(a, 4) >= EXIT_SEVERITY.get(b, 4) else b
+_worse = worse  # the order lives in errors.py
 
 
 def _debug() -> bool:
@@ -194,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except SimError as err:
             code = _emit_error(err, where)
             if isinstance(err, CannotRun) and args.json:  # refused while loading
-                print(_dumps(refused(Path(path).stem, str(err))), flush=True)
+                print(_dumps(refused(Path(path).stem, str(err), err.kind)), flush=True)
         except Exception as exc:
             if _debug():
                 raise

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from simulator import config as config_mod
-from simulator.errors import CannotRun, ConfigError, SimError
+from simulator.errors import CannotRun, ConfigError, SimError, worse
 
 FORMATS = ("table", "json", "llama-bench", "llama-bench-json", "vllm-bench")
 
@@ -85,8 +85,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         try:
             cfg = _load(path, args.set)
         except SimError as err:
-            print(f"sim: error: {err}", file=sys.stderr)
-            worst = max(worst, err.exit_code)
+            where = f"{path}: " if len(args.config) > 1 else ""
+            print(f"sim: error: {where}{err}", file=sys.stderr)
+            worst = worse(worst, err.exit_code)
             continue
         report = fit(cfg, with_quants=not args.no_quants)
         if args.json:
@@ -94,7 +95,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         else:
             print(table(report), flush=True)
         if not report.fits:  # answered, but the config as given cannot run: exit 3
-            worst = max(worst, CannotRun.exit_code)
+            worst = worse(worst, CannotRun.exit_code)
     return worst
 
 

@@ -373,6 +373,13 @@ def suggestions(cfg: RunConfig) -> list[str]:
     return [f.text() for f in ranked(cfg)]
 
 
+def not_fit_kind(mem: MemoryPlan) -> str:
+    """The exit-3 reason identifier (errors.EXIT3_REASONS) of a plan that does not fit."""
+    return (
+        "host-memory" if all(x.fits for x in mem.devices) and not mem.host_fits else "does-not-fit"
+    )
+
+
 def not_fit_reason(cfg: RunConfig, mem: MemoryPlan) -> str:
     """One line: the tightest device, need vs capacity in GB, and what would fit instead."""
     gb = units.GB
@@ -402,4 +409,4 @@ def not_fit_reason(cfg: RunConfig, mem: MemoryPlan) -> str:
 def require_fit(cfg: RunConfig, mem: MemoryPlan) -> None:
     """Raise CannotRun (exit 3) with the reason when ``mem`` does not fit."""
     if not mem.fits:
-        raise CannotRun(not_fit_reason(cfg, mem))
+        raise CannotRun(not_fit_reason(cfg, mem), kind=not_fit_kind(mem))

@@ -11,7 +11,7 @@ from simulator.bound import Ceiling, ceiling
 from simulator.config import RunConfig
 from simulator.engine import Detail, Engine, SimOutput
 from simulator.errors import CannotRun
-from simulator.memory import MemoryPlan, kv_pool_tokens, not_fit_reason, plan
+from simulator.memory import MemoryPlan, kv_pool_tokens, not_fit_kind, not_fit_reason, plan
 from simulator.metrics import bottleneck, summarize, utilization
 from simulator.placement import Placement, place
 from simulator.power import RunPower, run_power
@@ -59,14 +59,16 @@ def run(
     mem = plan(cfg, pl)
     ceil = ceiling(cfg, pl)
     if not mem.fits:
-        return build(cfg, mem, ceil, None, None, not_fit_reason(cfg, mem), None), None
+        reason = not_fit_reason(cfg, mem)
+        return build(cfg, mem, ceil, None, None, reason, None, reason_id=not_fit_kind(mem)), None
     why = kv_pool_reason(cfg, pl, mem)
     if why is not None:
-        return build(cfg, mem, ceil, None, None, why, None, fits=False), None
+        return build(cfg, mem, ceil, None, None, why, None, fits=False, reason_id="kv-pool"), None
     try:
         out = Engine(cfg, pl, detail=detail, record_spans=record_spans).run()
     except CannotRun as err:  # the scheduler's guard: a sequence that can never fit
-        return build(cfg, mem, ceil, None, None, str(err), None, fits=False), None
+        kind = err.kind or "kv-pool"
+        return build(cfg, mem, ceil, None, None, str(err), None, fits=False, reason_id=kind), None
     metrics = summarize(out)
     pw = power_of(pl, out)
     if pw is not None:
@@ -117,13 +119,14 @@ def kv_pool_reason(cfg: RunConfig, pl: Placement, mem: MemoryPlan) -> str | None
     return None
 
 
-def refused(name: str, reason: str) -> dict[str, Any]:
+def refused(name: str, reason: str, reason_id: str | None = None) -> dict[str, Any]:
     """The result object of a config refused while loading (exit 3 before any plan): every
     key of :func:`build`, with nulls."""
     return {
         "name": name,
         "fits": False,
         "reason": reason,
+        "reason_id": reason_id,
         "config": None,
         "strategies": [],
         "memory": [],
@@ -200,11 +203,14 @@ def build(
     reason: str | None,
     simulated_bottleneck: str | None,
     fits: bool | None = None,
+    reason_id: str | None = None,
 ) -> dict[str, Any]:
+    """The result object; ``reason_id`` names the exit-3 reason (errors.EXIT3_REASONS)."""
     return {
         "name": cfg.name,
         "fits": mem.fits if fits is None else fits,
         "reason": reason,
+        "reason_id": reason_id,
         "config": cfg.resolved,
         "strategies": strategies_of(cfg),
         "memory": [d.as_json() for d in mem.devices],
