@@ -186,7 +186,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             code = _run_one(args, path, index, total)
         except SimError as err:
             code = _emit_error(err, where)
-            if isinstance(err, CannotRun) and args.json:  # refused while loading
+            wants_json = args.json or args.format == "json"
+            if isinstance(err, CannotRun) and wants_json:  # refused while loading
                 print(_dumps(refused(Path(path).stem, str(err), err.kind)), flush=True)
         except Exception as exc:
             if _debug():

@@ -135,5 +135,7 @@ def test_several_configs_each_named_worst_code(run_cli: Any, tmp_path: Path) -> 
     assert lines[1].startswith(f"sim: error: {refused}: ")
     code, _, err = run_cli("run", "--config", str(refused), "--config", str(good))
     assert code == 3 and err.startswith(f"sim: error: {refused}: ")
+    code, out, _ = run_cli("run", "--config", str(refused), "--format", "json")
+    assert code == 3 and json.loads(out)["reason_id"] == "engine"
     code, _, err = run_cli("validate", "--config", str(bad), "--config", str(refused))
     assert code == 2 and len(err.strip().splitlines()) == 2
