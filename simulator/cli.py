@@ -18,10 +18,22 @@ from typing import Any, NoReturn
 from simulator import cli_answers
 from simulator import config as config_mod
 from simulator.catalog import shelf
+from simulator.engine import Engine
 from simulator.errors import CannotRun, ConfigError, SimError, worse
-from simulator.export import check_output_path, check_trace_size, write_requests, write_trace
+from simulator.export import (
+    MAX_TRACE_BYTES,
+    TRACE_BYTES_PER_SPAN,
+    check_output_path,
+    estimated_trace_spans,
+    write_requests,
+    write_trace,
+)
+from simulator.progress import CappedSpans, RunProgress
 from simulator.result import check, refused, run, strict_json, table
 from simulator.strategies import registry
+
+# the most spans --trace keeps (about MAX_TRACE_BYTES of Chrome trace JSON)
+MAX_TRACE_SPANS = MAX_TRACE_BYTES // TRACE_BYTES_PER_SPAN
 
 LIST_KINDS = ("gpus", "links", "models", "quants", "profiles", "host_memory", "strategies")
 
@@ -148,14 +160,39 @@ def _run_one(args: argparse.Namespace, path: str, index: int, total: int) -> int
     cfg = config_mod.load(path, args.set)
     trace = _numbered(args.trace, index, total) if args.trace else None
     requests_out = _numbered(args.requests_out, index, total) if args.requests_out else None
+    spans = CappedSpans(MAX_TRACE_SPANS)
     if trace:
         check_output_path("--trace", trace)
-        check_trace_size(cfg)
+        estimate = estimated_trace_spans(cfg)
+        if estimate > spans.cap:
+            print(
+                f"sim: warning: --trace: the timeline of {cfg.name} would take about "
+                f"{estimate * TRACE_BYTES_PER_SPAN / 1e6:,.0f} MB; keeping its first "
+                f"{MAX_TRACE_BYTES / 1e6:.0f} MB (trace a shorter run for all of it)",
+                file=sys.stderr,
+            )
     if requests_out:
         check_output_path("--requests-out", requests_out)
-    result, out = run(cfg, detail="layer" if trace else "stage", record_spans=bool(trace))
+
+    def on_engine(engine: Engine) -> None:
+        if trace:
+            engine.spans = spans  # the engine appends; past the cap spans are only counted
+        progress.attach(engine)
+
+    with RunProgress(sys.stderr, cfg.name) as progress:
+        result, out = run(
+            cfg, detail="layer" if trace else "stage", record_spans=bool(trace), on_engine=on_engine
+        )
     try:
         if out is not None and trace:
+            if spans.dropped:
+                print(
+                    f"sim: warning: --trace: kept the first {len(spans):,} of "
+                    f"{len(spans) + spans.dropped:,} spans (the first {spans.last_kept_end_s:.3g} s"
+                    f" of the {out.makespan_s:.3g} s run, {MAX_TRACE_BYTES / 1e6:.0f} MB at most) "
+                    f"in {trace}",
+                    file=sys.stderr,
+                )
             write_trace(trace, out, cfg.name)
         if out is not None and requests_out:
             write_requests(requests_out, out)

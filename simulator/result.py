@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from simulator import hardware, links, units
@@ -52,9 +52,13 @@ def evaluate(cfg: RunConfig, detail: Detail = "stage") -> dict[str, Any]:
 
 
 def run(
-    cfg: RunConfig, detail: Detail = "stage", record_spans: bool = False
+    cfg: RunConfig,
+    detail: Detail = "stage",
+    record_spans: bool = False,
+    on_engine: Callable[[Engine], None] | None = None,
 ) -> tuple[dict[str, Any], SimOutput | None]:
-    """Evaluate ``cfg`` and also return the raw simulation output (None if it does not fit)."""
+    """Evaluate ``cfg`` and also return the raw simulation output (None if it does not fit).
+    ``on_engine`` sees the engine before it runs (the CLI's progress bar and trace cap)."""
     pl = place(cfg)
     mem = plan(cfg, pl)
     ceil = ceiling(cfg, pl)
@@ -65,7 +69,10 @@ def run(
     if why is not None:
         return build(cfg, mem, ceil, None, None, why, None, fits=False, reason_id="kv-pool"), None
     try:
-        out = Engine(cfg, pl, detail=detail, record_spans=record_spans).run()
+        engine = Engine(cfg, pl, detail=detail, record_spans=record_spans)
+        if on_engine is not None:
+            on_engine(engine)
+        out = engine.run()
     except CannotRun as err:  # the scheduler's guard: a sequence that can never fit
         kind = err.kind or "kv-pool"
         return build(cfg, mem, ceil, None, None, str(err), None, fits=False, reason_id=kind), None

@@ -31,9 +31,10 @@ def _cannot_run_calls() -> list[tuple[str, int, str | None]]:
                 and node.func.id == "CannotRun"
             ):
                 kind = next((k.value for k in node.keywords if k.arg == "kind"), None)
-                value = kind.value if isinstance(kind, ast.Constant) else None
-                if kind is not None and value is None:
-                    value = "<computed>"
+                value: str | None = None
+                if kind is not None:
+                    const = kind.value if isinstance(kind, ast.Constant) else None
+                    value = const if isinstance(const, str) else "<computed>"
                 calls.append((path.name, node.lineno, value))
     return calls
 
