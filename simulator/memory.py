@@ -75,7 +75,9 @@ class DeviceMemory:
 @dataclass(frozen=True)
 class MemoryPlan:
     devices: tuple[DeviceMemory, ...]
-    host_weights_bytes: float  # offloaded layers, offloaded experts and host-side embeddings
+    # offloaded layers, offloaded experts and host-side embeddings, of every replica whose
+    # first stage is on the most loaded machine (each machine has its own RAM)
+    host_weights_bytes: float
     host_capacity_bytes: float | None = None  # the host memory's size, when the catalogue has it
 
     @property
@@ -259,9 +261,14 @@ def plan(
     if pl.output_on_host:
         host += mm.output_bytes(m, q)
     capacity = getattr(cfg.host_memory, "capacity_bytes", None)
+    # each replica keeps its own copy in the RAM of the machine of its first stage (where its
+    # CPU runs them): the most loaded machine is what must fit
+    per_node = [0] * cfg.nodes
+    for stages in pl.replicas:
+        per_node[stages[0].devices[0].node] += 1
     return MemoryPlan(
         devices=tuple(rows),
-        host_weights_bytes=host * cfg.replicas,
+        host_weights_bytes=host * max(per_node),
         host_capacity_bytes=None if capacity is None else float(capacity),
     )
 
