@@ -183,6 +183,7 @@ def _run_one(args: argparse.Namespace, path: str, index: int, total: int) -> int
         result, out = run(
             cfg, detail="layer" if trace else "stage", record_spans=bool(trace), on_engine=on_engine
         )
+    flag, target = "--trace", trace or ""
     try:
         if out is not None and trace:
             if spans.dropped:
@@ -193,11 +194,13 @@ def _run_one(args: argparse.Namespace, path: str, index: int, total: int) -> int
                     f"in {trace}",
                     file=sys.stderr,
                 )
+            flag, target = "--trace", trace
             write_trace(trace, out, cfg.name)
         if out is not None and requests_out:
+            flag, target = "--requests-out", requests_out
             write_requests(requests_out, out)
     except OSError as exc:
-        raise ConfigError(f"cannot write {exc.filename or ''}: {exc.strerror or exc}") from None
+        raise ConfigError(f"{flag} {target}: cannot write it: {exc.strerror or exc}") from None
     fmt = args.format or ("json" if args.json else "table")
     if fmt == "json":
         print(_dumps(result), flush=True)
