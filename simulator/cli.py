@@ -124,9 +124,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-_worse = worse  # the order lives in errors.py
-
-
 def _debug() -> bool:
     return os.environ.get("SIM_DEBUG", "") not in ("", "0")
 
@@ -234,7 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise
             print(_internal_error_line(exc, where), file=sys.stderr)
             code = 1
-        worst = _worse(worst, code)
+        worst = worse(worst, code)
     return worst
 
 
@@ -246,19 +243,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
             cfg = config_mod.load(path, args.set)
             reason = check(cfg)
         except SimError as err:
-            worst = _worse(worst, _emit_error(err, f"{path}: "))
+            worst = worse(worst, _emit_error(err, f"{path}: "))
             continue
         except Exception as exc:
             if _debug():
                 raise
             print(_internal_error_line(exc, f"{path}: "), file=sys.stderr)
-            worst = _worse(worst, 1)
+            worst = worse(worst, 1)
             continue
         if reason is None:
             print(f"{path}: ok ({cfg.name})")
         else:
             print(f"sim: error: {path}: {reason}", file=sys.stderr)
-            worst = _worse(worst, CannotRun.exit_code)
+            worst = worse(worst, CannotRun.exit_code)
     return worst
 
 
