@@ -140,3 +140,14 @@ def test_several_configs_each_named_worst_code(run_cli: Any, tmp_path: Path) -> 
     assert code == 3 and json.loads(out)["reason_id"] == "engine"
     code, _, err = run_cli("validate", "--config", str(bad), "--config", str(refused))
     assert code == 2 and len(err.strip().splitlines()) == 2
+
+
+def test_fit_json_prints_the_object_when_refused_while_loading(
+    run_cli: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "refused.toml"
+    write_toml(path, CASES["engine"])
+    code, out, err = run_cli("fit", "--config", str(path), "--json")
+    assert code == 3 and len(err.strip().splitlines()) == 1
+    res = json.loads(out)
+    assert res["fits"] is False and res["reason_id"] == "engine" and res["quants"] == []
