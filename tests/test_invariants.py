@@ -6,8 +6,10 @@ together), host RAM per machine within its size, every request finished."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -28,6 +30,7 @@ SMALL = ["llama-3.1-8b", "qwen2.5-7b", "mistral-7b", "qwen3-30b-a3b"]
 GGUF = ["Q4_K_M", "Q8_0", "Q4_0", "F16"]
 VLLM_Q = ["AWQ-INT4", "GPTQ-INT4", "FP8", "BF16"]
 KINDS = ["mixed", "offload", "serving", "pp_vllm", "multinode"]
+LENGTHS_DIR = Path(tempfile.mkdtemp(prefix="sim-lengths-"))
 
 
 @st.composite
@@ -42,9 +45,20 @@ def workloads(draw: st.DrawFn, serving: bool) -> dict[str, Any]:
         wl["concurrency"] = draw(st.integers(1, 5))
         if draw(st.booleans()):
             wl["arrival_rate"] = draw(st.sampled_from([1.0, 8.0, 100.0]))
-        if draw(st.booleans()):
+        how = draw(st.sampled_from(["fixed", "distribution", "csv"]))
+        if how == "distribution":
             wl["length_distribution"] = draw(st.sampled_from(["uniform", "lognormal"]))
             wl["length_spread"] = draw(st.sampled_from([0.2, 0.6]))
+        elif how == "csv":  # a lengths file: the ceiling must bound its shortest request too
+            pairs = draw(
+                st.lists(
+                    st.tuples(st.integers(0, 3000), st.integers(1, 24)), min_size=1, max_size=6
+                )
+            )
+            body = "prompt_tokens,output_tokens\n" + "".join(f"{a},{b}\n" for a, b in pairs)
+            path = LENGTHS_DIR / f"lengths{abs(hash(body))}.csv"
+            path.write_text(body)
+            wl["lengths_csv"] = str(path)
         wl["seed"] = draw(st.integers(0, 5))
     return wl
 
