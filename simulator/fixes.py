@@ -81,10 +81,16 @@ class Fix:
 
 
 def _try(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig | None:
-    """The variant if it resolves and fits, else None."""
+    """The variant if it resolves and can run (fits, and its KV pool holds the longest request:
+    what ``sim validate`` checks), else None: a hint must be runnable."""
+    from simulator.placement import place
+    from simulator.result import kv_pool_reason
+
     try:
         new = derive(cfg, changes)
-        return new if plan(new).fits else None
+        pl = place(new)
+        mem = plan(new, pl)
+        return new if mem.fits and kv_pool_reason(new, pl, mem) is None else None
     except SimError:
         return None
 

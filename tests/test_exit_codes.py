@@ -5,6 +5,7 @@ is used, and results carry it as ``reason_id``."""
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import re
 from pathlib import Path
@@ -151,3 +152,30 @@ def test_fit_json_prints_the_object_when_refused_while_loading(
     assert code == 3 and len(err.strip().splitlines()) == 1
     res = json.loads(out)
     assert res["fits"] is False and res["reason_id"] == "engine" and res["quants"] == []
+
+
+def test_does_not_fit_hints_are_runnable(run_cli: Any, tmp_path: Path) -> None:
+    """A fix whose KV pool could never hold the request must not be suggested; it used to
+    raise from inside the suggestion search, and its message replaced the config's own."""
+    from simulator import config as cfgmod
+    from simulator.fixes import ranked
+    from simulator.result import check
+
+    raw = _raw(
+        hardware__gpus=["gtx1650super"],
+        model__name="qwen3-8b",
+        model__quant="Q5_K_S",
+        engine__profile="vllm",
+        workload__prompt_tokens=4096,
+        workload__output_tokens=32,
+    )
+    path = tmp_path / "c.toml"
+    write_toml(path, raw)
+    code, out, _ = run_cli("run", "--config", str(path), "--json")
+    res = json.loads(out)
+    assert code == 3 and res["reason_id"] == "does-not-fit" and "gtx1650super" in res["reason"]
+    fixes = ranked(cfgmod.resolve(raw))
+    assert fixes
+    for f in fixes:
+        fixed = cfgmod.apply_overrides(copy.deepcopy(raw), list(f.sets))
+        assert check(cfgmod.resolve(fixed)) is None, f
