@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from simulator import cli_answers
 from simulator import config as config_mod
 from simulator.catalog import shelf
-from simulator.engine import Engine
+from simulator.engine import Engine, SimOutput
 from simulator.errors import CannotRun, ConfigError, SimError, worse
 from simulator.export import (
     MAX_TRACE_BYTES,
@@ -153,6 +153,43 @@ def _dumps(result: dict[str, Any]) -> str:
     return json.dumps(strict_json(result), allow_nan=False)
 
 
+def _warn_trace_size(cfg: config_mod.RunConfig, cap: int) -> None:
+    """Say before the run when the estimate already exceeds what --trace keeps."""
+    estimate = estimated_trace_spans(cfg)
+    if estimate > cap:
+        print(
+            f"sim: warning: --trace: the timeline of {cfg.name} would take about "
+            f"{estimate * TRACE_BYTES_PER_SPAN / 1e6:,.0f} MB; keeping its first "
+            f"{MAX_TRACE_BYTES / 1e6:.0f} MB (trace a shorter run for all of it)",
+            file=sys.stderr,
+        )
+
+
+def _write_outputs(
+    out: SimOutput, name: str, trace: str | None, requests_out: str | None, spans: CappedSpans
+) -> None:
+    """Write --trace (saying what the cap cut) and --requests-out; a failed write is exit 2
+    naming the flag and the path."""
+    for flag, target in (("--trace", trace), ("--requests-out", requests_out)):
+        if target is None:
+            continue
+        if flag == "--trace" and spans.dropped:
+            print(
+                f"sim: warning: --trace: kept the first {len(spans):,} of "
+                f"{len(spans) + spans.dropped:,} spans (the first {spans.last_kept_end_s:.3g} s "
+                f"of the {out.makespan_s:.3g} s run, {MAX_TRACE_BYTES / 1e6:.0f} MB at most) "
+                f"in {target}",
+                file=sys.stderr,
+            )
+        try:
+            if flag == "--trace":
+                write_trace(target, out, name)
+            else:
+                write_requests(target, out)
+        except OSError as exc:
+            raise ConfigError(f"{flag} {target}: cannot write it: {exc.strerror or exc}") from None
+
+
 def _run_one(args: argparse.Namespace, path: str, index: int, total: int) -> int:
     cfg = config_mod.load(path, args.set)
     trace = _numbered(args.trace, index, total) if args.trace else None
@@ -160,14 +197,7 @@ def _run_one(args: argparse.Namespace, path: str, index: int, total: int) -> int
     spans = CappedSpans(MAX_TRACE_SPANS)
     if trace:
         check_output_path("--trace", trace)
-        estimate = estimated_trace_spans(cfg)
-        if estimate > spans.cap:
-            print(
-                f"sim: warning: --trace: the timeline of {cfg.name} would take about "
-                f"{estimate * TRACE_BYTES_PER_SPAN / 1e6:,.0f} MB; keeping its first "
-                f"{MAX_TRACE_BYTES / 1e6:.0f} MB (trace a shorter run for all of it)",
-                file=sys.stderr,
-            )
+        _warn_trace_size(cfg, spans.cap)
     if requests_out:
         check_output_path("--requests-out", requests_out)
 
@@ -180,24 +210,8 @@ def _run_one(args: argparse.Namespace, path: str, index: int, total: int) -> int
         result, out = run(
             cfg, detail="layer" if trace else "stage", record_spans=bool(trace), on_engine=on_engine
         )
-    flag, target = "--trace", trace or ""
-    try:
-        if out is not None and trace:
-            if spans.dropped:
-                print(
-                    f"sim: warning: --trace: kept the first {len(spans):,} of "
-                    f"{len(spans) + spans.dropped:,} spans (the first {spans.last_kept_end_s:.3g} s"
-                    f" of the {out.makespan_s:.3g} s run, {MAX_TRACE_BYTES / 1e6:.0f} MB at most) "
-                    f"in {trace}",
-                    file=sys.stderr,
-                )
-            flag, target = "--trace", trace
-            write_trace(trace, out, cfg.name)
-        if out is not None and requests_out:
-            flag, target = "--requests-out", requests_out
-            write_requests(requests_out, out)
-    except OSError as exc:
-        raise ConfigError(f"{flag} {target}: cannot write it: {exc.strerror or exc}") from None
+    if out is not None:
+        _write_outputs(out, cfg.name, trace, requests_out, spans)
     fmt = args.format or ("json" if args.json else "table")
     if fmt == "json":
         print(_dumps(result), flush=True)
