@@ -106,7 +106,7 @@ def split(data: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[dict[s
 def write_params(
     best: dict[str, float], n_train: int, held_out: list[dict[str, str]], errs: list[float]
 ) -> Path:
-    """simulator/data/calibrated/trtllm.toml, which the profile loader applies over the start values."""
+    """simulator/data/calibrated/trtllm.toml, applied by the profile loader over the defaults."""
     path = profiles.CALIBRATED_DIR / "trtllm.toml"
     ratios = sorted(1 + e for e in errs)
     p10 = ratios[int(0.1 * (len(ratios) - 1))]

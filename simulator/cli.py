@@ -18,10 +18,22 @@ from typing import Any, NoReturn
 from simulator import cli_answers
 from simulator import config as config_mod
 from simulator.catalog import shelf
-from simulator.errors import CannotRun, ConfigError, SimError
-from simulator.export import check_output_path, check_trace_size, write_requests, write_trace
+from simulator.engine import Engine, SimOutput
+from simulator.errors import CannotRun, ConfigError, SimError, worse
+from simulator.export import (
+    MAX_TRACE_BYTES,
+    TRACE_BYTES_PER_SPAN,
+    check_output_path,
+    estimated_trace_spans,
+    write_requests,
+    write_trace,
+)
+from simulator.progress import CappedSpans, RunProgress
 from simulator.result import check, refused, run, strict_json, table
 from simulator.strategies import registry
+
+# the most spans --trace keeps (about MAX_TRACE_BYTES of Chrome trace JSON)
+MAX_TRACE_SPANS = MAX_TRACE_BYTES // TRACE_BYTES_PER_SPAN
 
 LIST_KINDS = ("gpus", "links", "models", "quants", "profiles", "host_memory", "strategies")
 
@@ -117,16 +129,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# Exit codes from least to most severe (interface.md section 2): with several configs, the
-# process exits with the most severe of theirs.
-EXIT_SEVERITY = {0: 0, 3: 1, 2: 2, 1: 3}
-
-
-def _worse(a: int, b: int) -> int:
-    """The more severe of two exit codes (0 ok < 3 cannot run < 2 invalid < 1 internal)."""
-    return a if EXIT_SEVERITY.get(a, 4) >= EXIT_SEVERITY.get(b, 4) else b
-
-
 def _debug() -> bool:
     return os.environ.get("SIM_DEBUG", "") not in ("", "0")
 
@@ -156,28 +158,70 @@ def _dumps(result: dict[str, Any]) -> str:
     return json.dumps(strict_json(result), allow_nan=False)
 
 
+def _warn_trace_size(cfg: config_mod.RunConfig, cap: int) -> None:
+    """Say before the run when the estimate already exceeds what --trace keeps."""
+    estimate = estimated_trace_spans(cfg)
+    if estimate > cap:
+        print(
+            f"sim: warning: --trace: the timeline of {cfg.name} would take about "
+            f"{estimate * TRACE_BYTES_PER_SPAN / 1e6:,.0f} MB; keeping its first "
+            f"{MAX_TRACE_BYTES / 1e6:.0f} MB (trace a shorter run for all of it)",
+            file=sys.stderr,
+        )
+
+
+def _write_outputs(
+    out: SimOutput, name: str, trace: str | None, requests_out: str | None, spans: CappedSpans
+) -> None:
+    """Write --trace (saying what the cap cut) and --requests-out; a failed write is exit 2
+    naming the flag and the path."""
+    for flag, target in (("--trace", trace), ("--requests-out", requests_out)):
+        if target is None:
+            continue
+        if flag == "--trace" and spans.dropped:
+            print(
+                f"sim: warning: --trace: kept the first {len(spans):,} of "
+                f"{len(spans) + spans.dropped:,} spans (the first {spans.last_kept_end_s:.3g} s "
+                f"of the {out.makespan_s:.3g} s run, {MAX_TRACE_BYTES / 1e6:.0f} MB at most) "
+                f"in {target}",
+                file=sys.stderr,
+            )
+        try:
+            if flag == "--trace":
+                write_trace(target, out, name)
+            else:
+                write_requests(target, out)
+        except OSError as exc:
+            raise ConfigError(f"{flag} {target}: cannot write it: {exc.strerror or exc}") from None
+
+
 def _run_one(args: argparse.Namespace, path: str, index: int, total: int) -> int:
     cfg = config_mod.load(path, args.set)
     trace = _numbered(args.trace, index, total) if args.trace else None
     requests_out = _numbered(args.requests_out, index, total) if args.requests_out else None
+    spans = CappedSpans(MAX_TRACE_SPANS)
     if trace:
         check_output_path("--trace", trace)
-        check_trace_size(cfg)
+        _warn_trace_size(cfg, spans.cap)
     if requests_out:
         check_output_path("--requests-out", requests_out)
-    result, out = run(cfg, detail="layer" if trace else "stage", record_spans=bool(trace))
-    try:
-        if out is not None and trace:
-            write_trace(trace, out, cfg.name)
-        if out is not None and requests_out:
-            write_requests(requests_out, out)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {exc.filename or ''}: {exc.strerror or exc}") from None
+
+    def on_engine(engine: Engine) -> None:
+        if trace:
+            engine.spans = spans  # the engine appends; past the cap spans are only counted
+        progress.attach(engine)
+
+    with RunProgress(sys.stderr, cfg.name) as progress:
+        result, out = run(
+            cfg, detail="layer" if trace else "stage", record_spans=bool(trace), on_engine=on_engine
+        )
+    if out is not None:
+        _write_outputs(out, cfg.name, trace, requests_out, spans)
     fmt = args.format or ("json" if args.json else "table")
     if fmt == "json":
         print(_dumps(result), flush=True)
     elif fmt == "table":
-        print(table(result), flush=True)
+        print(table(result, args.set), flush=True)
     elif result["fits"]:
         cli_answers.print_run(cfg, result, out, fmt)
     if not result["fits"]:
@@ -198,14 +242,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             code = _run_one(args, path, index, total)
         except SimError as err:
             code = _emit_error(err, where)
-            if isinstance(err, CannotRun) and args.json:  # refused while loading
-                print(_dumps(refused(Path(path).stem, str(err))), flush=True)
+            wants_json = args.json or args.format == "json"
+            if isinstance(err, CannotRun) and wants_json:  # refused while loading
+                print(_dumps(refused(Path(path).stem, str(err), err.kind)), flush=True)
         except Exception as exc:
             if _debug():
                 raise
             print(_internal_error_line(exc, where), file=sys.stderr)
             code = 1
-        worst = _worse(worst, code)
+        worst = worse(worst, code)
     return worst
 
 
@@ -217,19 +262,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
             cfg = config_mod.load(path, args.set)
             reason = check(cfg)
         except SimError as err:
-            worst = _worse(worst, _emit_error(err, f"{path}: "))
+            worst = worse(worst, _emit_error(err, f"{path}: "))
             continue
         except Exception as exc:
             if _debug():
                 raise
             print(_internal_error_line(exc, f"{path}: "), file=sys.stderr)
-            worst = _worse(worst, 1)
+            worst = worse(worst, 1)
             continue
         if reason is None:
             print(f"{path}: ok ({cfg.name})")
         else:
             print(f"sim: error: {path}: {reason}", file=sys.stderr)
-            worst = _worse(worst, CannotRun.exit_code)
+            worst = worse(worst, CannotRun.exit_code)
     return worst
 
 

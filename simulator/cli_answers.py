@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from simulator import config as config_mod
-from simulator.errors import CannotRun, ConfigError, SimError
+from simulator.errors import CannotRun, ConfigError, SimError, worse
 
 FORMATS = ("table", "json", "llama-bench", "llama-bench-json", "vllm-bench")
 
@@ -92,6 +93,17 @@ def _load(path: str, sets: list[str]) -> config_mod.RunConfig:
     return config_mod.load(path, sets)
 
 
+def refused_fit(name: str, err: CannotRun) -> dict[str, object]:
+    """``sim fit --json``'s object for a config refused while loading: its keys, empty."""
+    empty = ("config", "max_context_tokens", "max_context_size", "limited_by")
+    nulls = ("model_max_context_tokens", "slots", "scheduler", "kv_pool_tokens")
+    return (
+        {"name": name, "fits": False, "reason": str(err), "reason_id": err.kind}
+        | dict.fromkeys(empty + nulls)
+        | {"by_slots": [], "quants": [], "speeds": [], "suggestions": []}
+    )
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from simulator.fitting import fit, table
 
@@ -100,8 +112,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         try:
             cfg = _load(path, args.set)
         except SimError as err:
-            print(f"sim: error: {err}", file=sys.stderr)
-            worst = max(worst, err.exit_code)
+            where = f"{path}: " if len(args.config) > 1 else ""
+            print(f"sim: error: {where}{err}", file=sys.stderr)
+            worst = worse(worst, err.exit_code)
+            if isinstance(err, CannotRun) and args.json:  # refused while loading: still JSON
+                print(json.dumps(refused_fit(Path(path).stem, err)), flush=True)
             continue
         report = fit(cfg, with_quants=not args.no_quants)
         if args.json:
@@ -109,7 +124,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         else:
             print(table(report), flush=True)
         if not report.fits:  # answered, but the config as given cannot run: exit 3
-            worst = max(worst, CannotRun.exit_code)
+            worst = worse(worst, CannotRun.exit_code)
     return worst
 
 

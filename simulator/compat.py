@@ -129,7 +129,7 @@ def check(cfg: RunConfig) -> None:
     others = [p for p in ALTERNATIVES if p != t.id and problem(table(p), cfg) is None]
     what = f" for {cfg.quant.id}" if "cannot load" in why else ""
     hint = f'; use engine.profile = "{others[0]}"{what}' if others else ""
-    raise CannotRun(f"{why}{hint}")
+    raise CannotRun(f"{why}{hint}", kind="engine")
 
 
 def runnable_profiles(cfg: RunConfig) -> list[str]:

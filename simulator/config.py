@@ -890,7 +890,8 @@ def _cpu_moe_layers(
     if "expert_host_efficiency" not in profile.params:
         raise CannotRun(
             f"{key}: engine.profile = {profile.id} cannot keep experts in host memory "
-            "(llama.cpp's --n-cpu-moe / -ot exps=CPU); use engine.profile = llama.cpp"
+            "(llama.cpp's --n-cpu-moe / -ot exps=CPU); use engine.profile = llama.cpp",
+            kind="engine",
         )
     return n
 
@@ -962,7 +963,8 @@ def _speculative(raw: dict[str, Any] | None, q: QuantSpec, tensor: int) -> Specu
         if dm.attention_heads % tensor != 0:
             raise CannotRun(
                 f"engine.speculative.draft_model: parallel.tensor = {tensor} does not divide "
-                f"{dm.id}'s {dm.attention_heads} attention heads"
+                f"{dm.id}'s {dm.attention_heads} attention heads",
+                kind="tensor-heads",
             )
     elif raw["draft_model"] is not None:
         raise ConfigError(
@@ -979,19 +981,22 @@ def check_runnable(cfg: RunConfig) -> None:
         raise CannotRun(
             f"parallel.tensor = {cfg.tensor} does not divide {m.id}'s {m.attention_heads} "
             f"attention heads; use a divisor such as "
-            f"{', '.join(str(d) for d in range(1, 9) if m.attention_heads % d == 0)}"
+            f"{', '.join(str(d) for d in range(1, 9) if m.attention_heads % d == 0)}",
+            kind="tensor-heads",
         )
     gpu_layers = m.layers - cfg.offload_layers
     if cfg.pipeline > max(gpu_layers, 1):
         raise CannotRun(
             f"parallel.pipeline = {cfg.pipeline} stages but only {gpu_layers} layers run on "
-            "GPUs; use fewer stages"
+            "GPUs; use fewer stages",
+            kind="pipeline-layers",
         )
     unified = [g for g in cfg.gpus if g.unified_memory]
     if unified and cfg.gpus_per_node > 1:
         raise CannotRun(
             f"hardware.gpus: a unified-memory machine has one GPU ({unified[0].id}); "
-            "use hardware.nodes for several machines"
+            "use hardware.nodes for several machines",
+            kind="one-gpu-machine",
         )
     link = cfg.gpu_link
     if link is not None and link.is_bridge:
@@ -999,12 +1004,14 @@ def check_runnable(cfg: RunConfig) -> None:
         if lacking:
             raise CannotRun(
                 f"hardware.gpu_link = {link.id}: {', '.join(lacking)} has no NVLink; "
-                "use a PCIe link id such as pcie4-x16"
+                "use a PCIe link id such as pcie4-x16",
+                kind="gpu-link",
             )
         if link.max_devices is not None and cfg.gpus_per_node > link.max_devices:
             raise CannotRun(
                 f"hardware.gpu_link = {link.id} joins at most {link.max_devices} GPUs, but "
-                f"hardware.gpus lists {cfg.gpus_per_node}"
+                f"hardware.gpus lists {cfg.gpus_per_node}",
+                kind="gpu-link",
             )
     slot = cfg.slot_context_tokens
     if slot is not None and cfg.max_sequence_tokens > slot:
@@ -1015,7 +1022,8 @@ def check_runnable(cfg: RunConfig) -> None:
         )
         raise CannotRun(
             f"workload: context + prompt + output = {cfg.max_sequence_tokens:,} tokens exceeds "
-            f"workload.context_size ({share}); raise workload.context_size"
+            f"workload.context_size ({share}); raise workload.context_size",
+            kind="context-size",
         )
     _check_lengths(cfg)
     _check_stages(cfg)
@@ -1033,7 +1041,8 @@ def _check_lengths(cfg: RunConfig) -> None:
     if cfg.lengths_csv is None and cfg.max_sequence_tokens_configured > m.max_context_tokens:
         raise CannotRun(
             f"workload: context + prompt + output = {cfg.max_sequence_tokens_configured:,} "
-            f"tokens exceeds {m.id}'s maximum context of {m.max_context_tokens:,}"
+            f"tokens exceeds {m.id}'s maximum context of {m.max_context_tokens:,}",
+            kind="model-context",
         )
     if cfg.length_distribution == "fixed" and cfg.lengths_csv is None:
         return
@@ -1049,7 +1058,8 @@ def _check_lengths(cfg: RunConfig) -> None:
             fix = "lower workload.length_spread or the mean lengths"
         raise CannotRun(
             f"workload: {where} has context + prompt + output = {cfg.context_tokens + p + o:,} "
-            f"tokens, beyond {m.id}'s maximum context of {m.max_context_tokens:,}; {fix}"
+            f"tokens, beyond {m.id}'s maximum context of {m.max_context_tokens:,}; {fix}",
+            kind="model-context",
         )
 
 
@@ -1068,7 +1078,8 @@ def _check_stages(cfg: RunConfig) -> None:
             raise CannotRun(
                 f"{how} leaves pipeline stage {stage.index} with no layer of "
                 f"{cfg.model.id}'s {cfg.model.layers - cfg.offload_layers} GPU layers; give "
-                "every stage a larger share or use fewer stages"
+                "every stage a larger share or use fewer stages",
+                kind="pipeline-layers",
             )
 
 

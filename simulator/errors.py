@@ -21,10 +21,52 @@ class ConfigError(SimError):
     exit_code = 2
 
 
+# Why a valid config cannot run (exit 3): the identifier a result's ``reason_id`` carries, and
+# what it means. docs/interface.md ("Exit codes") lists the same identifiers; a test checks
+# that every exit-3 site in the code names one of them and that the list is complete.
+EXIT3_REASONS = {
+    "does-not-fit": "a GPU's weights + KV cache + compute buffers + runtime exceed its memory",
+    "host-memory": "the weights kept in host RAM (offloaded layers or experts, of every replica "
+    "on the machine) exceed hardware.host_memory_gib",
+    "kv-pool": "the longest request (context + prompt + output) can never be held by a "
+    "replica's paged KV cache (or a vLLM pipeline virtual engine's share of it)",
+    "context-size": "a request is longer than workload.context_size gives one slot",
+    "model-context": "a request (fixed, drawn or from the lengths CSV) is longer than the "
+    "model's maximum context",
+    "tensor-heads": "parallel.tensor does not divide the attention heads (of the model or of "
+    "the draft model)",
+    "pipeline-layers": "a pipeline stage gets no layer (more stages than GPU layers, or a "
+    "layer_split / memory split that leaves a stage empty)",
+    "one-gpu-machine": "a unified-memory machine (Apple, DGX Spark, Ryzen AI Max) listed with "
+    "more than one GPU",
+    "gpu-link": "hardware.gpu_link is an NVLink bridge the GPUs lack, or joins fewer GPUs than "
+    "listed",
+    "engine": "the engine profile cannot run it: a weight format it does not load, a GPU "
+    "vendor it has no backend for, or a feature it lacks (CPU layers, tensor parallel, several "
+    "machines, a KV cache type, experts in host memory)",
+}
+
+# Exit codes from least to most severe (interface.md, "Exit codes"): with several configs, the
+# process exits with the most severe of theirs.
+EXIT_SEVERITY = {0: 0, 3: 1, 2: 2, 1: 3}
+
+
+def worse(a: int, b: int) -> int:
+    """The more severe of two exit codes (0 ok < 3 cannot run < 2 invalid < 1 internal)."""
+    return a if EXIT_SEVERITY.get(a, 4) >= EXIT_SEVERITY.get(b, 4) else b
+
+
 class CannotRun(SimError):
-    """The config is valid but cannot run (exit 3): it does not fit, or cannot apply."""
+    """The config is valid but cannot run (exit 3): it does not fit, or cannot apply.
+    ``kind`` is one of :data:`EXIT3_REASONS` (None only where a caller tags it)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None and kind not in EXIT3_REASONS:
+            raise ValueError(f"CannotRun kind {kind!r} is not in EXIT3_REASONS")
+        self.kind = kind
 
 
 class DataError(SimError):

@@ -133,6 +133,8 @@ def write_atomic_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+# --trace keeps the first MAX_TRACE_BYTES of a timeline (about this / TRACE_BYTES_PER_SPAN
+# spans) and says so: a serving run can have tens of millions of spans
 MAX_TRACE_BYTES = 200_000_000
 TRACE_BYTES_PER_SPAN = 120  # one Chrome "X" event as json.dumps writes it
 
@@ -161,17 +163,6 @@ def estimated_trace_spans(cfg: RunConfig) -> int:
     steps = cfg.requests * (cfg.output_tokens + 1) / max(1, streams) * cfg.replicas
     layers_per_device = cfg.model.layers / max(1, cfg.pipeline)
     return int(steps * cfg.total_gpus / max(1, cfg.replicas) * (layers_per_device + 2))
-
-
-def check_trace_size(cfg: RunConfig) -> None:
-    """Refuse (exit 2) a --trace that would write more than MAX_TRACE_BYTES."""
-    size = estimated_trace_spans(cfg) * TRACE_BYTES_PER_SPAN
-    if size > MAX_TRACE_BYTES:
-        raise ConfigError(
-            f"--trace: the timeline of {cfg.name} would take about {size / 1e6:,.0f} MB "
-            f"(limit {MAX_TRACE_BYTES / 1e6:.0f} MB); trace a shorter run (fewer "
-            "workload.requests or workload.output_tokens)"
-        )
 
 
 def write_trace(path: str | Path, out: SimOutput, name: str) -> None:

@@ -81,8 +81,8 @@ class Fix:
 
 
 def _try(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig | None:
-    """The variant if it resolves, fits and its longest request can be held by the engine's
-    KV pool (a variant that would be refused is no fix), else None."""
+    """The variant if it resolves and can run (fits, and its KV pool holds the longest request:
+    what ``sim validate`` checks), else None: a hint must be runnable."""
     from simulator.placement import place
     from simulator.result import kv_pool_reason
 
@@ -90,9 +90,7 @@ def _try(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig | None:
         new = derive(cfg, changes)
         pl = place(new)
         mem = plan(new, pl)
-        if not mem.fits or kv_pool_reason(new, pl, mem) is not None:
-            return None
-        return new
+        return new if mem.fits and kv_pool_reason(new, pl, mem) is None else None
     except SimError:
         return None
 

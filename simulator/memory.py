@@ -76,7 +76,9 @@ class DeviceMemory:
 @dataclass(frozen=True)
 class MemoryPlan:
     devices: tuple[DeviceMemory, ...]
-    host_weights_bytes: float  # offloaded layers, offloaded experts and host-side embeddings
+    # offloaded layers, offloaded experts and host-side embeddings, of every replica whose
+    # first stage is on the most loaded machine (each machine has its own RAM)
+    host_weights_bytes: float
     host_capacity_bytes: float | None = None  # the host memory's size, when the catalogue has it
 
     @property
@@ -268,9 +270,14 @@ def plan(
     if pl.output_on_host:
         host += mm.output_bytes(m, q)
     capacity = getattr(cfg.host_memory, "capacity_bytes", None)
+    # each replica keeps its own copy in the RAM of the machine of its first stage (where its
+    # CPU runs them): the most loaded machine is what must fit
+    per_node = [0] * cfg.nodes
+    for stages in pl.replicas:
+        per_node[stages[0].devices[0].node] += 1
     return MemoryPlan(
         devices=tuple(rows),
-        host_weights_bytes=host * cfg.replicas,
+        host_weights_bytes=host * max(per_node),
         host_capacity_bytes=None if capacity is None else float(capacity),
     )
 
@@ -382,6 +389,13 @@ def suggestions(cfg: RunConfig) -> list[str]:
     return [f.text() for f in ranked(cfg)]
 
 
+def not_fit_kind(mem: MemoryPlan) -> str:
+    """The exit-3 reason identifier (errors.EXIT3_REASONS) of a plan that does not fit."""
+    return (
+        "host-memory" if all(x.fits for x in mem.devices) and not mem.host_fits else "does-not-fit"
+    )
+
+
 def not_fit_reason(cfg: RunConfig, mem: MemoryPlan) -> str:
     """One line: the tightest device, need vs capacity in GB, and what would fit instead."""
     gb = units.GB
@@ -411,4 +425,4 @@ def not_fit_reason(cfg: RunConfig, mem: MemoryPlan) -> str:
 def require_fit(cfg: RunConfig, mem: MemoryPlan) -> None:
     """Raise CannotRun (exit 3) with the reason when ``mem`` does not fit."""
     if not mem.fits:
-        raise CannotRun(not_fit_reason(cfg, mem))
+        raise CannotRun(not_fit_reason(cfg, mem), kind=not_fit_kind(mem))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from simulator import units
+from simulator import hardware, links, units
 from simulator.bound import Ceiling, ceiling
 from simulator.config import RunConfig
 from simulator.engine import Detail, Engine, SimOutput
 from simulator.errors import CannotRun
-from simulator.memory import MemoryPlan, kv_pool_tokens, not_fit_reason, plan
+from simulator.memory import MemoryPlan, kv_pool_tokens, not_fit_kind, not_fit_reason, plan
 from simulator.metrics import bottleneck, summarize, utilization
 from simulator.placement import Placement, place
 from simulator.power import RunPower, run_power
@@ -51,21 +52,30 @@ def evaluate(cfg: RunConfig, detail: Detail = "stage") -> dict[str, Any]:
 
 
 def run(
-    cfg: RunConfig, detail: Detail = "stage", record_spans: bool = False
+    cfg: RunConfig,
+    detail: Detail = "stage",
+    record_spans: bool = False,
+    on_engine: Callable[[Engine], None] | None = None,
 ) -> tuple[dict[str, Any], SimOutput | None]:
-    """Evaluate ``cfg`` and also return the raw simulation output (None if it does not fit)."""
+    """Evaluate ``cfg`` and also return the raw simulation output (None if it does not fit).
+    ``on_engine`` sees the engine before it runs (the CLI's progress bar and trace cap)."""
     pl = place(cfg)
     mem = plan(cfg, pl)
     ceil = ceiling(cfg, pl)
     if not mem.fits:
-        return build(cfg, mem, ceil, None, None, not_fit_reason(cfg, mem), None), None
+        reason = not_fit_reason(cfg, mem)
+        return build(cfg, mem, ceil, None, None, reason, None, reason_id=not_fit_kind(mem)), None
     why = kv_pool_reason(cfg, pl, mem)
     if why is not None:
-        return build(cfg, mem, ceil, None, None, why, None, fits=False), None
+        return build(cfg, mem, ceil, None, None, why, None, fits=False, reason_id="kv-pool"), None
     try:
-        out = Engine(cfg, pl, detail=detail, record_spans=record_spans).run()
+        engine = Engine(cfg, pl, detail=detail, record_spans=record_spans)
+        if on_engine is not None:
+            on_engine(engine)
+        out = engine.run()
     except CannotRun as err:  # the scheduler's guard: a sequence that can never fit
-        return build(cfg, mem, ceil, None, None, str(err), None, fits=False), None
+        kind = err.kind or "kv-pool"
+        return build(cfg, mem, ceil, None, None, str(err), None, fits=False, reason_id=kind), None
     metrics = summarize(out)
     pw = power_of(pl, out)
     if pw is not None:
@@ -116,13 +126,14 @@ def kv_pool_reason(cfg: RunConfig, pl: Placement, mem: MemoryPlan) -> str | None
     return None
 
 
-def refused(name: str, reason: str) -> dict[str, Any]:
+def refused(name: str, reason: str, reason_id: str | None = None) -> dict[str, Any]:
     """The result object of a config refused while loading (exit 3 before any plan): every
     key of :func:`build`, with nulls."""
     return {
         "name": name,
         "fits": False,
         "reason": reason,
+        "reason_id": reason_id,
         "config": None,
         "strategies": [],
         "memory": [],
@@ -199,11 +210,14 @@ def build(
     reason: str | None,
     simulated_bottleneck: str | None,
     fits: bool | None = None,
+    reason_id: str | None = None,
 ) -> dict[str, Any]:
+    """The result object; ``reason_id`` names the exit-3 reason (errors.EXIT3_REASONS)."""
     return {
         "name": cfg.name,
         "fits": mem.fits if fits is None else fits,
         "reason": reason,
+        "reason_id": reason_id,
         "config": cfg.resolved,
         "strategies": strategies_of(cfg),
         "memory": [d.as_json() for d in mem.devices],
@@ -232,6 +246,16 @@ def _fmt(v: Any, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _request_decode_s(m: dict[str, Any]) -> float | None:
+    """A request's decode time, first token to last, averaged over the requests: mean E2E
+    minus mean TTFT. (``decode_time_s`` is the run's decode step time over the requests: the
+    same for one stream, a fraction of it when steps are shared by a batch.)"""
+    e2e, ttft = m.get("e2e_s"), m.get("ttft_s")
+    if e2e is None or ttft is None:
+        return m.get("decode_time_s")
+    return max(0.0, float(e2e) - float(ttft))
+
+
 def _range(m: dict[str, Any], key: str) -> str:
     lo, hi = m.get(f"{key}_low"), m.get(f"{key}_high")
     if lo is None or hi is None:
@@ -239,15 +263,34 @@ def _range(m: dict[str, Any], key: str) -> str:
     return f"(range {lo:.1f}-{hi:.1f})"
 
 
-def table(result: dict[str, Any]) -> str:
-    """A readable summary of a result object."""
+def _p2p_text(hw: dict[str, Any]) -> str:
+    """How the GPUs of a machine reach each other: over a bridge (NVLink) directly, else
+    whether the driver allows PCIe peer-to-peer."""
+    if len(hw["gpus"]) < 2:
+        return ""
+    if hw["gpu_link"] and links.link(hw["gpu_link"]).is_bridge:
+        return f"  (p2p: over {hw['gpu_link']}, GPU to GPU)"
+    return f"  (p2p: {'yes' if hw['p2p'] else 'no, through host memory'})"
+
+
+def _whole_machine_power(result: dict[str, Any]) -> bool:
+    """Apple GPUs' power figures are the whole machine's wall power, not a board's."""
+    return any(hardware.gpu(g).is_apple for g in result["config"]["hardware"]["gpus"])
+
+
+def table(result: dict[str, Any], overrides: Sequence[str] = ()) -> str:
+    """A readable summary of a result object. ``overrides`` (the ``--set`` values) are shown
+    in the title, since the config's name describes the file as written."""
     c = result["config"]
     hw, par, wl = c["hardware"], c["parallel"], c["workload"]
-    lines = [f"== {result['name']}"]
+    title = f"== {result['name']}"
+    if overrides:
+        title += f"  [with --set {', '.join(overrides)}]"
+    lines = [title]
     gpus = " + ".join(hw["gpus"])
     link = f" over {hw['gpu_link']}" if hw["gpu_link"] else ""
     nodes = f" x {hw['nodes']} nodes over {hw['node_link']}" if hw["nodes"] > 1 else ""
-    lines.append(f"hardware : {gpus}{link}{nodes}  (p2p: {'yes' if hw['p2p'] else 'no'})")
+    lines.append(f"hardware : {gpus}{link}{nodes}{_p2p_text(hw)}")
     lines.append(
         f"model    : {c['model']['name']} {c['model']['quant']} "
         f"({result['quant']['layer_bits_per_weight']:.2f} bits/weight in the layers)"
@@ -310,7 +353,7 @@ def table(result: dict[str, Any]) -> str:
             f"TTFT {_fmt(m['ttft_s'], '.3f')} s"
         )
         lines.append(
-            f"  decode   {_fmt(m.get('decode_time_s'), '.3f'):>8} s   "
+            f"  decode   {_fmt(_request_decode_s(m), '.3f'):>8} s   "
             f"{_fmt(m['decode_tok_s']):>9} tok/s {_range(m, 'decode_tok_s')}  "
             f"TPOT {_fmt(m['tpot_s'], '.4f')} s"
         )
@@ -335,9 +378,14 @@ def table(result: dict[str, Any]) -> str:
             )
         if m.get("avg_power_w") is not None:
             per_token = m["energy_j_per_token"]
+            where = (
+                "of the whole machine at the wall (Apple's figures: idle + busy share up to the "
+                "machine's peak)"
+                if _whole_machine_power(result)
+                else "over the GPUs' boards (idle + busy share up to the board limit)"
+            )
             lines.append(
-                f"  power    {m['avg_power_w']:.0f} W average over the GPUs (idle + busy share up"
-                " to the board limit)"
+                f"  power    {m['avg_power_w']:.0f} W average {where}"
                 + ("" if per_token is None else f", {per_token:.2f} J per output token")
             )
         lines.append(f"  bottleneck: {b['bottleneck']}")

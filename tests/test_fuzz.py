@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from simulator import scheduler as sched_mod
+from simulator.errors import EXIT3_REASONS
 from tests.conftest import write_toml
 
 NVIDIA = ["rtx3090", "rtx4090", "rtx5090", "rtx-a6000", "a100-80g-sxm", "h100-sxm", "l40s"]
@@ -228,6 +229,7 @@ def check_one(run_cli: Any, path: Path, state: dict[str, int]) -> int:
     res = json.loads(lines[0], parse_constant=_no_nan)
     if code == 3:
         assert res["fits"] is False and isinstance(res["reason"], str) and res["reason"], res
+        assert res["reason_id"] in EXIT3_REASONS, res  # the documented list is complete
         return code
     assert res["fits"] is True, res
     m, b = res["metrics"], res["bound"]
