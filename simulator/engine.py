@@ -28,13 +28,16 @@ the same numbers, a tenth of the events. One SimPy time unit is one second.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
+from array import array
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import simpy
+from simpy.events import NORMAL
 
 from simulator import workload
 from simulator.config import RunConfig
@@ -42,17 +45,24 @@ from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
 from simulator.phases import Part
 from simulator.placement import Placement, place
-from simulator.scheduler import Chunk, Scheduler, Sequence, Settings
+from simulator.scheduler import Chunk, DecodeRun, Scheduler, Sequence, Settings
 from simulator.timeline import Phase, Step, Timeline, Timelines, step_overhead_s
 
 Detail = Literal["stage", "layer"]
 Proc = Generator[simpy.Event, Any, Any]
+_Op = tuple[dict[str, float], str, tuple[float, ...]]  # add the amounts to the counter's key
+_Program = tuple[tuple[float, ...], tuple[_Op, ...]]  # a decode step's booking
 CONTEXT_BUCKET_TOKENS = 16  # mean decode context of a mixed batch, rounded (memoised costs)
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestRecord:
-    """What happened to one request (times in seconds from the start of the run)."""
+    """What happened to one request (times in seconds from the start of the run).
+
+    Its token times are not stored one float per token: ``segments`` holds [start, end)
+    pairs of step indices of its scheduler, whose client-side time of every step is the
+    shared ``step_times`` array (a sequence emits one token in each step it is scheduled in,
+    except the prompt chunks before its last one)."""
 
     id: int
     replica: int
@@ -62,8 +72,31 @@ class RequestRecord:
     end_s: float = math.nan
     prompt_tokens: int = 0
     output_tokens: int = 0
-    token_times_s: list[float] = field(default_factory=list)
     preemptions: int = 0
+    step_times: array[float] = field(default_factory=lambda: array("d"))
+    segments: list[int] = field(default_factory=list)  # flat [start, end) step indices
+
+    def add_token(self, step: int) -> None:
+        """The request emitted a token in step ``step`` of its scheduler."""
+        seg = self.segments
+        if seg and seg[-1] == step:
+            seg[-1] = step + 1
+        else:
+            seg += (step, step + 1)
+
+    @property
+    def tokens(self) -> int:
+        seg = self.segments
+        return sum(seg[i + 1] - seg[i] for i in range(0, len(seg), 2))
+
+    @property
+    def token_times_s(self) -> list[float]:
+        """When the client received each token."""
+        seg, times = self.segments, self.step_times
+        out: list[float] = []
+        for i in range(0, len(seg), 2):
+            out.extend(times[seg[i] : seg[i + 1]])
+        return out
 
     @property
     def ttft_s(self) -> float:
@@ -88,7 +121,7 @@ class RequestRecord:
 
     @property
     def tpot_s(self) -> float:
-        n = len(self.token_times_s)
+        n = self.tokens
         return (self.end_s - self.first_token_s) / (n - 1) if n > 1 else math.nan
 
 
@@ -111,15 +144,34 @@ class SimOutput:
     spans: list[Span]
     events: int
     prefill_time_s: list[float]  # per request: first scheduled -> first token
-    decode_step_s: list[float]  # every iteration without prompt work
+    decode_step_s: array[float]  # every iteration without prompt work
     stage_bound_s: dict[str, float]  # time in compute- vs memory-bound kernels and overheads
     critical_s: dict[str, float]  # replica 0's decode critical path by kind
     iterations: int = 0
     preemptions: int = 0
     kv_pool_tokens: list[int | None] = field(default_factory=list)  # per replica
-    # (time, replica, share of the KV cache in use) after every iteration
-    kv_occupancy: list[tuple[float, int, float]] = field(default_factory=list)
-    batch_sequences: list[int] = field(default_factory=list)  # sequences per iteration
+    # after every iteration, as columns: its end, its replica, the share of the KV cache in use
+    kv_time_s: array[float] = field(default_factory=lambda: array("d"))
+    kv_replica: array[int] = field(default_factory=lambda: array("l"))
+    kv_share: array[float] = field(default_factory=lambda: array("d"))
+    batch_sequences: array[int] = field(default_factory=lambda: array("l"))  # per iteration
+
+    @property
+    def kv_occupancy(self) -> list[tuple[float, int, float]]:
+        """(time, replica, share of the KV cache in use) after every iteration."""
+        return list(zip(self.kv_time_s, self.kv_replica, self.kv_share, strict=True))
+
+
+class _At(simpy.Event):
+    """An event at the absolute time ``when``: the end of a run of steps, which the step by
+    step path reached by repeated ``now + delay`` and which ``now + (when - now)`` need not
+    reproduce bit for bit. Queued as ``Environment.schedule`` queues a timeout."""
+
+    def __init__(self, env: simpy.Environment, when: float):
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        heapq.heappush(env._queue, (when, NORMAL, next(env._eid), self))
 
 
 class Engine:
@@ -146,7 +198,7 @@ class Engine:
         self.spans: list[Span] = []
         self.events = 0
         self.prefill_time_s: list[float] = []
-        self.decode_step_s: list[float] = []
+        self.decode_step_s: array[float] = array("d")
         self.bound_s = {"compute": 0.0, "memory-bandwidth": 0.0, "overhead": 0.0}
         # time on the critical path of replica 0's decode steps, by kind
         self.critical_s = {
@@ -156,8 +208,10 @@ class Engine:
             "host-overhead": 0.0,
         }
         self.iterations = 0
-        self.kv_occupancy: list[tuple[float, int, float]] = []
-        self.batch_sequences: list[int] = []
+        self.kv_time_s: array[float] = array("d")
+        self.kv_replica: array[int] = array("l")
+        self.kv_share: array[float] = array("d")
+        self.batch_sequences: array[int] = array("l")
         for d in self.placement.devices:
             self._resource(d.name)
         prof = cfg.profile
@@ -190,9 +244,30 @@ class Engine:
             self.schedulers.append(
                 [Scheduler(replace(settings, max_num_seqs=share[v])) for v in range(per_ve)]
             )
+        # client-side time of every step of each scheduler (the records index into it)
+        self._step_times = [
+            [array("d") for _ in range(self.virtual_engines)] for _ in range(cfg.replicas)
+        ]
+        pl = self.placement
+        # replicas of one machine that run host-side work share its CPU: they must queue
+        # for it, which only the event path does
+        self._shared_cpu = bool(pl.cpu_layers or pl.cpu_expert_layers) and (
+            cfg.replicas > cfg.nodes
+        )
+        # a run of identical decode steps is booked in one go only where this scheduler's
+        # loop is the only one that could observe the steps in between (see DESIGN.md)
+        self.merge_steps = (
+            fast
+            and detail == "stage"
+            and not record_spans
+            and cfg.replicas == 1
+            and self.virtual_engines == 1
+            and not self._shared_cpu
+        )
+        self._programs: dict[tuple[int, int, int], _Program] = {}
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self._records: dict[int, RequestRecord] = {}
-        self._done: dict[int, simpy.Event] = {}
+        self._done: dict[int, simpy.Event] = {}  # closed loop: the client waits on it
         self._routed = 0
         self._stream_delay_s = stream_delay_s(prof)
 
@@ -359,19 +434,13 @@ class Engine:
         overhead = step_overhead_s(self.cfg, len(chunks), decode_only)
         if critical:
             self.critical_s["host-overhead"] += overhead
-        # replicas of one machine that run host-side work share its CPU: they must queue
-        # for it, which only the event path does
-        pl = self.placement
-        shared_cpu = bool(pl.cpu_layers or pl.cpu_expert_layers) and (
-            self.cfg.replicas > self.cfg.nodes
-        )
         lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
         if (
             len(lines) == 1
             and self.virtual_engines == 1
             and self.detail == "stage"
             and self.fast
-            and not shared_cpu
+            and not self._shared_cpu
         ):
             seconds = self._booked_micro_batch(lines[0], label, critical)
             yield self.env.timeout(seconds + overhead)
@@ -392,7 +461,14 @@ class Engine:
         """One scheduler's loop: schedule, run, book the tokens; sleep when idle."""
         sched = self.schedulers[replica][ve]
         key = (replica, ve)
+        times = self._step_times[replica][ve]
+        records = self._records
         while True:
+            if self.merge_steps:
+                run = sched.decode_run()
+                if run is not None:
+                    yield from self._decode_run(replica, sched, run)
+                    continue
             chunks = sched.schedule()
             if not chunks:
                 if sched.running:
@@ -403,30 +479,171 @@ class Engine:
                 continue
             now = self.env.now
             for seq in sched.started:
-                self._records[seq.id].prefill_start_s = now
+                records[seq.id].prefill_start_s = now
             yield from self._iteration(replica, ve, chunks)
             self.iterations += 1
             self.batch_sequences.append(len(chunks))
             now = self.env.now
             seen = now + self._stream_delay_s  # when the client receives the tokens
+            step = len(times)
+            times.append(seen)
             emitted, finished = sched.complete(chunks)
             for seq in emitted:
-                rec = self._records[seq.id]
+                rec = records[seq.id]
                 if math.isnan(rec.first_token_s):
                     rec.first_token_s = seen
                     if rec.prompt_tokens > 0:
                         self.prefill_time_s.append(now - rec.prefill_start_s)
-                rec.token_times_s.append(seen)
-            for seq in finished:
-                rec = self._records[seq.id]
-                rec.end_s = seen
-                rec.preemptions = seq.preemptions
-                self._done[seq.id].succeed()
-            occ = sched.kv_occupancy()
-            if sched.total_blocks is None:  # slots: running sequences over slots
-                slots = sched.settings.max_num_seqs or 1
-                occ = occ / slots
-            self.kv_occupancy.append((now, replica, occ))
+                rec.add_token(step)
+            self._finish(finished, seen)
+            self._book_occupancy(now, replica, sched)
+
+    def _finish(self, finished: list[Sequence], seen: float) -> None:
+        for seq in finished:
+            rec = self._records[seq.id]
+            rec.end_s = seen
+            rec.preemptions = seq.preemptions
+            done = self._done.pop(seq.id, None)
+            if done is not None:
+                done.succeed()
+
+    def _book_occupancy(self, now: float, replica: int, sched: Scheduler) -> None:
+        occ = sched.kv_occupancy()
+        if sched.total_blocks is None:  # slots: running sequences over slots
+            slots = sched.settings.max_num_seqs or 1
+            occ = occ / slots
+        self.kv_time_s.append(now)
+        self.kv_replica.append(replica)
+        self.kv_share.append(occ)
+
+    def _program(self, replica: int, ctx: int, n: int) -> _Program:
+        """A decode micro-batch of ``n`` sequences at context ``ctx``, compiled: the
+        increments of its end time, and per counter key the amounts added to it, in the
+        order :meth:`_booked_micro_batch` adds them on the critical path (the same float
+        operations, so the same bits)."""
+        key = (replica, ctx, n)
+        hit = self._programs.get(key)
+        if hit is not None:
+            return hit
+        line = self.timelines.micro_batch(replica, ((1, ctx, n),), n)
+        incs: list[float] = []
+        adds: dict[tuple[int, str], list[float]] = {}
+        counters = [self.bound_s, self.critical_s, self.link_bytes, self.busy_s]
+
+        def add(which: int, name: str, amount: float) -> None:
+            adds.setdefault((which, name), []).append(amount)
+
+        for ph in line:
+            for st in ph.steps:
+                if st.kind == "gpu":
+                    if st.compute_bound_s > st.memory_bound_s:
+                        add(0, "compute", st.compute_bound_s)
+                    else:
+                        add(0, "memory-bandwidth", st.memory_bound_s)
+                    add(0, "overhead", st.overhead_s)
+            for kind, sec in ph.critical:
+                add(1, kind, sec)
+            longest = 0.0
+            for st in ph.steps:
+                for name, size in st.link_bytes:
+                    add(2, name, size)
+                if st.seconds > 0:
+                    for t in st.tracks:
+                        add(3, t, st.seconds)
+                    if ph.parallel:
+                        longest = max(longest, st.seconds)
+                    else:
+                        incs.append(st.seconds)
+            if longest:
+                incs.append(longest)
+        ops = tuple((counters[w], name, tuple(vs)) for (w, name), vs in adds.items())
+        prog = self._programs[key] = (tuple(incs), ops)
+        return prog
+
+    @staticmethod
+    def _repeat(ops: tuple[_Op, ...], times: int) -> None:
+        """Book ``times`` identical steps' additions: per key in step order, as adding them
+        one step at a time would (keys are independent; only each key's order matters)."""
+        for d, name, amounts in ops:
+            x = d.get(name, 0.0)
+            for _ in range(times):
+                for v in amounts:
+                    x += v
+            d[name] = x
+
+    def _decode_run(self, replica: int, sched: Scheduler, run: DecodeRun) -> Proc:
+        """Book a run of pure decode steps as one event: step by step the same arithmetic
+        as :meth:`_iteration` on its fast path, stopping before the first step another event
+        could precede (an arrival, a client's next request) and before the first that needs
+        more KV blocks than are free, or after the one that finishes a sequence."""
+        env = self.env
+        n = run.sequences
+        overhead = step_overhead_s(self.cfg, n, True)
+        delay = self._stream_delay_s
+        times = self._step_times[replica][0]
+        first_step = len(times)
+        horizon = env.peek()  # nothing else happens before it
+        start = now0 = env.now
+        free, total = run.free_blocks, sched.total_blocks
+        slots = sched.settings.max_num_seqs or 1
+        bucket = CONTEXT_BUCKET_TOKENS
+        uniform, csum, steps = run.uniform_context, run.context_sum, run.steps
+        durations: list[float] = []
+        ends: list[float] = []
+        shares: list[float] = []
+        prog: _Program | None = None
+        last_ctx, reps = -1, 0
+        end = start
+        k = 0
+        while True:
+            if free is not None:
+                free -= run.blocks_needed(k)  # fits: checked before the step
+            ctx = uniform + k if uniform >= 0 else round((csum + k * n) / n / bucket) * bucket
+            if ctx != last_ctx:
+                if prog is not None:
+                    self._repeat(prog[1], reps)
+                prog, last_ctx, reps = self._program(replica, ctx, n), ctx, 0
+            assert prog is not None
+            reps += 1
+            t = start
+            for inc in prog[0]:
+                t += inc
+            end = start + ((t - start) + overhead)
+            durations.append(end - start)
+            ends.append(end)
+            k += 1
+            if k == steps or horizon <= end or (free is not None and run.blocks_needed(k) > free):
+                break  # the next step preempts: the general path decides it
+            if free is not None:  # the last step's share is booked after the finishes
+                assert total is not None
+                shares.append(1.0 - free / total if total else 0.0)
+            else:
+                shares.append(float(n) / slots)
+            start = end
+        assert prog is not None
+        self._repeat(prog[1], reps)
+        self._repeat(((self.critical_s, "host-overhead", (overhead,)),), k)
+        self.events += k
+        self.iterations += k
+        self.decode_step_s.extend(durations)
+        self.batch_sequences.extend([n] * k)
+        times.extend([e + delay for e in ends])
+        self.kv_time_s.extend(ends[:-1])
+        self.kv_replica.extend([replica] * (k - 1))
+        self.kv_share.extend(shares)
+        cohort = list(sched.running)
+        yield _At(env, end) if k > 1 else env.timeout(end - now0)
+        finished = sched.advance(k)
+        records = self._records
+        last = first_step + k
+        for q in cohort:
+            seg = records[q.id].segments
+            if seg and seg[-1] == first_step:
+                seg[-1] = last
+            else:
+                seg += (first_step, last)
+        self._finish(finished, times[-1])
+        self._book_occupancy(end, replica, sched)
 
     def _route(self) -> int:
         cfg = self.cfg
@@ -451,10 +668,12 @@ class Engine:
             arrival_s=self.env.now,
             prompt_tokens=spec.prompt_tokens,
             output_tokens=spec.output_tokens,
+            step_times=self._step_times[replica][ve],
         )
         self._records[spec.id] = rec
         done = self.env.event()
-        self._done[spec.id] = done
+        if not cfg.open_loop:
+            self._done[spec.id] = done
         ves[ve].add(
             Sequence(
                 id=spec.id,
@@ -509,7 +728,9 @@ class Engine:
             iterations=self.iterations,
             preemptions=sum(s.preemptions for ves in self.schedulers for s in ves),
             kv_pool_tokens=list(self.kv_pool),
-            kv_occupancy=self.kv_occupancy,
+            kv_time_s=self.kv_time_s,
+            kv_replica=self.kv_replica,
+            kv_share=self.kv_share,
             batch_sequences=self.batch_sequences,
         )
 
