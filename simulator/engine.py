@@ -184,6 +184,7 @@ class Engine:
         detail: Detail = "stage",
         record_spans: bool = False,
         fast: bool = True,
+        merge: bool = True,
     ):
         self.cfg = cfg
         self.placement = placement or place(cfg)
@@ -257,7 +258,8 @@ class Engine:
         # a run of identical decode steps is booked in one go only where this scheduler's
         # loop is the only one that could observe the steps in between (see DESIGN.md)
         self.merge_steps = (
-            fast
+            merge
+            and fast
             and detail == "stage"
             and not record_spans
             and cfg.replicas == 1
@@ -584,44 +586,48 @@ class Engine:
         first_step = len(times)
         horizon = env.peek()  # nothing else happens before it
         start = now0 = env.now
-        free, total = run.free_blocks, sched.total_blocks
+        free, total = run.free_blocks, sched.total_blocks or 0
         slots = sched.settings.max_num_seqs or 1
         bucket = CONTEXT_BUCKET_TOKENS
         uniform, csum, steps = run.uniform_context, run.context_sum, run.steps
         durations: list[float] = []
         ends: list[float] = []
         shares: list[float] = []
-        prog: _Program | None = None
+        counts = run.block_counts  # paged: step k needs counts[-k % block] new blocks
+        block = len(counts)
+        incs: tuple[float, ...] = ()
+        ops: tuple[_Op, ...] = ()
         last_ctx, reps = -1, 0
         end = start
         k = 0
         while True:
             if free is not None:
-                free -= run.blocks_needed(k)  # fits: checked before the step
+                free -= counts[-k % block]  # fits: checked before the step
             ctx = uniform + k if uniform >= 0 else round((csum + k * n) / n / bucket) * bucket
             if ctx != last_ctx:
-                if prog is not None:
-                    self._repeat(prog[1], reps)
-                prog, last_ctx, reps = self._program(replica, ctx, n), ctx, 0
-            assert prog is not None
+                if reps:
+                    self._repeat(ops, reps)
+                incs, ops = self._program(replica, ctx, n)
+                last_ctx, reps = ctx, 0
             reps += 1
             t = start
-            for inc in prog[0]:
+            for inc in incs:
                 t += inc
             end = start + ((t - start) + overhead)
             durations.append(end - start)
             ends.append(end)
             k += 1
-            if k == steps or horizon <= end or (free is not None and run.blocks_needed(k) > free):
-                break  # the next step preempts: the general path decides it
-            if free is not None:  # the last step's share is booked after the finishes
-                assert total is not None
+            if k == steps or horizon <= end:
+                break
+            if free is not None:
+                if counts[-k % block] > free:
+                    break  # the next step preempts: the general path decides it
+                # (the last step's share is booked after its finishes)
                 shares.append(1.0 - free / total if total else 0.0)
             else:
                 shares.append(float(n) / slots)
             start = end
-        assert prog is not None
-        self._repeat(prog[1], reps)
+        self._repeat(ops, reps)
         self._repeat(((self.critical_s, "host-overhead", (overhead,)),), k)
         self.events += k
         self.iterations += k
@@ -736,8 +742,13 @@ class Engine:
 
 
 def simulate(
-    cfg: RunConfig, detail: Detail = "stage", record_spans: bool = False, fast: bool = True
+    cfg: RunConfig,
+    detail: Detail = "stage",
+    record_spans: bool = False,
+    fast: bool = True,
+    merge: bool = True,
 ) -> SimOutput:
     """Run ``cfg`` once and return what happened (``fast=False``: every iteration as SimPy
-    events, even where nothing contends)."""
-    return Engine(cfg, detail=detail, record_spans=record_spans, fast=fast).run()
+    events, even where nothing contends; ``merge=False``: one scheduler pass and one event
+    per iteration, the step-by-step reference the merged decode runs must equal)."""
+    return Engine(cfg, detail=detail, record_spans=record_spans, fast=fast, merge=merge).run()

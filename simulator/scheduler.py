@@ -351,7 +351,7 @@ class Scheduler:
                 blocks = -(-q.computed // block)
                 grown += blocks - q.blocks
                 q.blocks = blocks
-            if q.generated >= q.target_tokens:
+            if q.generated >= (q.output_tokens if q.output_tokens > 0 else 1):  # target
                 finished.append(q)
         self.started = []
         if self.free_blocks is not None:
