@@ -75,14 +75,7 @@ class RequestRecord:
     preemptions: int = 0
     step_times: array[float] = field(default_factory=lambda: array("d"))
     segments: list[int] = field(default_factory=list)  # flat [start, end) step indices
-
-    def add_token(self, step: int) -> None:
-        """The request emitted a token in step ``step`` of its scheduler."""
-        seg = self.segments
-        if seg and seg[-1] == step:
-            seg[-1] = step + 1
-        else:
-            seg += (step, step + 1)
+    # (the scheduler's Sequence.token_steps, taken over when the request ends)
 
     @property
     def tokens(self) -> int:
@@ -487,16 +480,14 @@ class Engine:
             self.batch_sequences.append(len(chunks))
             now = self.env.now
             seen = now + self._stream_delay_s  # when the client receives the tokens
-            step = len(times)
             times.append(seen)
             emitted, finished = sched.complete(chunks)
             for seq in emitted:
-                rec = records[seq.id]
-                if math.isnan(rec.first_token_s):
+                if seq.generated == 1:  # its first token (a preempted one keeps its count)
+                    rec = records[seq.id]
                     rec.first_token_s = seen
                     if rec.prompt_tokens > 0:
                         self.prefill_time_s.append(now - rec.prefill_start_s)
-                rec.add_token(step)
             self._finish(finished, seen)
             self._book_occupancy(now, replica, sched)
 
@@ -505,6 +496,7 @@ class Engine:
             rec = self._records[seq.id]
             rec.end_s = seen
             rec.preemptions = seq.preemptions
+            rec.segments = seq.token_steps
             done = self._done.pop(seq.id, None)
             if done is not None:
                 done.succeed()
@@ -583,7 +575,6 @@ class Engine:
         overhead = step_overhead_s(self.cfg, n, True)
         delay = self._stream_delay_s
         times = self._step_times[replica][0]
-        first_step = len(times)
         horizon = env.peek()  # nothing else happens before it
         start = now0 = env.now
         free, total = run.free_blocks, sched.total_blocks or 0
@@ -637,17 +628,8 @@ class Engine:
         self.kv_time_s.extend(ends[:-1])
         self.kv_replica.extend([replica] * (k - 1))
         self.kv_share.extend(shares)
-        cohort = list(sched.running)
         yield _At(env, end) if k > 1 else env.timeout(end - now0)
         finished = sched.advance(k)
-        records = self._records
-        last = first_step + k
-        for q in cohort:
-            seg = records[q.id].segments
-            if seg and seg[-1] == first_step:
-                seg[-1] = last
-            else:
-                seg += (first_step, last)
         self._finish(finished, times[-1])
         self._book_occupancy(end, replica, sched)
 
@@ -719,6 +701,10 @@ class Engine:
             for _ in range(min(cfg.concurrency, len(specs))):
                 self.env.process(self._client(queue))
         self.env.run()
+        for ves in self.schedulers:  # requests a run left unfinished keep their tokens
+            for sched in ves:
+                for seq in (*sched.running, *sched.waiting):
+                    self._records[seq.id].segments = seq.token_steps
         requests = [self._records[s.id] for s in specs if s.id in self._records]
         return SimOutput(
             requests=requests,

@@ -52,6 +52,8 @@ class Sequence:
     preemptions: int = 0
     blocks: int = 0
     scheduled: bool = False  # has ever been scheduled
+    # the steps of its scheduler in which it emitted a token, as flat [start, end) pairs
+    token_steps: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.prompt_left < 0:
@@ -130,6 +132,7 @@ class Scheduler:
     running: list[Sequence] = field(default_factory=list)
     preemptions: int = 0
     started: list[Sequence] = field(default_factory=list)  # first scheduled in the last step
+    steps: int = 0  # steps completed (schedule/complete pairs, plus those advanced in bulk)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -344,9 +347,16 @@ class Scheduler:
         paged = self.free_blocks is not None
         finished: list[Sequence] = []
         grown = 0
+        first = self.steps
+        self.steps = last = first + steps
         for q in self.running:
             q.computed += steps
             q.generated += steps
+            seg = q.token_steps
+            if seg and seg[-1] == first:
+                seg[-1] = last
+            else:
+                seg += (first, last)
             if paged:
                 blocks = -(-q.computed // block)
                 grown += blocks - q.blocks
@@ -367,6 +377,8 @@ class Scheduler:
         """Apply a finished step: (sequences that emitted a token, sequences now done)."""
         emitted: list[Sequence] = []
         finished: list[Sequence] = []
+        step = self.steps
+        self.steps = step + 1
         for c in chunks:
             seq = c.seq
             seq.computed += c.tokens
@@ -378,6 +390,11 @@ class Scheduler:
             if emits:
                 seq.generated += 1
                 emitted.append(seq)
+                seg = seq.token_steps
+                if seg and seg[-1] == step:
+                    seg[-1] = step + 1
+                else:
+                    seg += (step, step + 1)
                 if seq.prompt_left == 0 and seq.generated >= seq.target_tokens:
                     finished.append(seq)
         if finished:
