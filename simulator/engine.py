@@ -260,6 +260,7 @@ class Engine:
             and not self._shared_cpu
         )
         self._programs: dict[tuple[int, int, int], _Program] = {}
+        self._overheads: dict[int, float] = {}  # a decode step's host time by batch size
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self._records: dict[int, RequestRecord] = {}
         self._done: dict[int, simpy.Event] = {}  # closed loop: the client waits on it
@@ -572,7 +573,9 @@ class Engine:
         more KV blocks than are free, or after the one that finishes a sequence."""
         env = self.env
         n = run.sequences
-        overhead = step_overhead_s(self.cfg, n, True)
+        overhead = self._overheads.get(n)
+        if overhead is None:
+            overhead = self._overheads[n] = step_overhead_s(self.cfg, n, True)
         delay = self._stream_delay_s
         times = self._step_times[replica][0]
         horizon = env.peek()  # nothing else happens before it

@@ -291,13 +291,10 @@ class Scheduler:
         if not n or s.policy == "static" or n > s.max_batched_tokens:
             return None
         block = s.block_size
-        paged = self.free_blocks is not None
-        steps = -1
-        total = 0
         first = running[0].computed
+        total = 0
         uniform = True
-        counts = [0] * block if paged else []
-        top = 0
+        steps = 1 << 62
         for q in running:
             if q.prompt_left or not q.generated:
                 return None
@@ -306,9 +303,14 @@ class Scheduler:
             if c != first:
                 uniform = False
             left = (q.output_tokens if q.output_tokens > 0 else 1) - q.generated  # target
-            if left < steps or steps < 0:
+            if left < steps:
                 steps = left
-            if paged:
+        counts: list[int] = []
+        top = 0
+        if self.free_blocks is not None:
+            counts = [0] * block
+            for q in running:
+                c = q.computed
                 if q.blocks != -(-c // block):
                     return None
                 counts[c % block] += 1
