@@ -145,9 +145,9 @@ class SimOutput:
     kv_pool_tokens: list[int | None] = field(default_factory=list)  # per replica
     # after every iteration, as columns: its end, its replica, the share of the KV cache in use
     kv_time_s: array[float] = field(default_factory=lambda: array("d"))
-    kv_replica: array[int] = field(default_factory=lambda: array("l"))
+    kv_replica: array[int] = field(default_factory=lambda: array("i"))
     kv_share: array[float] = field(default_factory=lambda: array("d"))
-    batch_sequences: array[int] = field(default_factory=lambda: array("l"))  # per iteration
+    batch_sequences: array[int] = field(default_factory=lambda: array("i"))  # per iteration
 
     @property
     def kv_occupancy(self) -> list[tuple[float, int, float]]:
@@ -203,9 +203,9 @@ class Engine:
         }
         self.iterations = 0
         self.kv_time_s: array[float] = array("d")
-        self.kv_replica: array[int] = array("l")
+        self.kv_replica: array[int] = array("i")
         self.kv_share: array[float] = array("d")
-        self.batch_sequences: array[int] = array("l")
+        self.batch_sequences: array[int] = array("i")
         for d in self.placement.devices:
             self._resource(d.name)
         prof = cfg.profile
