@@ -80,7 +80,7 @@ class Gaps:
         return out[lo - base : hi - base]
 
     def _sum(self, lo: int, n: int) -> float:
-        if n <= self.CHUNK:
+        if n <= max(self.CHUNK, 128):  # numpy splits only above 128
             return float(np.add.reduce(self.array(lo, lo + n)))
         half = n // 2
         half -= half % 8
