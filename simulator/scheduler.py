@@ -369,8 +369,8 @@ class Scheduler:
         if self.free_blocks is not None:
             self.free_blocks -= grown
         if finished:
-            done = {id(q) for q in finished}
-            self.running = [q for q in self.running if id(q) not in done]
+            done = set(finished)  # identity: Sequence compares by id
+            self.running = [q for q in self.running if q not in done]
             for q in finished:
                 self._release(q)
         return finished
@@ -400,8 +400,8 @@ class Scheduler:
                 if seq.prompt_left == 0 and seq.generated >= seq.target_tokens:
                     finished.append(seq)
         if finished:
-            done = {id(q) for q in finished}
-            self.running = [q for q in self.running if id(q) not in done]
+            done = set(finished)  # identity: Sequence compares by id
+            self.running = [q for q in self.running if q not in done]
             for q in finished:
                 self._release(q)
         return emitted, finished
