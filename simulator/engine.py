@@ -23,7 +23,10 @@ Two levels of detail share the same costs (``phases.StageCoster``): ``"stage"`` 
 event per stage per micro-batch; ``"layer"`` one per decoder layer (for the timeline). An
 iteration of one micro-batch on a replica nobody else can touch (one virtual engine) cannot
 contend, so at stage detail it is one timeout whose busy periods are booked arithmetically:
-the same numbers, a tenth of the events. One SimPy time unit is one second.
+the same numbers, a tenth of the events. Where that replica's loop is the only scheduler, a
+run of pure decode steps (between arrivals, completions and KV block shortages) is booked as
+one event with the same arithmetic step by step (``_decode_run``; DESIGN.md "Speed without
+changing a bit"). One SimPy time unit is one second.
 """
 
 from __future__ import annotations
