@@ -23,18 +23,24 @@ Two levels of detail share the same costs (``phases.StageCoster``): ``"stage"`` 
 event per stage per micro-batch; ``"layer"`` one per decoder layer (for the timeline). An
 iteration of one micro-batch on a replica nobody else can touch (one virtual engine) cannot
 contend, so at stage detail it is one timeout whose busy periods are booked arithmetically:
-the same numbers, a tenth of the events. One SimPy time unit is one second.
+the same numbers, a tenth of the events. Where that replica's loop is the only scheduler, a
+run of pure decode steps (between arrivals, completions and KV block shortages) is booked as
+one event with the same arithmetic step by step (``_decode_run``; DESIGN.md "Speed without
+changing a bit"). One SimPy time unit is one second.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
+from array import array
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import simpy
+from simpy.events import NORMAL
 
 from simulator import workload
 from simulator.config import RunConfig
@@ -42,17 +48,24 @@ from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
 from simulator.phases import Part
 from simulator.placement import Placement, place
-from simulator.scheduler import Chunk, Scheduler, Sequence, Settings
+from simulator.scheduler import Chunk, DecodeRun, Scheduler, Sequence, Settings
 from simulator.timeline import Phase, Step, Timeline, Timelines, step_overhead_s
 
 Detail = Literal["stage", "layer"]
 Proc = Generator[simpy.Event, Any, Any]
+_Op = tuple[dict[str, float], str, tuple[float, ...]]  # add the amounts to the counter's key
+_Program = tuple[tuple[float, ...], tuple[_Op, ...]]  # a decode step's booking
 CONTEXT_BUCKET_TOKENS = 16  # mean decode context of a mixed batch, rounded (memoised costs)
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestRecord:
-    """What happened to one request (times in seconds from the start of the run)."""
+    """What happened to one request (times in seconds from the start of the run).
+
+    Its token times are not stored one float per token: ``segments`` holds [start, end)
+    pairs of step indices of its scheduler, whose client-side time of every step is the
+    shared ``step_times`` array (a sequence emits one token in each step it is scheduled in,
+    except the prompt chunks before its last one)."""
 
     id: int
     replica: int
@@ -62,8 +75,24 @@ class RequestRecord:
     end_s: float = math.nan
     prompt_tokens: int = 0
     output_tokens: int = 0
-    token_times_s: list[float] = field(default_factory=list)
     preemptions: int = 0
+    step_times: array[float] = field(default_factory=lambda: array("d"))
+    segments: list[int] = field(default_factory=list)  # flat [start, end) step indices
+    # (the scheduler's Sequence.token_steps, taken over when the request ends)
+
+    @property
+    def tokens(self) -> int:
+        seg = self.segments
+        return sum(seg[i + 1] - seg[i] for i in range(0, len(seg), 2))
+
+    @property
+    def token_times_s(self) -> list[float]:
+        """When the client received each token."""
+        seg, times = self.segments, self.step_times
+        out: list[float] = []
+        for i in range(0, len(seg), 2):
+            out.extend(times[seg[i] : seg[i + 1]])
+        return out
 
     @property
     def ttft_s(self) -> float:
@@ -88,7 +117,7 @@ class RequestRecord:
 
     @property
     def tpot_s(self) -> float:
-        n = len(self.token_times_s)
+        n = self.tokens
         return (self.end_s - self.first_token_s) / (n - 1) if n > 1 else math.nan
 
 
@@ -111,15 +140,34 @@ class SimOutput:
     spans: list[Span]
     events: int
     prefill_time_s: list[float]  # per request: first scheduled -> first token
-    decode_step_s: list[float]  # every iteration without prompt work
+    decode_step_s: array[float]  # every iteration without prompt work
     stage_bound_s: dict[str, float]  # time in compute- vs memory-bound kernels and overheads
     critical_s: dict[str, float]  # replica 0's decode critical path by kind
     iterations: int = 0
     preemptions: int = 0
     kv_pool_tokens: list[int | None] = field(default_factory=list)  # per replica
-    # (time, replica, share of the KV cache in use) after every iteration
-    kv_occupancy: list[tuple[float, int, float]] = field(default_factory=list)
-    batch_sequences: list[int] = field(default_factory=list)  # sequences per iteration
+    # after every iteration, as columns: its end, its replica, the share of the KV cache in use
+    kv_time_s: array[float] = field(default_factory=lambda: array("d"))
+    kv_replica: array[int] = field(default_factory=lambda: array("i"))
+    kv_share: array[float] = field(default_factory=lambda: array("d"))
+    batch_sequences: array[int] = field(default_factory=lambda: array("i"))  # per iteration
+
+    @property
+    def kv_occupancy(self) -> list[tuple[float, int, float]]:
+        """(time, replica, share of the KV cache in use) after every iteration."""
+        return list(zip(self.kv_time_s, self.kv_replica, self.kv_share, strict=True))
+
+
+class _At(simpy.Event):
+    """An event at the absolute time ``when``: the end of a run of steps, which the step by
+    step path reached by repeated ``now + delay`` and which ``now + (when - now)`` need not
+    reproduce bit for bit. Queued as ``Environment.schedule`` queues a timeout."""
+
+    def __init__(self, env: simpy.Environment, when: float):
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        heapq.heappush(env._queue, (when, NORMAL, next(env._eid), self))
 
 
 class Engine:
@@ -132,6 +180,7 @@ class Engine:
         detail: Detail = "stage",
         record_spans: bool = False,
         fast: bool = True,
+        merge: bool = True,
     ):
         self.cfg = cfg
         self.placement = placement or place(cfg)
@@ -146,7 +195,7 @@ class Engine:
         self.spans: list[Span] = []
         self.events = 0
         self.prefill_time_s: list[float] = []
-        self.decode_step_s: list[float] = []
+        self.decode_step_s: array[float] = array("d")
         self.bound_s = {"compute": 0.0, "memory-bandwidth": 0.0, "overhead": 0.0}
         # time on the critical path of replica 0's decode steps, by kind
         self.critical_s = {
@@ -156,8 +205,10 @@ class Engine:
             "host-overhead": 0.0,
         }
         self.iterations = 0
-        self.kv_occupancy: list[tuple[float, int, float]] = []
-        self.batch_sequences: list[int] = []
+        self.kv_time_s: array[float] = array("d")
+        self.kv_replica: array[int] = array("i")
+        self.kv_share: array[float] = array("d")
+        self.batch_sequences: array[int] = array("i")
         for d in self.placement.devices:
             self._resource(d.name)
         prof = cfg.profile
@@ -190,9 +241,32 @@ class Engine:
             self.schedulers.append(
                 [Scheduler(replace(settings, max_num_seqs=share[v])) for v in range(per_ve)]
             )
+        # client-side time of every step of each scheduler (the records index into it)
+        self._step_times = [
+            [array("d") for _ in range(self.virtual_engines)] for _ in range(cfg.replicas)
+        ]
+        pl = self.placement
+        # replicas of one machine that run host-side work share its CPU: they must queue
+        # for it, which only the event path does
+        self._shared_cpu = bool(pl.cpu_layers or pl.cpu_expert_layers) and (
+            cfg.replicas > cfg.nodes
+        )
+        # a run of identical decode steps is booked in one go only where this scheduler's
+        # loop is the only one that could observe the steps in between (see DESIGN.md)
+        self.merge_steps = (
+            merge
+            and fast
+            and detail == "stage"
+            and not record_spans
+            and cfg.replicas == 1
+            and self.virtual_engines == 1
+            and not self._shared_cpu
+        )
+        self._programs: dict[tuple[int, int, int], _Program] = {}
+        self._overheads: dict[int, float] = {}  # a decode step's host time by batch size
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self._records: dict[int, RequestRecord] = {}
-        self._done: dict[int, simpy.Event] = {}
+        self._done: dict[int, simpy.Event] = {}  # closed loop: the client waits on it
         self._routed = 0
         self._stream_delay_s = stream_delay_s(prof)
 
@@ -359,19 +433,13 @@ class Engine:
         overhead = step_overhead_s(self.cfg, len(chunks), decode_only)
         if critical:
             self.critical_s["host-overhead"] += overhead
-        # replicas of one machine that run host-side work share its CPU: they must queue
-        # for it, which only the event path does
-        pl = self.placement
-        shared_cpu = bool(pl.cpu_layers or pl.cpu_expert_layers) and (
-            self.cfg.replicas > self.cfg.nodes
-        )
         lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
         if (
             len(lines) == 1
             and self.virtual_engines == 1
             and self.detail == "stage"
             and self.fast
-            and not shared_cpu
+            and not self._shared_cpu
         ):
             seconds = self._booked_micro_batch(lines[0], label, critical)
             yield self.env.timeout(seconds + overhead)
@@ -392,7 +460,14 @@ class Engine:
         """One scheduler's loop: schedule, run, book the tokens; sleep when idle."""
         sched = self.schedulers[replica][ve]
         key = (replica, ve)
+        times = self._step_times[replica][ve]
+        records = self._records
         while True:
+            if self.merge_steps:
+                run = sched.decode_run()
+                if run is not None:
+                    yield from self._decode_run(replica, sched, run)
+                    continue
             chunks = sched.schedule()
             if not chunks:
                 if sched.running:
@@ -403,30 +478,166 @@ class Engine:
                 continue
             now = self.env.now
             for seq in sched.started:
-                self._records[seq.id].prefill_start_s = now
+                records[seq.id].prefill_start_s = now
             yield from self._iteration(replica, ve, chunks)
             self.iterations += 1
             self.batch_sequences.append(len(chunks))
             now = self.env.now
             seen = now + self._stream_delay_s  # when the client receives the tokens
+            times.append(seen)
             emitted, finished = sched.complete(chunks)
             for seq in emitted:
-                rec = self._records[seq.id]
-                if math.isnan(rec.first_token_s):
+                if seq.generated == 1:  # its first token (a preempted one keeps its count)
+                    rec = records[seq.id]
                     rec.first_token_s = seen
                     if rec.prompt_tokens > 0:
                         self.prefill_time_s.append(now - rec.prefill_start_s)
-                rec.token_times_s.append(seen)
-            for seq in finished:
-                rec = self._records[seq.id]
-                rec.end_s = seen
-                rec.preemptions = seq.preemptions
-                self._done[seq.id].succeed()
-            occ = sched.kv_occupancy()
-            if sched.total_blocks is None:  # slots: running sequences over slots
-                slots = sched.settings.max_num_seqs or 1
-                occ = occ / slots
-            self.kv_occupancy.append((now, replica, occ))
+            self._finish(finished, seen)
+            self._book_occupancy(now, replica, sched)
+
+    def _finish(self, finished: list[Sequence], seen: float) -> None:
+        for seq in finished:
+            rec = self._records[seq.id]
+            rec.end_s = seen
+            rec.preemptions = seq.preemptions
+            rec.segments = seq.token_steps
+            done = self._done.pop(seq.id, None)
+            if done is not None:
+                done.succeed()
+
+    def _book_occupancy(self, now: float, replica: int, sched: Scheduler) -> None:
+        occ = sched.kv_occupancy()
+        if sched.total_blocks is None:  # slots: running sequences over slots
+            slots = sched.settings.max_num_seqs or 1
+            occ = occ / slots
+        self.kv_time_s.append(now)
+        self.kv_replica.append(replica)
+        self.kv_share.append(occ)
+
+    def _program(self, replica: int, ctx: int, n: int) -> _Program:
+        """A decode micro-batch of ``n`` sequences at context ``ctx``, compiled: the
+        increments of its end time, and per counter key the amounts added to it, in the
+        order :meth:`_booked_micro_batch` adds them on the critical path (the same float
+        operations, so the same bits)."""
+        key = (replica, ctx, n)
+        hit = self._programs.get(key)
+        if hit is not None:
+            return hit
+        line = self.timelines.micro_batch(replica, ((1, ctx, n),), n)
+        incs: list[float] = []
+        adds: dict[tuple[int, str], list[float]] = {}
+        counters = [self.bound_s, self.critical_s, self.link_bytes, self.busy_s]
+
+        def add(which: int, name: str, amount: float) -> None:
+            adds.setdefault((which, name), []).append(amount)
+
+        for ph in line:
+            for st in ph.steps:
+                if st.kind == "gpu":
+                    if st.compute_bound_s > st.memory_bound_s:
+                        add(0, "compute", st.compute_bound_s)
+                    else:
+                        add(0, "memory-bandwidth", st.memory_bound_s)
+                    add(0, "overhead", st.overhead_s)
+            for kind, sec in ph.critical:
+                add(1, kind, sec)
+            longest = 0.0
+            for st in ph.steps:
+                for name, size in st.link_bytes:
+                    add(2, name, size)
+                if st.seconds > 0:
+                    for t in st.tracks:
+                        add(3, t, st.seconds)
+                    if ph.parallel:
+                        longest = max(longest, st.seconds)
+                    else:
+                        incs.append(st.seconds)
+            if longest:
+                incs.append(longest)
+        ops = tuple((counters[w], name, tuple(vs)) for (w, name), vs in adds.items())
+        prog = self._programs[key] = (tuple(incs), ops)
+        return prog
+
+    @staticmethod
+    def _repeat(ops: tuple[_Op, ...], times: int) -> None:
+        """Book ``times`` identical steps' additions: per key in step order, as adding them
+        one step at a time would (keys are independent; only each key's order matters)."""
+        for d, name, amounts in ops:
+            x = d.get(name, 0.0)
+            for _ in range(times):
+                for v in amounts:
+                    x += v
+            d[name] = x
+
+    def _decode_run(self, replica: int, sched: Scheduler, run: DecodeRun) -> Proc:
+        """Book a run of pure decode steps as one event: step by step the same arithmetic
+        as :meth:`_iteration` on its fast path, stopping before the first step another event
+        could precede (an arrival, a client's next request) and before the first that needs
+        more KV blocks than are free, or after the one that finishes a sequence."""
+        env = self.env
+        n = run.sequences
+        overhead = self._overheads.get(n)
+        if overhead is None:
+            overhead = self._overheads[n] = step_overhead_s(self.cfg, n, True)
+        delay = self._stream_delay_s
+        times = self._step_times[replica][0]
+        horizon = env.peek()  # nothing else happens before it
+        start = now0 = env.now
+        free, total = run.free_blocks, sched.total_blocks or 0
+        slots = sched.settings.max_num_seqs or 1
+        bucket = CONTEXT_BUCKET_TOKENS
+        uniform, csum, steps = run.uniform_context, run.context_sum, run.steps
+        durations: list[float] = []
+        ends: list[float] = []
+        shares: list[float] = []
+        counts = run.block_counts  # paged: step k needs counts[-k % block] new blocks
+        block = len(counts)
+        incs: tuple[float, ...] = ()
+        ops: tuple[_Op, ...] = ()
+        last_ctx, reps = -1, 0
+        end = start
+        k = 0
+        while True:
+            if free is not None:
+                free -= counts[-k % block]  # fits: checked before the step
+            ctx = uniform + k if uniform >= 0 else round((csum + k * n) / n / bucket) * bucket
+            if ctx != last_ctx:
+                if reps:
+                    self._repeat(ops, reps)
+                incs, ops = self._program(replica, ctx, n)
+                last_ctx, reps = ctx, 0
+            reps += 1
+            t = start
+            for inc in incs:
+                t += inc
+            end = start + ((t - start) + overhead)
+            durations.append(end - start)
+            ends.append(end)
+            k += 1
+            if k == steps or horizon <= end:
+                break
+            if free is not None:
+                if counts[-k % block] > free:
+                    break  # the next step preempts: the general path decides it
+                # (the last step's share is booked after its finishes)
+                shares.append(1.0 - free / total if total else 0.0)
+            else:
+                shares.append(float(n) / slots)
+            start = end
+        self._repeat(ops, reps)
+        self._repeat(((self.critical_s, "host-overhead", (overhead,)),), k)
+        self.events += k
+        self.iterations += k
+        self.decode_step_s.extend(durations)
+        self.batch_sequences.extend([n] * k)
+        times.extend([e + delay for e in ends])
+        self.kv_time_s.extend(ends[:-1])
+        self.kv_replica.extend([replica] * (k - 1))
+        self.kv_share.extend(shares)
+        yield _At(env, end) if k > 1 else env.timeout(end - now0)
+        finished = sched.advance(k)
+        self._finish(finished, times[-1])
+        self._book_occupancy(end, replica, sched)
 
     def _route(self) -> int:
         cfg = self.cfg
@@ -451,10 +662,12 @@ class Engine:
             arrival_s=self.env.now,
             prompt_tokens=spec.prompt_tokens,
             output_tokens=spec.output_tokens,
+            step_times=self._step_times[replica][ve],
         )
         self._records[spec.id] = rec
         done = self.env.event()
-        self._done[spec.id] = done
+        if not cfg.open_loop:
+            self._done[spec.id] = done
         ves[ve].add(
             Sequence(
                 id=spec.id,
@@ -494,6 +707,10 @@ class Engine:
             for _ in range(min(cfg.concurrency, len(specs))):
                 self.env.process(self._client(queue))
         self.env.run()
+        for ves in self.schedulers:  # requests a run left unfinished keep their tokens
+            for sched in ves:
+                for seq in (*sched.running, *sched.waiting):
+                    self._records[seq.id].segments = seq.token_steps
         requests = [self._records[s.id] for s in specs if s.id in self._records]
         return SimOutput(
             requests=requests,
@@ -509,14 +726,21 @@ class Engine:
             iterations=self.iterations,
             preemptions=sum(s.preemptions for ves in self.schedulers for s in ves),
             kv_pool_tokens=list(self.kv_pool),
-            kv_occupancy=self.kv_occupancy,
+            kv_time_s=self.kv_time_s,
+            kv_replica=self.kv_replica,
+            kv_share=self.kv_share,
             batch_sequences=self.batch_sequences,
         )
 
 
 def simulate(
-    cfg: RunConfig, detail: Detail = "stage", record_spans: bool = False, fast: bool = True
+    cfg: RunConfig,
+    detail: Detail = "stage",
+    record_spans: bool = False,
+    fast: bool = True,
+    merge: bool = True,
 ) -> SimOutput:
     """Run ``cfg`` once and return what happened (``fast=False``: every iteration as SimPy
-    events, even where nothing contends)."""
-    return Engine(cfg, detail=detail, record_spans=record_spans, fast=fast).run()
+    events, even where nothing contends; ``merge=False``: one scheduler pass and one event
+    per iteration, the step-by-step reference the merged decode runs must equal)."""
+    return Engine(cfg, detail=detail, record_spans=record_spans, fast=fast, merge=merge).run()

@@ -7,18 +7,157 @@ from typing import Any
 
 import numpy as np
 
-from simulator.engine import SimOutput
+from simulator.engine import RequestRecord, SimOutput
+
+Floats = list[float] | np.ndarray[Any, np.dtype[np.float64]]
 
 
-def _mean(xs: list[float]) -> float | None:
-    return float(np.mean(xs)) if xs else None
+def _mean(xs: Floats) -> float | None:
+    return float(np.mean(xs)) if len(xs) else None
 
 
-def _pct(xs: list[float], q: float) -> float | None:
-    return float(np.percentile(xs, q)) if xs else None
+def _pct(xs: Floats, q: float) -> float | None:
+    return float(np.percentile(xs, q)) if len(xs) else None
 
 
-def _stats(prefix: str, xs: list[float]) -> dict[str, float | None]:
+class Gaps:
+    """Every finished request's inter-token gaps (``RequestRecord.itl_s``, concatenated in
+    request order) without holding them: they are differences of the step-time columns.
+
+    * :meth:`mean` is numpy's ``np.mean`` of the concatenation bit for bit: numpy sums a
+      float64 array pairwise (halves cut at multiples of 8 down to blocks of <= 128), so the
+      same tree is walked here and only its subtrees of <= ``CHUNK`` gaps are built, each
+      summed by numpy itself (a subtree's sum depends only on its length and contents).
+    * :meth:`percentile` is ``np.percentile`` (linear interpolation) bit for bit, from the
+      distinct gaps and their counts: within one step every sequence in the batch gets the
+      same gap, so (step gap, how many sequences had it) pairs are an exact histogram.
+    """
+
+    CHUNK = 1 << 16
+
+    def __init__(self, reqs: list[RequestRecord]):
+        self._reqs: list[RequestRecord] = []
+        counts: list[int] = []
+        for r in reqs:
+            seg = r.segments
+            n = sum(seg[i + 1] - seg[i] for i in range(0, len(seg), 2))
+            n += 1 if r.prompt_tokens == 0 and n else 0
+            if n > 1:
+                self._reqs.append(r)
+                counts.append(n - 1)
+        self._ends = np.cumsum(np.asarray(counts, dtype=np.int64))
+        self.size = int(self._ends[-1]) if counts else 0
+        self._views: dict[int, np.ndarray[Any, np.dtype[np.float64]]] = {}
+        self._hist: tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, Any]] | None
+        self._hist = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _times(self, r: RequestRecord) -> np.ndarray[Any, np.dtype[np.float64]]:
+        view = self._views.get(id(r.step_times))
+        if view is None:
+            view = self._views[id(r.step_times)] = np.frombuffer(r.step_times, dtype=np.float64)
+        return view
+
+    def _token_times(self, r: RequestRecord) -> np.ndarray[Any, np.dtype[np.float64]]:
+        times, seg = self._times(r), r.segments
+        parts = [times[seg[i] : seg[i + 1]] for i in range(0, len(seg), 2)]
+        if r.prompt_tokens == 0:
+            parts.insert(0, np.array([r.prefill_start_s]))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def array(self, lo: int = 0, hi: int | None = None) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """Gaps ``lo`` to ``hi`` of the concatenation (all of them by default)."""
+        hi = self.size if hi is None else hi
+        if hi <= lo:
+            return np.zeros(0)
+        first = int(np.searchsorted(self._ends, lo, side="right"))
+        last = int(np.searchsorted(self._ends, hi - 1, side="right"))
+        base = int(self._ends[first - 1]) if first else 0
+        pieces = [np.diff(self._token_times(self._reqs[i])) for i in range(first, last + 1)]
+        out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return out[lo - base : hi - base]
+
+    def _sum(self, lo: int, n: int) -> float:
+        if n <= max(self.CHUNK, 128):  # numpy splits only above 128
+            return float(np.add.reduce(self.array(lo, lo + n)))
+        half = n // 2
+        half -= half % 8
+        return self._sum(lo, half) + self._sum(lo + half, n - half)
+
+    def mean(self) -> float | None:
+        return self._sum(0, self.size) / self.size if self.size else None
+
+    def _histogram(self) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, Any]]:
+        """Distinct gaps (sorted) and the cumulative count of gaps up to each."""
+        if self._hist is not None:
+            return self._hist
+        values: list[Any] = []
+        weights: list[Any] = []
+        singles: list[float] = []
+        by_times: dict[int, list[RequestRecord]] = {}
+        for r in self._reqs:
+            by_times.setdefault(id(r.step_times), []).append(r)
+        for group in by_times.values():
+            times = self._times(group[0])
+            starts: list[int] = []
+            ends: list[int] = []
+            for r in group:
+                seg = r.segments
+                if r.prompt_tokens == 0 and seg:
+                    singles.append(float(times[seg[0]]) - r.prefill_start_s)
+                for i in range(0, len(seg), 2):
+                    if i:  # across a gap in its steps (it was preempted or not scheduled)
+                        singles.append(float(times[seg[i]]) - float(times[seg[i - 1] - 1]))
+                    if seg[i + 1] - seg[i] > 1:
+                        starts.append(seg[i])
+                        ends.append(seg[i + 1] - 1)
+            # sequences emitting in both step i and step i + 1 all see gap i
+            step_gaps = np.diff(times)
+            cover = np.zeros(len(times) + 1, dtype=np.int64)
+            np.add.at(cover, np.asarray(starts, dtype=np.int64), 1)
+            np.add.at(cover, np.asarray(ends, dtype=np.int64), -1)
+            cover = np.cumsum(cover)[: len(step_gaps)]
+            used = cover > 0
+            values.append(step_gaps[used])
+            weights.append(cover[used])
+        values.append(np.asarray(singles, dtype=np.float64))
+        weights.append(np.ones(len(singles), dtype=np.int64))
+        v = np.concatenate(values)
+        order = np.argsort(v, kind="stable")
+        cum = np.cumsum(np.concatenate(weights)[order])
+        assert int(cum[-1]) == self.size, (int(cum[-1]), self.size)
+        self._hist = (v[order], cum)
+        return self._hist
+
+    def percentile(self, q: float) -> float | None:
+        """``np.percentile`` of the concatenation (method "linear"), bit for bit."""
+        n = self.size
+        if not n:
+            return None
+        values, cum = self._histogram()
+
+        def nth(j: int) -> float:  # the j-th smallest gap
+            return float(values[int(np.searchsorted(cum, j, side="right"))])
+
+        virtual = (n - 1) * (q / 100)
+        if virtual >= n - 1:
+            return nth(n - 1)
+        below = math.floor(virtual)
+        gamma = virtual - below
+        a, b = nth(below), nth(below + 1)
+        diff = b - a
+        return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
+def itl_gaps(reqs: list[RequestRecord]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Every request's inter-token gaps, concatenated in request order (materialised: for
+    the per-request export and tests; :func:`summarize` uses :class:`Gaps`)."""
+    return Gaps(reqs).array()
+
+
+def _stats(prefix: str, xs: Floats) -> dict[str, float | None]:
     """``<prefix>`` mean and ``_p50``/``_p90``/``_p99`` of ``xs`` (None when empty)."""
     return {
         prefix: _mean(xs),
@@ -39,18 +178,19 @@ def summarize(out: SimOutput) -> dict[str, Any]:
     """
     reqs = [r for r in out.requests if not math.isnan(r.end_s)]
     ttft = [r.ttft_s for r in reqs if not math.isnan(r.first_token_s)]
-    tpot = [r.tpot_s for r in reqs if len(r.token_times_s) > 1]
-    itl = [g for r in reqs for g in r.itl_s]
+    tpot = [r.tpot_s for r in reqs if r.tokens > 1]
+    itl = Gaps(reqs)
     e2e = [r.e2e_s for r in reqs]
     wait = [r.queue_wait_s for r in reqs]
     prefill_tok_s = None
     with_prompt = [r.prompt_tokens for r in reqs if r.prompt_tokens]
     if out.prefill_time_s and with_prompt:
         prefill_tok_s = float(np.mean(with_prompt) / np.mean(out.prefill_time_s))
-    decode_tok_s = 1.0 / float(np.mean(itl)) if itl else None
+    itl_mean = itl.mean()
+    decode_tok_s = 1.0 / itl_mean if itl_mean is not None else None
     outputs = sum(r.output_tokens for r in reqs)
     makespan = out.makespan_s
-    occupancy = [o for _, _, o in out.kv_occupancy]
+    occupancy = np.frombuffer(out.kv_share, dtype=np.float64) if out.kv_share else np.zeros(0)
     return {
         "prefill_tok_s": prefill_tok_s,
         "decode_tok_s": decode_tok_s,
@@ -58,23 +198,27 @@ def summarize(out: SimOutput) -> dict[str, Any]:
         "request_throughput_rps": len(reqs) / makespan if makespan > 0 else None,
         **_stats("ttft_s", ttft),
         **_stats("tpot_s", tpot),
-        **_stats("itl_s", itl),
+        "itl_s": itl_mean,
+        "itl_s_p50": itl.percentile(50),
+        "itl_s_p90": itl.percentile(90),
+        "itl_s_p99": itl.percentile(99),
         **_stats("e2e_s", e2e),
         **_stats("queue_wait_s", wait),
         "energy_j_per_token": None,
         "avg_power_w": None,
         "makespan_s": makespan,
         "prefill_time_s": _mean(out.prefill_time_s),
-        "decode_time_s": float(np.sum(out.decode_step_s)) / max(len(reqs), 1)
+        "decode_time_s": float(np.sum(np.frombuffer(out.decode_step_s, dtype=np.float64)))
+        / max(len(reqs), 1)
         if out.decode_step_s
         else None,
         "requests_completed": len(reqs),
         "output_tokens_total": outputs,
         "prompt_tokens_total": sum(r.prompt_tokens for r in reqs),
         "preemptions": out.preemptions,
-        "mean_batch_sequences": _mean([float(b) for b in out.batch_sequences]),
+        "mean_batch_sequences": _mean(np.asarray(out.batch_sequences, dtype=np.float64)),
         "kv_cache_occupancy_mean": _mean(occupancy),
-        "kv_cache_occupancy_max": max(occupancy) if occupancy else None,
+        "kv_cache_occupancy_max": float(np.max(occupancy)) if len(occupancy) else None,
         "kv_pool_tokens": None if not out.kv_pool_tokens else out.kv_pool_tokens[0],
         "iterations": out.iterations,
         "simulated_events": out.events,

@@ -52,6 +52,8 @@ class Sequence:
     preemptions: int = 0
     blocks: int = 0
     scheduled: bool = False  # has ever been scheduled
+    # the steps of its scheduler in which it emitted a token, as flat [start, end) pairs
+    token_steps: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.prompt_left < 0:
@@ -85,6 +87,31 @@ class Chunk:
         return not self.prefill or self.tokens == self.seq.prompt_left
 
 
+@dataclass(slots=True)
+class DecodeRun:
+    """Up to ``steps`` steps that are each one decode token for every running sequence and
+    nothing else (no prompt work, no admission, no completion before the last of them), as
+    long as the KV blocks they need are free: the state a run of identical decode steps is
+    booked from in one go.
+
+    ``context_sum``/``uniform_context``: the running sequences' cached tokens at the first
+    step (their sum; the common value when all are equal, else -1). Paged cache only:
+    ``block_counts[r]`` sequences hold ``r`` tokens past a block boundary, so step ``k``
+    needs ``block_counts[-k % block_size]`` new blocks (:meth:`blocks_needed`), and a step
+    that needs more than are free is where the run must stop (the general path preempts)."""
+
+    sequences: int
+    steps: int
+    context_sum: int
+    uniform_context: int
+    free_blocks: int | None  # before the first step; None: reserved slots
+    block_counts: list[int]
+
+    def blocks_needed(self, k: int) -> int:
+        counts = self.block_counts
+        return counts[-k % len(counts)] if counts else 0
+
+
 @dataclass(frozen=True)
 class Settings:
     policy: Policy
@@ -105,6 +132,7 @@ class Scheduler:
     running: list[Sequence] = field(default_factory=list)
     preemptions: int = 0
     started: list[Sequence] = field(default_factory=list)  # first scheduled in the last step
+    steps: int = 0  # steps completed (schedule/complete pairs, plus those advanced in bulk)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -250,10 +278,109 @@ class Scheduler:
                 budget -= n
         return chunks
 
+    def decode_run(self) -> DecodeRun | None:
+        """The run of pure decode steps :meth:`schedule` would return next, if the next step
+        is one (else None): each of the next ``steps`` calls would give every running
+        sequence one decode token, in the same order, admitting and finishing nothing before
+        the last (while :meth:`DecodeRun.blocks_needed` fit the free blocks). The caller
+        books them with :meth:`advance` or falls back to :meth:`schedule`; nothing changes
+        here."""
+        s = self.settings
+        running = self.running
+        n = len(running)
+        if not n or s.policy == "static" or n > s.max_batched_tokens:
+            return None
+        block = s.block_size
+        first = running[0].computed
+        total = 0
+        uniform = True
+        steps = 1 << 62
+        for q in running:
+            if q.prompt_left or not q.generated:
+                return None
+            c = q.computed
+            total += c
+            if c != first:
+                uniform = False
+            left = (q.output_tokens if q.output_tokens > 0 else 1) - q.generated  # target
+            if left < steps:
+                steps = left
+        counts: list[int] = []
+        top = 0
+        if self.free_blocks is not None:
+            counts = [0] * block
+            for q in running:
+                c = q.computed
+                if q.blocks != -(-c // block):
+                    return None
+                counts[c % block] += 1
+                if c > top:
+                    top = c
+        free = self.free_blocks
+        if free is not None:
+            assert self.total_blocks is not None
+            steps = min(steps, self.total_blocks * block - top)  # past it: CannotRun
+            if counts[0] > free:
+                return None  # the first step preempts
+        if steps < 1:
+            return None
+        if self.waiting and not (s.max_num_seqs and n >= s.max_num_seqs):
+            # nothing may join: the admission loop must stop at the queue's head every step
+            w = self.waiting[0]
+            room = s.max_batched_tokens - n
+            if w.prompt_left > 0:
+                m = min(w.prompt_left, room) if s.chunked_prefill else w.prompt_left
+                blocked = m <= 0 or (not s.chunked_prefill and m > room)
+            else:
+                m, blocked = 1, False
+            if not blocked:
+                if free is None:
+                    return None
+                need = -(-(w.computed + m) // block) - w.blocks
+                if need <= free - counts[0]:  # it would join at the first step
+                    return None
+                # free blocks only shrink during the run: it stays out
+        return DecodeRun(n, steps, total, first if uniform else -1, free, counts)
+
+    def advance(self, steps: int) -> list[Sequence]:
+        """Apply ``steps`` pure decode steps of a :meth:`decode_run` at once (what as many
+        schedule/complete pairs would do); the sequences finished by the last one."""
+        block = self.settings.block_size
+        paged = self.free_blocks is not None
+        finished: list[Sequence] = []
+        grown = 0
+        first = self.steps
+        self.steps = last = first + steps
+        for q in self.running:
+            q.computed += steps
+            q.generated += steps
+            seg = q.token_steps
+            if seg and seg[-1] == first:
+                seg[-1] = last
+            else:
+                seg += (first, last)
+            if paged:
+                blocks = -(-q.computed // block)
+                grown += blocks - q.blocks
+                q.blocks = blocks
+            if q.generated >= (q.output_tokens if q.output_tokens > 0 else 1):  # target
+                finished.append(q)
+        self.started = []
+        if self.free_blocks is not None:
+            self.free_blocks -= grown
+        if finished:
+            done = set(finished)  # identity: Sequence compares by id
+            self.running = [q for q in self.running if q not in done]
+            for q in finished:
+                self._release(q)
+        return finished
+
     def complete(self, chunks: list[Chunk]) -> tuple[list[Sequence], list[Sequence]]:
         """Apply a finished step: (sequences that emitted a token, sequences now done)."""
         emitted: list[Sequence] = []
         finished: list[Sequence] = []
+        step = self.steps
+        self.steps = step + 1
         for c in chunks:
             seq = c.seq
             seq.computed += c.tokens
@@ -265,11 +392,16 @@ class Scheduler:
             if emits:
                 seq.generated += 1
                 emitted.append(seq)
+                seg = seq.token_steps
+                if seg and seg[-1] == step:
+                    seg[-1] = step + 1
+                else:
+                    seg += (step, step + 1)
                 if seq.prompt_left == 0 and seq.generated >= seq.target_tokens:
                     finished.append(seq)
         if finished:
-            done = {id(q) for q in finished}
-            self.running = [q for q in self.running if id(q) not in done]
+            done = set(finished)  # identity: Sequence compares by id
+            self.running = [q for q in self.running if q not in done]
             for q in finished:
                 self._release(q)
         return emitted, finished
