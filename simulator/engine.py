@@ -58,6 +58,16 @@ _Program = tuple[tuple[float, ...], tuple[_Op, ...]]  # a decode step's booking
 CONTEXT_BUCKET_TOKENS = 16  # mean decode context of a mixed batch, rounded (memoised costs)
 
 
+def virtual_engines(cfg: RunConfig) -> int:
+    """Schedulers per replica: one, or under an engine whose pipeline stages overlap decode
+    (vLLM's virtual engines) one per stage, but never more than ``max_num_seqs`` (each holds
+    at least one sequence, and together they hold at most ``max_num_seqs``)."""
+    overlap = bool(cfg.profile.get("decode_overlaps_stages")) and cfg.pipeline > 1
+    if not overlap:
+        return 1
+    return min(cfg.pipeline, cfg.max_num_seqs) if cfg.max_num_seqs else cfg.pipeline
+
+
 @dataclass(slots=True)
 class RequestRecord:
     """What happened to one request (times in seconds from the start of the run).
@@ -212,8 +222,7 @@ class Engine:
         for d in self.placement.devices:
             self._resource(d.name)
         prof = cfg.profile
-        overlap = bool(prof.get("decode_overlaps_stages")) and cfg.pipeline > 1
-        self.virtual_engines = cfg.pipeline if overlap else 1
+        self.virtual_engines = virtual_engines(cfg)
         mem = plan(cfg, self.placement)
         self.kv_pool: list[int | None] = []
         self.schedulers: list[list[Scheduler]] = []

@@ -9,7 +9,7 @@ from typing import Any
 from simulator import hardware, links, units
 from simulator.bound import Ceiling, ceiling
 from simulator.config import RunConfig
-from simulator.engine import Detail, Engine, SimOutput
+from simulator.engine import Detail, Engine, SimOutput, virtual_engines
 from simulator.errors import CannotRun
 from simulator.memory import MemoryPlan, kv_pool_tokens, not_fit_kind, not_fit_reason, plan
 from simulator.metrics import bottleneck, summarize, utilization
@@ -107,8 +107,7 @@ def kv_pool_reason(cfg: RunConfig, pl: Placement, mem: MemoryPlan) -> str | None
     if cfg.scheduler != "continuous":
         return None  # slots reserve the longest sequence up front: the memory plan checks it
     longest = cfg.max_sequence_tokens
-    overlap = bool(cfg.profile.get("decode_overlaps_stages")) and cfg.pipeline > 1
-    engines = cfg.pipeline if overlap else 1
+    engines = virtual_engines(cfg)
     block = cfg.block_size
     for r in range(cfg.replicas):
         pool = kv_pool_tokens(cfg, mem, pl, r)

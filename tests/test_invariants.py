@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -188,14 +187,9 @@ def test_invariants_hold_on_every_kind_of_config(raw: dict[str, Any]) -> None:
         assert res["host_weights_gb"] * units.GB <= cap * (1 + 1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known miss, engine.py (not this branch's file): with engine.max_num_seqs below "
-    "parallel.pipeline, every vLLM pipeline virtual engine still gets a limit of 1 "
-    "(max(1, ...)), so the replica runs `pipeline` sequences at once; fix: create only "
-    "min(pipeline, max_num_seqs) virtual engines",
-)
 def test_pp_max_num_seqs_below_stages() -> None:
+    """A vLLM replica of 2 pipeline stages with max_num_seqs = 1 runs one sequence at once:
+    it has one virtual engine, not one per stage each holding a sequence."""
     raw = {
         "hardware": {"gpus": ["rtx3090", "rtx3090"], "gpu_link": "pcie4-x16"},
         "model": {"name": "llama-3.1-8b", "quant": "AWQ-INT4"},
