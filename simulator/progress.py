@@ -11,6 +11,7 @@ produce is known before it starts); the ETA assumes the rest goes at the rate so
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, TextIO
@@ -41,10 +42,16 @@ class CappedSpans(list[Span]):
 
 
 def tokens_emitted(engine: Engine) -> int:
-    """Output tokens the engine has emitted so far (read from another thread: a copy of the
-    record list is taken under the GIL)."""
+    """Output tokens the engine has emitted so far: those of finished requests (their records)
+    and those of the sequences still running (their schedulers' counts). Read from another
+    thread: copies of the lists are taken under the GIL; a merged run of decode steps counts
+    when it is booked, so the count moves in steps."""
     records = list(getattr(engine, "_records", {}).values())
-    return sum(len(r.token_times_s) for r in records)
+    done = sum(r.tokens for r in records if not math.isnan(r.end_s))
+    for per_replica in list(getattr(engine, "schedulers", [])):
+        for sched in list(per_replica):
+            done += sum(seq.generated for seq in list(sched.running))
+    return done
 
 
 def _clock(seconds: float) -> str:
