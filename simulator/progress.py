@@ -51,7 +51,7 @@ def tokens_emitted(engine: Engine) -> int:
     for per_replica in list(getattr(engine, "schedulers", [])):
         for sched in list(per_replica):
             done += sum(seq.generated for seq in list(sched.running))
-    return done
+    return int(done)
 
 
 def _clock(seconds: float) -> str:
