@@ -138,10 +138,37 @@ def build(src: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# The 2026 rows validate the fit rather than feed it: a shared-parameter refit with them
-# (calibration/refit_candidate/) worsened prompt predictions on every old GPU (ROCm builds of
-# one machine differ 3-5x in prompt speed), so they are predicted out of sample instead.
+# Most 2026 rows validate the fit rather than feed it. A shared-parameter refit with all of
+# them (calibration/refit_candidate/) worsened prompt predictions on the old GPUs: builds of
+# one machine differ 3-5x in prompt speed (b5863-b6111 of mid-2025, hipBLASLt off, against
+# b9187 of 2026), and CUDA rows move the parameters every old GPU shares. One current build
+# per AMD backend joins the fit (``JOINED_2026``): those rows are predicted through the
+# backend's own parameters (``*_rocm``, ``*_vulkan``), so they barely touch the shared ones.
+# Every other row is predicted out of sample (``sim calibrate --held-out``) and says why.
 HELD_OUT_2026 = "held out: out-of-sample validation of the 2026 catalogue (not fitted)"
+HELD_OUT_REASONS = {
+    "superseded": "held out: superseded build (mid-2025 llama.cpp b5863-b6111, hipBLASLt "
+    "off): the same machine's b9187 prompts run 3-5x faster; the old HIP/Vulkan matmul paths "
+    "are not modelled",
+    "driver": "held out: another ROCm / Vulkan driver of a joined llama.cpp build (one per "
+    "backend joins the fit: ROCm 7.2.3, Vulkan RADV)",
+    "cuda": HELD_OUT_2026 + "; CUDA rows would move the parameters the old GPUs share",
+    "pascal": HELD_OUT_2026 + "; Pascal runs prompts on dp4a INT8 MMQ kernels the cost model lacks",
+}
+
+
+def join_or_hold(r: pd.Series) -> str:
+    """``""`` when a 2026 row joins the fit, else the reason it is held out."""
+    software, build = str(r["software"]), str(r["build"])
+    if r["backend"] == "cuda":
+        return HELD_OUT_REASONS["pascal" if r["gpu_id"] == "tesla-p40" else "cuda"]
+    if r["gpu_id"] == "rx7900xtx":
+        return ""  # the 2026 master of PR #26284
+    if "9187" not in build:
+        return HELD_OUT_REASONS["superseded"]
+    if "rocm-7_2_3" in software or "vulkan_radv" in software:
+        return ""
+    return HELD_OUT_REASONS["driver"]
 
 
 def build_2026(src: Path = LLAMABENCH_2026) -> pd.DataFrame:
@@ -185,7 +212,7 @@ def build_2026(src: Path = LLAMABENCH_2026) -> pd.DataFrame:
             if v not in known
         ]
         out["fit_excluded_reason"] = (
-            f"not in the catalogue: {', '.join(missing)}" if missing else HELD_OUT_2026
+            f"not in the catalogue: {', '.join(missing)}" if missing else join_or_hold(r)
         )
         rows.append(out)
     return pd.DataFrame(rows).drop(columns=["gpu_id", "backend", "n_ubatch", "metric", "value"])
@@ -201,7 +228,8 @@ def flag_unrunnable(df: pd.DataFrame) -> pd.DataFrame:
 
     out = df.copy()
     for i, r in out.iterrows():
-        if r["profile"] != "llama.cpp" or r["fit_excluded_reason"] not in ("", HELD_OUT_2026):
+        reason = r["fit_excluded_reason"]
+        if r["profile"] != "llama.cpp" or not (reason == "" or reason.startswith("held out")):
             continue
         try:
             cfg = row_config(pd.Series(r))

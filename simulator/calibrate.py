@@ -50,8 +50,17 @@ FITTED: dict[str, dict[str, tuple[float, float]]] = {
         "compute_efficiency_metal": (0.1, 1.0),
         "tensor_energy_nj_per_sm_cycle": (0.0, 10.0),
         "tensor_energy_pj_per_flop": (0.0, 5.0),
-        # compute/memory_efficiency_rocm and _vulkan keep their starting values: the only rows
-        # on those backends (calibration/data/llamabench_2026.csv) are held out of the fit
+        # the AMD backends' own parameters, fitted on the one current build per backend that
+        # joins the fit (calibration/build_measured.py join_or_hold), in a second stage with
+        # the parameters above held (BACKEND_STAGES)
+        "compute_efficiency_rocm": (0.02, 1.0),
+        "compute_efficiency_vulkan": (0.02, 1.0),
+        "memory_efficiency_rocm": (0.2, 1.0),
+        "memory_efficiency_vulkan": (0.2, 1.0),
+        "expert_half_rate_rows_rocm": (0.0, 512.0),
+        "expert_half_rate_rows_vulkan": (0.0, 512.0),
+        "attention_efficiency_rocm": (0.02, 1.0),
+        "attention_efficiency_vulkan": (0.02, 1.0),
     },
     # fitted on vLLM benchmark_serving runs through the event engine (ServingProblem)
     "vllm": {
@@ -61,6 +70,27 @@ FITTED: dict[str, dict[str, tuple[float, float]]] = {
         "step_overhead_per_seq_s": (0.0, 5e-4),
         "stream_delay_s": (0.0, 0.05),
         "sharegpt_length_sigma": (0.1, 1.5),
+    },
+}
+# Parameters only one backend's rows see, fitted after the shared ones: stage 1 fits every other
+# parameter on the rows of the other backends (CUDA, Metal), stage 2 fits each backend's own
+# parameters on its rows with the stage-1 values held. The rows of a new backend then cannot
+# move what the old GPUs share (their leave-one-GPU-out errors stay what they were), and a
+# backend left without rows keeps its starting values.
+BACKEND_STAGES: dict[str, dict[str, tuple[str, ...]]] = {
+    "llama.cpp": {
+        "rocm": (
+            "compute_efficiency_rocm",
+            "memory_efficiency_rocm",
+            "expert_half_rate_rows_rocm",
+            "attention_efficiency_rocm",
+        ),
+        "vulkan": (
+            "compute_efficiency_vulkan",
+            "memory_efficiency_vulkan",
+            "expert_half_rate_rows_vulkan",
+            "attention_efficiency_vulkan",
+        ),
     },
 }
 METRICS = ("decode_tok_s", "prefill_tok_s", "pp_tg_tok_s")
@@ -111,6 +141,7 @@ class Problem:
         self.placements = [place(c) for c in self.cfgs]
         self.metrics = [str(m) for m in self.rows["metric_kind"]]
         self.measured = self.rows["measured"].to_numpy(dtype=float)
+        self.backends = np.array([c.gpus[0].engine_backend for c in self.cfgs], dtype=object)
 
     def profile_at(self, x: Sequence[float] | np.ndarray) -> EngineProfile:
         return self.base.with_params(**dict(zip(self.names, (float(v) for v in x), strict=True)))
@@ -136,33 +167,63 @@ class Problem:
         return (np.array([b[n][0] for n in self.names]), np.array([b[n][1] for n in self.names]))
 
     def fit(self, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Best parameters (and standard errors) on the rows in ``mask`` (all by default)."""
-        m = np.ones(len(self.rows), bool) if mask is None else mask
-        meas = self.measured[m]
+        """Best parameters (and standard errors) on the rows in ``mask`` (all by default).
 
-        def resid(x: np.ndarray) -> np.ndarray:
-            out: np.ndarray = np.log(self.simulate(x, m) / meas)
+        With ``BACKEND_STAGES`` for the profile: the shared parameters first, on the rows of
+        the other backends, then each staged backend's own parameters on its rows."""
+        m = np.ones(len(self.rows), bool) if mask is None else mask
+        lo, hi = self.bounds()
+        x = np.clip(self.x0(), lo, hi)
+        err = np.full(len(x), np.nan)
+        stages = BACKEND_STAGES.get(self.profile_id, {})
+        own = {n for names in stages.values() for n in names}
+        shared = [i for i, n in enumerate(self.names) if n not in own]
+        if not stages:
+            plan = [(shared, np.ones(len(self.rows), bool))]
+        else:
+            plan = [(shared, ~np.isin(self.backends, list(stages)))]
+        for backend, names in stages.items():
+            plan.append(([self.names.index(n) for n in names], self.backends == backend))
+        for free, rows in plan:
+            sel = m & rows
+            if not free or not sel.any():
+                continue  # no rows: the parameters keep their starting values
+            x[free], err[free] = self._fit_subset(x, free, sel)
+        return x, err
+
+    def _fit_subset(
+        self, x: np.ndarray, free: list[int], mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fit the parameters ``free`` on the rows in ``mask``, the others held at ``x``."""
+        meas = self.measured[mask]
+        lo, hi = self.bounds()
+
+        def full(v: np.ndarray) -> np.ndarray:
+            out = x.copy()
+            out[free] = v
             return out
 
-        lo, hi = self.bounds()
-        x0 = np.clip(self.x0(), lo, hi)
+        def resid(v: np.ndarray) -> np.ndarray:
+            out: np.ndarray = np.log(self.simulate(full(v), mask) / meas)
+            return out
+
         res = least_squares(
             resid,
-            x0,
-            bounds=(lo, hi),
+            x[free],
+            bounds=(lo[free], hi[free]),
             loss="soft_l1",
             f_scale=0.1,
             x_scale="jac",
             diff_step=self.diff_step,
             max_nfev=self.max_nfev,
         )
-        dof = max(len(meas) - len(x0), 1)
+        dof = max(len(meas) - len(free), 1)
         s2 = float(np.sum(res.fun**2)) / dof
         try:
             cov = np.linalg.pinv(res.jac.T @ res.jac) * s2
             err = np.sqrt(np.clip(np.diag(cov), 0, None))
         except np.linalg.LinAlgError:
-            err = np.full(len(x0), np.nan)
+            err = np.full(len(free), np.nan)
         return res.x, err
 
 
@@ -273,6 +334,7 @@ def _fold(args: tuple[str, str, Any, pd.DataFrame]) -> pd.DataFrame:
     part: pd.DataFrame = prob.rows.loc[held, [c for c in cols if c in prob.rows]].copy()
     part["simulated"] = prob.simulate(x, held)
     part["fold"] = f"{column}={value}"
+    part["backend"] = prob.backends[held]
     return part
 
 
@@ -332,7 +394,15 @@ RANGE_QUANTILES = (0.1, 0.9)
 
 def ranges_from_cv(cv: pd.DataFrame) -> dict[str, tuple[float, float]]:
     """Per metric, the 10th and 90th percentile of simulated / measured when each GPU (or
-    request rate) was left out of the fit: a prediction p then has the range [p / q90, p / q10]."""
+    request rate) was left out of the fit: a prediction p then has the range [p / q90, p / q10].
+
+    Rows of a staged backend (``BACKEND_STAGES``: ROCm, Vulkan) are left out: with one or two
+    machines per backend, leaving one out leaves its own parameters at their starting values,
+    which measures a backend the fit has never seen, not a GPU. The ranges are those of the
+    shared-parameter backends; the AMD rows' held-out errors are reported beside them."""
+    staged = {b for stages in BACKEND_STAGES.values() for b in stages}
+    if "backend" in cv:
+        cv = cv[~cv["backend"].isin(staged)]
     out = {}
     for metric, grp in cv.groupby("metric_kind"):
         ratio = (grp["simulated"] / grp["measured"]).to_numpy()
@@ -391,3 +461,81 @@ def summary(fit: Fit) -> dict[str, Any]:
             for m, g in fit.rows.groupby("metric_kind")
         },
     }
+
+
+HELD_OUT_PREFIX = "held out"
+DEPTH_BUCKETS = ((0, "d0"), (1, "d1-8k"), (8193, "d8k-32k"), (32769, "d>32k"))
+
+
+def depth_bucket(depth: int) -> str:
+    label = DEPTH_BUCKETS[0][1]
+    for lo, name in DEPTH_BUCKETS:
+        if depth >= lo:
+            label = name
+    return label
+
+
+def held_out_predictions(
+    profile_id: str = "llama.cpp",
+    prof: EngineProfile | None = None,
+    rows: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Every measured row held out of the fit (``fit_excluded_reason`` starting "held out"),
+    predicted with ``prof`` (default: the committed calibrated profile): models, GPUs and
+    builds the fit has never seen. One row per measurement with the simulated value, the
+    relative error and what it is grouped by (GPU, backend, model, test x depth, reason)."""
+    from simulator.profiles import profile as load_profile
+
+    rows = load_rows(fit_only=False) if rows is None else rows
+    reason = rows["fit_excluded_reason"].fillna("").astype(str)
+    held = rows[
+        reason.str.startswith(HELD_OUT_PREFIX)
+        & (rows["profile"] == profile_id)
+        & rows["metric_kind"].isin(METRICS)
+    ].reset_index(drop=True)
+    prof = load_profile(profile_id) if prof is None else prof
+    sim = [predict_metric(row_config(r, prof), str(r.metric_kind)) for r in held.itertuples()]
+    cols = ["row_id", "gpu", "engine_backend", "build", "model_id", "quant_id", "test"]
+    out = held[[*cols, "context_tokens", "metric_kind", "measured"]].copy()
+    out["simulated"] = sim
+    out["rel_error"] = out["simulated"] / out["measured"] - 1
+    test = out["metric_kind"].map({"decode_tok_s": "tg", "prefill_tok_s": "pp"}).fillna("pp+tg")
+    out["test_kind"] = test + " " + out["context_tokens"].astype(int).map(depth_bucket)
+    out["reason"] = [held_out_label(str(r)) for r in held["fit_excluded_reason"]]
+    return out
+
+
+# a held-out row's reason (calibration/build_measured.py) -> a short label for the tables
+HELD_OUT_LABELS = (
+    ("superseded build", "superseded build"),
+    ("another ROCm / Vulkan driver", "other driver, joined build"),
+    ("Pascal", "Pascal (dp4a kernels)"),
+    ("CUDA rows", "CUDA (shared parameters)"),
+)
+
+
+def held_out_label(reason: str) -> str:
+    return next((label for key, label in HELD_OUT_LABELS if key in reason), "validation")
+
+
+HELD_OUT_GROUPS = {
+    "GPU": ["gpu"],
+    "backend": ["engine_backend"],
+    "model": ["model_id"],
+    "test": ["test_kind"],
+    "why held out": ["reason"],
+}
+
+
+def held_out_tables(pred: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per grouping (GPU, backend, model, test x depth, reason), per metric: rows, mean and
+    median |simulated / measured - 1|."""
+    metric = pred["metric_kind"].map({"decode_tok_s": "decode", "prefill_tok_s": "prompt"})
+    p = pred.assign(abs_err=pred["rel_error"].abs(), metric=metric.fillna("prompt + decode"))
+    out = {}
+    for name, by in HELD_OUT_GROUPS.items():
+        g = p.groupby([*by, "metric"])["abs_err"].agg(rows="count", mean="mean", median="median")
+        out[name] = g.reset_index()
+    total = p.groupby("metric")["abs_err"].agg(rows="count", mean="mean", median="median")
+    out["all"] = total.reset_index()
+    return out

@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also regenerate calibration/report.md and its figures (fit, errors, claims)",
     )
+    cal.add_argument(
+        "--held-out",
+        action="store_true",
+        help="only predict the rows held out of the fit (2026 GPUs, builds, models) with the "
+        "committed parameters and print their errors; no fitting",
+    )
     clm = sub.add_parser("claims", help="fact-check the guides' claims (published_claims.csv)")
     clm.add_argument("--json", action="store_true", help="a JSON list, one object per claim")
     clm.add_argument(
@@ -335,7 +341,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import datetime
 
-    from simulator import calibrate
+    from simulator import calibrate, profiles
 
     ids = args.profile or list(calibrate.FITTED)
     unknown = [p for p in ids if p not in calibrate.FITTED]
@@ -344,9 +350,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"--profile {unknown[0]!r}: no fitted parameters defined; valid choices: "
             f"{', '.join(calibrate.FITTED)}"
         )
+    if args.held_out:
+        for pid in ids:
+            if pid not in calibrate.SERVING_PROFILES:
+                print(_held_out_text(pid, calibrate.held_out_predictions(pid)))
+        return 0
     today = datetime.date.today().isoformat()
     fitted = []
     model_cv = {}
+    held_out = {}
     for pid in ids:
         fit = calibrate.fit_profile(pid)
         cv = calibrate.cross_validate(pid)
@@ -398,6 +410,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 model_cv[pid].groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
             )
             print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in moverall.items()))
+            fitted_profile = profiles.uncalibrated(pid).with_params(**fit.params())
+            held_out[pid] = calibrate.held_out_predictions(pid, fitted_profile)
+            print(_held_out_text(pid, held_out[pid]))
         print(
             "  prediction ranges (simulated/measured, p10..p90): "
             + ", ".join(f"{k} {lo:.2f}..{hi:.2f}" for k, (lo, hi) in ranges.items())
@@ -406,9 +421,31 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from simulator import claims, profiles, report
 
         profiles.profile.cache_clear()  # the claims use the parameters just written
-        written = report.write_report(fitted, claims.evaluate_claims(), model_cv=model_cv)
+        written = report.write_report(
+            fitted, claims.evaluate_claims(), model_cv=model_cv, held_out=held_out
+        )
         print(f"report: {written[0]} and {len(written) - 1} figures")
     return 0
+
+
+def _held_out_text(profile_id: str, pred: Any) -> str:
+    """The held-out rows' errors by GPU, backend, model, test x depth and reason."""
+    from simulator import calibrate
+
+    lines = [
+        f"== {profile_id}: {len(pred)} rows held out of the fit, predicted out of sample "
+        "(mean / median |simulated / measured - 1|)"
+    ]
+    for name, grouped in calibrate.held_out_tables(pred).items():
+        wide = grouped.pivot_table(
+            index=[c for c in grouped.columns if c not in ("metric", "rows", "mean", "median")]
+            or None,
+            columns="metric",
+            values=["rows", "mean", "median"],
+        )
+        lines.append(f"  by {name}:")
+        lines.append(wide.round(3).to_string())
+    return "\n".join(lines)
 
 
 def _claims_table(results: Sequence[Any]) -> str:

@@ -217,6 +217,8 @@ def kernel_time(
     quantized: bool = False,
     weight_dtype: str | None = None,
     flash_attention: bool = False,
+    expert_flops: float = 0.0,
+    expert_tokens: float = 0.0,
 ) -> KernelTime:
     """Time for ``work`` (``layers`` decoder layers' worth) on ``gpu`` for a ``tokens``-row batch.
 
@@ -226,28 +228,45 @@ def kernel_time(
     moving ``extra_bytes`` (score matrix, dequantization).
     ``compute_share`` is the fraction of the work's FLOPs and bytes this device does (1/t
     under tensor parallelism). The weight GEMMs run at the precision the profile picks for
-    ``weight_dtype`` on this GPU (:func:`gemm_dtype`); attention stays at the 16-bit rate.
+    ``weight_dtype`` on this GPU (:func:`gemm_dtype`).
     With ``flash_attention`` the fused kernel streams K and V once
     (``kv_read_passes_fa``, 1 unless a profile says otherwise); ``kv_read_passes`` describes
     the unfused matrix-vector kernels.
+
+    ``expert_flops`` of ``work.flops`` are routed-expert GEMMs (MUL_MAT_ID) whose experts each
+    see ``expert_tokens`` rows. In a prompt batch (more rows than ``compute_tile_tokens``, the
+    matrix-vector kernels' limit) a tiled GEMM of n rows per expert runs at n / (n + n_half) of
+    its large-batch rate: each expert's weight tiles are loaded and its tiles launched however
+    few rows share them. ``n_half`` is ``expert_half_rate_rows`` (per backend; no slowdown when
+    the profile does not give it). gpt-oss-120b at n_ubatch 512: 512 x 4 / 128 = 16 rows an
+    expert; gpt-oss-20b: 64. Attention's FLOPs (``work.attention_flops``, part of
+    ``work.flops``) run at ``attention_efficiency`` (per backend; 1 when the profile does not
+    give it) times the GEMM rate: llama.cpp's ROCm and Vulkan flash-attention kernels (tile /
+    vector shaders unless built with rocWMMA) reach a smaller share of the peak than its GEMMs.
     """
     tile = profile.num("compute_tile_tokens")
     padded = cuda_graph_tokens(profile, tokens)
     padding = max(1.0, tile / tokens, padded / tokens) if tokens > 0 else 1.0
-    flops, gemm_flops, bw_weights, bw, kv_passes = _rates(
+    _, gemm_flops, bw_weights, bw, kv_passes = _rates(
         gpu, profile, weight_dtype, quantized, flash_attention
     )
-    rate = flops / padding
     gemm_rate = gemm_flops / padding
     share = compute_share
-    gemm_c = (work.flops - work.attention_flops) * share / gemm_rate
+    # attention's QK^T and PV FLOPs share the GEMMs' compute roofline (as they always have:
+    # the batch work carries them in ``flops``), at ``attention_efficiency`` of the GEMM rate
+    attn_eff = backend_num(profile, gpu, "attention_efficiency", 1.0)
+    gemm_c = (work.flops - work.attention_flops - expert_flops) * share / gemm_rate
+    gemm_c += work.attention_flops * share / (gemm_rate * attn_eff)
+    if expert_flops > 0:
+        n_half = backend_num(profile, gpu, "expert_half_rate_rows", 0.0)
+        slow = 1.0 + n_half / expert_tokens if tokens > tile and expert_tokens > 0 else 1.0
+        gemm_c += expert_flops * share / gemm_rate * slow
     gemm_m = (work.weight_bytes + work.activation_bytes) * share / bw_weights
-    attn_c = work.attention_flops * share / rate
     attn_m = (work.kv_read_bytes * kv_passes + work.kv_write_bytes) * share / bw
     aux_m = extra_bytes / bw
     overhead_s = layer_overhead_s(profile, tokens) * layers
-    seconds = max(gemm_c, gemm_m) + max(attn_c, attn_m) + aux_m + overhead_s
-    return KernelTime(seconds, gemm_c + attn_c, gemm_m + attn_m + aux_m, overhead_s)
+    seconds = max(gemm_c, gemm_m) + attn_m + aux_m + overhead_s
+    return KernelTime(seconds, gemm_c, gemm_m + attn_m + aux_m, overhead_s)
 
 
 def cuda_graph_tokens(profile: EngineProfile, tokens: float) -> float:

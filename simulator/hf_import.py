@@ -118,8 +118,16 @@ def spec_from_hf_dict(data: dict[str, Any], name: str, where: str) -> ModelSpec:
     heads = int(need("num_attention_heads"))
     kv_heads = num("num_key_value_heads", heads)  # transformers: None means multi-head
     head_dim = num("head_dim", hidden // heads)
-    vocab = int(need("vocab_size"))
-    max_ctx = int(need("max_position_embeddings"))
+    # Gemma 3's published config.json (google/gemma-3-*-it) leaves both out of text_config:
+    # transformers' Gemma3TextConfig defaults are vocab_size=262_208 and
+    # max_position_embeddings=131_072
+    gemma3 = mt in ("gemma3", "gemma3_text")
+    vocab = int(c.get("vocab_size") or 262_208) if gemma3 else int(need("vocab_size"))
+    max_ctx = (
+        int(c.get("max_position_embeddings") or 131_072)
+        if gemma3
+        else int(need("max_position_embeddings"))
+    )
     tied_default = mt.startswith("gemma")  # Gemma configs default tie_word_embeddings=True
     tied = bool(c.get("tie_word_embeddings", tied_default))
     attention_bias = bool(c.get("attention_bias", False))

@@ -63,7 +63,7 @@ def batch_layer_work(
             kv_dtype_bytes=cfg.kv_dtype_bytes,
             causal_skip=cfg.flash_attention,
         )
-        total = total + mm.Work(w.flops, 0.0, w.kv_read_bytes, w.kv_write_bytes, w.activation_bytes)
+        total = total + replace(w, weight_bytes=0.0)  # weights: once for the batch, below
         if n > 1:
             prompt = True
             if not m.layer_is_linear(layer):  # linear attention scores no (query, key) pairs
@@ -244,6 +244,13 @@ class StageCoster:
                     flops=work.flops - ew.flops,
                     weight_bytes=work.weight_bytes - ew.weight_bytes,
                 )
+            # routed experts on the GPU: their FLOPs and the rows each hit expert sees
+            expert_flops, expert_tokens = 0.0, 0.0
+            if m.layer_is_moe(layer) and not cpu:
+                p = mm.layer_params(m, layer)
+                expert_flops = mm.routed_expert_work(m, q, layer, tokens).flops
+                hit = mm.expected_experts_hit(p.experts, p.experts_active, tokens)
+                expert_tokens = tokens * p.experts_active / hit if hit > 0 else 0.0
             slowest: costs.KernelTime | None = None
             for gpu in gpus:
                 extra = 0.0
@@ -268,6 +275,8 @@ class StageCoster:
                     quantized=q.layer_bits_per_weight < 16,
                     weight_dtype=q.weight_dtype,
                     flash_attention=cfg.flash_attention,
+                    expert_flops=expert_flops,
+                    expert_tokens=expert_tokens,
                 )
                 if slowest is None or k.seconds > slowest.seconds:
                     slowest = k

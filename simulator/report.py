@@ -124,6 +124,41 @@ def per_model_lines(model_cv: pd.DataFrame) -> list[str]:
     return out
 
 
+def held_out_lines(pred: pd.DataFrame) -> list[str]:
+    """The rows held out of the fit, predicted with the fitted parameters: by GPU, backend,
+    model, test x depth and why each is held out."""
+    from simulator.calibrate import held_out_tables
+
+    tables = held_out_tables(pred)
+    out = [
+        "### Held out of the fit: rows it has never seen",
+        "",
+        f"{len(pred)} measured rows (calibration/data/measured.csv rows whose "
+        '`fit_excluded_reason` starts with "held out") predicted with the parameters above; '
+        "printed by `sim calibrate --held-out`. Mean and median |simulated / measured - 1|.",
+        "",
+        "| metric | rows | mean \\|error\\| | median |",
+        "|---|---|---|---|",
+    ]
+    for r in tables["all"].itertuples():
+        out.append(f"| {r.metric} | {r.rows} | {r.mean:.1%} | {r.median:.1%} |")
+    for name, t in tables.items():
+        if name == "all":
+            continue
+        key = next(c for c in t.columns if c not in ("metric", "rows", "mean", "median"))
+        out += [
+            "",
+            f"| {name} | metric | rows | mean \\|error\\| | median |",
+            "|---|---|---|---|---|",
+        ]
+        for r in t.itertuples():
+            out.append(
+                f"| {getattr(r, key)} | {r.metric} | {r.rows} | {r.mean:.1%} | {r.median:.1%} |"
+            )
+    out.append("")
+    return out
+
+
 def per_gpu_table(cv: pd.DataFrame) -> pd.DataFrame:
     """GPU x metric: rows and mean |error| when the GPU was left out of the fit."""
     cv = cv.assign(abs_err=_abs_rel(cv["simulated"], cv["measured"]))
@@ -300,6 +335,7 @@ def _fit_section(
     cv: pd.DataFrame,
     figures: dict[str, bytes],
     model_cv: pd.DataFrame | None = None,
+    held_out: pd.DataFrame | None = None,
 ) -> list[str]:
     bounds = FITTED[fit.profile]
     start = uncalibrated(fit.profile)
@@ -384,6 +420,8 @@ def _fit_section(
     out.append("")
     if model_cv is not None and len(model_cv):
         out += per_model_lines(model_cv)
+    if held_out is not None and len(held_out):
+        out += held_out_lines(held_out)
     for name in figures:
         out.append(f"![{name}]({FIGURES}/{name})")
         out.append("")
@@ -587,6 +625,7 @@ def render(
     results: Sequence[ClaimResult],
     figures: dict[str, dict[str, bytes]],
     model_cv: dict[str, pd.DataFrame] | None = None,
+    held_out: dict[str, pd.DataFrame] | None = None,
 ) -> str:
     """The report's markdown. ``figures`` maps a profile to its figure files."""
     measured = CALIBRATION_DIR / "data" / "measured.csv"
@@ -607,7 +646,13 @@ def render(
             if pid in SERVING_PROFILES:
                 lines += _serving_section(fit, cv, figures.get(pid, {}))
             else:
-                lines += _fit_section(fit, cv, figures.get(pid, {}), (model_cv or {}).get(pid))
+                lines += _fit_section(
+                    fit,
+                    cv,
+                    figures.get(pid, {}),
+                    (model_cv or {}).get(pid),
+                    (held_out or {}).get(pid),
+                )
         elif pid in kept:  # not refitted in this run: its section as the last fit wrote it
             lines += kept[pid]
     lines += _claims_section(results)
@@ -619,6 +664,7 @@ def write_report(
     results: Sequence[ClaimResult],
     directory: Path = CALIBRATION_DIR,
     model_cv: dict[str, pd.DataFrame] | None = None,
+    held_out: dict[str, pd.DataFrame] | None = None,
 ) -> list[Path]:
     """Write report.md and its figures under ``directory``; return the paths (report first)."""
     figures = {
@@ -633,5 +679,5 @@ def write_report(
             written.append(fig_dir / name)
     write_atomic_bytes(fig_dir / "claims_decode.png", claims_figure(results))
     written.append(fig_dir / "claims_decode.png")
-    write_atomic(directory / REPORT_NAME, render(fitted, results, figures, model_cv))
+    write_atomic(directory / REPORT_NAME, render(fitted, results, figures, model_cv, held_out))
     return written

@@ -82,3 +82,47 @@ def test_leave_one_model_out_predicts_each_model_from_the_others() -> None:
     assert set(cv["model_id"]) == {"llama-3-8b", "llama-2-7b"}
     assert (cv["simulated"] > 0).all()
     assert cv["rel_error"].equals(cv["simulated"] / cv["measured"] - 1)
+
+
+def test_held_out_rows_are_predicted_out_of_sample() -> None:
+    """Every row held out of the fit is predicted with the committed parameters and grouped by
+    GPU, backend, model, test x depth and why it is held out; no fitted row is among them."""
+    rows = calibrate.load_rows(fit_only=False)
+    pred = calibrate.held_out_predictions("llama.cpp", rows=rows)
+    reason = rows["fit_excluded_reason"].fillna("")
+    held = rows[
+        reason.str.startswith("held out")
+        & (rows["profile"] == "llama.cpp")
+        & rows["metric_kind"].isin(calibrate.METRICS)
+    ]
+    assert sorted(pred["row_id"]) == sorted(held["row_id"]) and len(pred) > 100
+    assert not set(pred["row_id"]) & set(calibrate.load_rows()["row_id"])  # never fitted
+    assert (pred["simulated"] > 0).all()
+    assert pred["rel_error"].equals(pred["simulated"] / pred["measured"] - 1)
+    tables = calibrate.held_out_tables(pred)
+    assert set(tables) == {*calibrate.HELD_OUT_GROUPS, "all"}
+    assert tables["all"]["rows"].sum() == len(pred)
+    for name in calibrate.HELD_OUT_GROUPS:
+        assert tables[name]["rows"].sum() == len(pred), name
+    one = pred.iloc[0]
+    row = rows[rows["row_id"] == one["row_id"]].iloc[0]
+    want = calibrate.predict_metric(
+        calibrate.row_config(row, profile("llama.cpp")), str(row["metric_kind"])
+    )
+    assert one["simulated"] == pytest.approx(want)
+
+
+def test_cli_prints_the_held_out_tables() -> None:
+    import subprocess
+    import sys
+
+    CLI = (sys.executable, "-m", "simulator.cli")
+    out = subprocess.run(
+        [*CLI, "calibrate", "--profile", "llama.cpp", "--held-out"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for part in ("held out of the fit", "by GPU:", "by backend:", "by model:", "by test:"):
+        assert part in out
+    assert "ryzen-ai-max-395" in out and "pp d0" in out

@@ -101,8 +101,9 @@ def test_sm_issue_rate_caps_bandwidth_on_hbm_parts_only() -> None:
 
 
 def test_layer_kernels_add_up_one_after_another() -> None:
-    """Weight matmuls, attention and the memory-bound passes are separate kernels: their
-    rooflines add. Ideal profile on an RTX 4090 (330.3 TFLOPS, 1008 GB/s), hand-computed."""
+    """The matmul roofline (weight GEMMs and attention's QK^T / PV FLOPs, which the batch work
+    counts in ``flops``), attention's KV traffic and the memory-bound passes add. Ideal
+    profile on an RTX 4090 (330.3 TFLOPS, 1008 GB/s), hand-computed."""
     g = hardware.gpu("rtx4090")
     ideal = profile("ideal")
     w = Work(
@@ -112,9 +113,30 @@ def test_layer_kernels_add_up_one_after_another() -> None:
         kv_read_bytes=1008e9 * 0.004,  # 4 ms: attention is memory-bound
     )
     t = costs.kernel_time(w, g, ideal, tokens=512, extra_bytes=1008e9 * 0.0005)
-    assert t.seconds == pytest.approx(0.002 + 0.004 + 0.0005)
+    assert t.seconds == pytest.approx(0.003 + 0.004 + 0.0005)
     assert t.compute_s == pytest.approx(0.003)
     assert t.memory_s == pytest.approx(0.001 + 0.004 + 0.0005)
+    # a backend whose attention kernels reach half the GEMM rate: its 1 ms takes 2
+    slow = ideal.with_params(attention_efficiency=0.5)
+    t2 = costs.kernel_time(w, g, slow, tokens=512, extra_bytes=1008e9 * 0.0005)
+    assert t2.compute_s == pytest.approx(0.002 + 0.002)
+
+
+def test_routed_experts_with_few_rows_run_below_the_gemm_rate() -> None:
+    """n rows per expert run at n / (n + expert_half_rate_rows) of the rate in a prompt batch;
+    decode (rows within compute_tile_tokens) and profiles without the parameter are unchanged."""
+    g = hardware.gpu("rtx4090")
+    ideal = profile("ideal")
+    w = Work(flops=330.3e12 * 0.003)  # 3 ms at peak, 2 of them routed experts
+    base = costs.kernel_time(w, g, ideal, tokens=512, expert_flops=330.3e12 * 0.002,
+                             expert_tokens=16)  # fmt: skip
+    assert base.compute_s == pytest.approx(0.003)
+    half = ideal.with_params(expert_half_rate_rows=48.0)
+    t = costs.kernel_time(w, g, half, tokens=512, expert_flops=330.3e12 * 0.002, expert_tokens=16)
+    assert t.compute_s == pytest.approx(0.001 + 0.002 * (16 + 48) / 16)
+    tile = ideal.num("compute_tile_tokens")
+    d = costs.kernel_time(w, g, half, tokens=tile, expert_flops=330.3e12 * 0.002, expert_tokens=1)
+    assert d.compute_s == pytest.approx(costs.kernel_time(w, g, ideal, tokens=tile).compute_s)
 
 
 def test_power_limit_lowers_the_sustained_tensor_clock() -> None:

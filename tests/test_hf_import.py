@@ -225,6 +225,10 @@ RUNNABLE = {
     "google--gemma-3-1b-it.mlc": None,
     "Qwen--Qwen3.5-35B-A3B": None,
     "Qwen--Qwen3.6-35B-A3B": None,
+    "google--gemma-3-27b-it": None,
+    "zai-org--GLM-4.5-Air": ["h100-sxm", "h100-sxm"],
+    "microsoft--phi-4": None,
+    "mistralai--Mistral-Small-3.1-24B-Instruct-2503": None,
 }
 
 
@@ -366,3 +370,72 @@ def test_gemma3_1b_every_sixth_layer_global() -> None:
     assert m.qk_norm and m.tied_embeddings
     per_layer = 2 * 1 * 256 * 2
     assert mm.kv_bytes_of_layers(m, range(26), 32_768, 2) == per_layer * (4 * 32_768 + 22 * 512)
+
+
+def _f16_bytes_by_hand(m: mm.ModelSpec, per_layer: list[int], embedding: int) -> int:
+    """F16 file bytes: 2 per weight of every layer, the embedding, and an untied head (the
+    final norm is not counted by total_weight_bytes)."""
+    head = 0 if m.tied_embeddings else embedding
+    return 2 * (sum(per_layer) + embedding + head)
+
+
+def test_gemma3_27b_published_config() -> None:
+    """google/gemma-3-27b-it: the published text_config has no vocab_size,
+    max_position_embeddings or sliding_window_pattern (transformers' defaults: 262,208,
+    131,072 and every 6th layer global)."""
+    m = spec("google--gemma-3-27b-it")
+    assert m.vocab_size == 262_208 and m.max_context_tokens == 131_072
+    assert m.tied_embeddings and m.qk_norm and m.norms_per_layer == 4
+    assert [i for i in range(62) if m.layer_window(i) is None] == list(range(5, 62, 6))
+    per_layer_kv = 2 * 16 * 128 * 2
+    assert mm.kv_bytes_per_token(m, 2) == 62 * per_layer_kv == 507_904
+    ctx = 131_072  # 10 global layers keep the context, 52 local ones 1024 tokens
+    assert mm.kv_bytes_of_layers(m, range(62), ctx, 2) == per_layer_kv * (10 * ctx + 52 * 1024)
+    h = 5376
+    attn = h * 4096 + 2 * h * 2048 + 4096 * h + 2 * 128  # q, k, v, o, q_norm + k_norm
+    layer = attn + 3 * h * 21504 + 4 * h
+    emb = 262_208 * h
+    assert mm.total_params(m) == 62 * layer + emb + h == 27_009_346_304  # card: 27B (text)
+    assert mm.total_weight_bytes(m, mm.quant("F16")) == _f16_bytes_by_hand(m, [layer] * 62, emb)
+
+
+def test_glm_4_5_air_moe_with_one_dense_layer() -> None:
+    m = spec("zai-org--GLM-4.5-Air")
+    assert (m.experts_total, m.experts_active, m.shared_experts) == (128, 8, 1)
+    assert m.dense_layers == (0,) and m.qkv_bias and not m.attention_out_bias
+    assert not m.layer_windows and not m.is_mla
+    assert mm.kv_bytes_per_token(m, 2) == 46 * 2 * 8 * 128 * 2 == 188_416
+    h = 4096
+    attn = h * 12288 + 12288 + 2 * (h * 1024 + 1024) + 12288 * h  # 96 q heads of 128
+    dense = attn + 2 * h + 3 * h * 10944
+    moe = attn + 2 * h + h * 128 + 128 * 3 * h * 1408 + 3 * h * 1408  # router, experts, shared
+    emb = 151_552 * h
+    assert mm.total_params(m) == dense + 45 * moe + 2 * emb + h == 106_852_245_504  # card: 106B
+    # per token: 8 of the 128 experts and the output head (the embedding is a row lookup)
+    active = dense + 45 * (moe - 120 * 3 * h * 1408) + emb
+    assert mm.active_params(m) == active  # card: 12B active
+    assert active / 1e9 == pytest.approx(12.8, abs=0.05)
+    f16 = _f16_bytes_by_hand(m, [dense] + [moe] * 45, emb)
+    assert mm.total_weight_bytes(m, mm.quant("F16")) == f16
+
+
+def test_phi4_dense_without_window() -> None:
+    m = spec("microsoft--phi-4")
+    assert not m.layer_windows and not m.tied_embeddings  # sliding_window null
+    assert mm.kv_bytes_per_token(m, 2) == 40 * 2 * 10 * 128 * 2 == 204_800
+    h = 5120
+    layer = 2 * h * h + 2 * h * 1280 + 3 * h * 17920 + 2 * h
+    emb = 100_352 * h
+    assert mm.total_params(m) == 40 * layer + 2 * emb + h == 14_659_507_200  # card: 14B
+    assert mm.total_weight_bytes(m, mm.quant("F16")) == _f16_bytes_by_hand(m, [layer] * 40, emb)
+
+
+def test_mistral_small_3_1_text_config_of_the_multimodal_wrapper() -> None:
+    m = spec("mistralai--Mistral-Small-3.1-24B-Instruct-2503")
+    assert m.layers == 40 and not m.layer_windows and not m.tied_embeddings
+    assert mm.kv_bytes_per_token(m, 2) == 40 * 2 * 8 * 128 * 2 == 163_840
+    h = 5120
+    layer = h * 4096 + 2 * h * 1024 + 4096 * h + 3 * h * 32768 + 2 * h
+    emb = 131_072 * h
+    assert mm.total_params(m) == 40 * layer + 2 * emb + h == 23_572_403_200  # card: 24B
+    assert mm.total_weight_bytes(m, mm.quant("F16")) == _f16_bytes_by_hand(m, [layer] * 40, emb)

@@ -99,3 +99,30 @@ def test_report_has_the_leave_one_model_out_table(tmp_path: Path) -> None:
     assert "### Leave one model out" in text
     assert "| decode | 2 | 5.0% | 5.0% |" in text  # |-10%| and |0%|
     assert "| qwen3-32b | 1 | 0.0% | 1 | 20.0% |" in text
+
+
+def test_report_has_the_held_out_tables(tmp_path: Path) -> None:
+    fit, cv = _small_fit()
+    pred = pd.DataFrame(
+        {
+            "row_id": ["n1", "n2", "n3"],
+            "gpu": ["dgx-spark", "dgx-spark", "ryzen-ai-max-395"],
+            "engine_backend": ["cuda", "cuda", "vulkan"],
+            "model_id": ["gpt-oss-20b"] * 3,
+            "test_kind": ["tg d0", "pp d0", "pp d>32k"],
+            "metric_kind": ["decode_tok_s", "prefill_tok_s", "prefill_tok_s"],
+            "measured": [100.0, 1000.0, 200.0],
+            "simulated": [110.0, 800.0, 300.0],  # +10%, -20%, +50%
+            "reason": ["validation", "validation", "superseded build"],
+        }
+    )
+    pred["rel_error"] = pred["simulated"] / pred["measured"] - 1
+    written = report.write_report(
+        [(fit, cv, {})], [_result("g-01", "consistent")], tmp_path, held_out={"llama.cpp": pred}
+    )
+    text = written[0].read_text()
+    assert "### Held out of the fit: rows it has never seen" in text
+    assert "| prompt | 2 | 35.0% | 35.0% |" in text  # |-20%| and |+50%|
+    assert "| dgx-spark | decode | 1 | 10.0% | 10.0% |" in text
+    assert "| pp d>32k | prompt | 1 | 50.0% | 50.0% |" in text
+    assert "| superseded build | prompt | 1 | 50.0% | 50.0% |" in text
