@@ -4,13 +4,14 @@ and the serving fit's held-out errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from simulator import calibrate, costs
+from simulator import costs
 from simulator import config as cfgmod
 from simulator.engine import simulate
 from simulator.links import link
@@ -147,10 +148,11 @@ def test_stratified_lognormal_lengths() -> None:
 
 
 @pytest.fixture(scope="module")
-def vllm_cv_mae() -> dict[str, float]:
+def vllm_cv_mae(cross_validation: Callable[[str], pd.DataFrame]) -> dict[str, float]:
     """Refit without each GPU and without each request rate, predict the held-out rows: mean
-    |error| per metric (minutes)."""
-    cv = calibrate.cross_validate("vllm")
+    |error| per metric (minutes; the session's one leave-one-out, shared with
+    tests/test_calibration.py)."""
+    cv = cross_validation("vllm")
     mae = cv.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
     print(mae)
     return {str(k): float(v) for k, v in mae.items()}
@@ -171,3 +173,82 @@ def test_vllm_serving_leave_one_out_errors_meet_the_bar(vllm_cv_mae: dict[str, f
 )
 def test_vllm_serving_leave_one_out_ttft_meets_the_bar(vllm_cv_mae: dict[str, float]) -> None:
     assert vllm_cv_mae["ttft_s"] < 0.25
+
+
+def test_open_loop_arrivals_start_at_zero_like_benchmark_serving() -> None:
+    """benchmark_serving's get_request yields a request, then sleeps an exponential gap: the
+    first request goes at 0 and request i after the first i gaps of the same draws."""
+    raw = {
+        "hardware": {"gpus": ["rtx4090"]},
+        "model": {"name": "llama-3-8b", "quant": "F16"},
+        "engine": {"profile": "vllm"},
+        "workload": {"prompt_tokens": 100, "output_tokens": 10, "arrival_rate": 4.0},
+    }
+    raw["workload"] |= {"requests": 2000, "concurrency": 2000, "seed": 3}
+    cfg = cfgmod.resolve(raw)
+    t = np.array([r.arrival_s for r in requests(cfg)])
+    assert t[0] == 0.0
+    gaps = np.random.default_rng(3).exponential(0.25, size=2000)  # lengths are fixed: no draws
+    assert np.allclose(np.diff(t), gaps[:-1])
+    assert np.diff(t).mean() == pytest.approx(0.25, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "budget", "seqs"),
+    [("h100-pcie", 8192, 1024), ("h200", 8192, 1024), ("rtx4090", 2048, 256)],
+)
+def test_vllm_scheduler_defaults_follow_the_first_gpus_memory(
+    gpu: str, budget: int, seqs: int
+) -> None:
+    """vLLM v0.8.5 _set_default_args_v1: the OpenAI server on a >= 70 GiB GPU steps 8192 tokens
+    and 1024 sequences, else 2048 and 256; later releases keep the A100 at the small ones. An
+    explicit engine setting wins; llama.cpp has no such rule."""
+    raw = {
+        "hardware": {"gpus": [gpu]},
+        "model": {"name": "llama-3-8b", "quant": "F16"},
+        "engine": {"profile": "vllm"},
+    }
+    cfg = cfgmod.resolve(raw)
+    assert (cfg.max_num_batched_tokens, cfg.max_num_seqs, cfg.ubatch_tokens) == (
+        budget,
+        seqs,
+        budget,
+    )
+    raw["engine"] |= {"max_num_batched_tokens": 4096, "max_num_seqs": 64}
+    cfg = cfgmod.resolve(raw)
+    assert (cfg.max_num_batched_tokens, cfg.max_num_seqs) == (4096, 64)
+
+
+def test_a100_keeps_the_small_vllm_defaults() -> None:
+    raw = {
+        "hardware": {"gpus": ["a100-80g-sxm"]},
+        "model": {"name": "llama-3-8b", "quant": "F16"},
+        "engine": {"profile": "vllm"},
+    }
+    cfg = cfgmod.resolve(raw)
+    assert (cfg.max_num_batched_tokens, cfg.max_num_seqs) == (2048, 256)
+    llama = cfgmod.resolve(raw | {"engine": {"profile": "llama.cpp"}})
+    assert llama.max_num_batched_tokens == int(uncalibrated("llama.cpp").num("max_num_batched_tokens"))
+
+
+def test_vllm_kv_pool_does_not_depend_on_the_requests() -> None:
+    """vLLM sizes its activations in profile_run with a dummy max_num_batched_tokens batch, so
+    its KV pool is the same for short and long requests; llama.cpp sizes its graph for the
+    context it reserves, so a short run leaves more for the cache."""
+    from simulator.memory import kv_pool_tokens, plan
+    from simulator.placement import place
+
+    def pool(profile_id: str, prompt: int) -> int | None:
+        raw = {
+            "hardware": {"gpus": ["rtx4090"]},
+            "model": {"name": "llama-3-8b", "quant": "F16"},
+            "engine": {"profile": profile_id},
+            "workload": {"prompt_tokens": prompt, "output_tokens": 100},
+        }
+        cfg = cfgmod.resolve(raw)
+        pl = place(cfg)
+        return kv_pool_tokens(cfg, plan(cfg, pl), pl, 0)
+
+    assert pool("vllm", 100) == pool("vllm", 3000)
+    short, long = pool("llama.cpp", 100), pool("llama.cpp", 3000)
+    assert short is not None and long is not None
