@@ -166,12 +166,11 @@ def test_vllm_serving_leave_one_out_errors_meet_the_bar(vllm_cv_mae: dict[str, f
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known miss (issue 10): held-out TTFT ~45% mean |error|; at 32 req/s on the RTX 4090 "
-    "the simulated KV pool fills and requests queue where the measured run did not",
-)
 def test_vllm_serving_leave_one_out_ttft_meets_the_bar(vllm_cv_mae: dict[str, float]) -> None:
+    """Issue 10's TTFT bar (< 25%), pooled over both held-out schemes as the two bars above:
+    24.7% (leave one GPU out 28.8%, leave one rate out 20.6%; calibration/report.md). The worst
+    held-out rows are the 32 req/s runs (RTX 4090 rate fold 104%, H100 30%): prefix caching
+    across the benchmark's back-to-back runs and API-server load are not modelled (DESIGN.md)."""
     assert vllm_cv_mae["ttft_s"] < 0.25
 
 
@@ -233,22 +232,24 @@ def test_a100_keeps_the_small_vllm_defaults() -> None:
 
 def test_vllm_kv_pool_does_not_depend_on_the_requests() -> None:
     """vLLM sizes its activations in profile_run with a dummy max_num_batched_tokens batch, so
-    its KV pool is the same for short and long requests; llama.cpp sizes its graph for the
-    context it reserves, so a short run leaves more for the cache."""
+    its KV pool is the same for short and long requests, and smaller than what is left after
+    buffers sized for a 200-token run."""
     from simulator.memory import kv_pool_tokens, plan
     from simulator.placement import place
 
-    def pool(profile_id: str, prompt: int) -> int | None:
+    def pool(prompt: int, activation_profile: str = "step_budget") -> int | None:
         raw = {
             "hardware": {"gpus": ["rtx4090"]},
             "model": {"name": "llama-3-8b", "quant": "F16"},
-            "engine": {"profile": profile_id},
+            "engine": {"profile": "vllm"},
             "workload": {"prompt_tokens": prompt, "output_tokens": 100},
         }
         cfg = cfgmod.resolve(raw)
+        prof = cfg.profile.with_params(activation_profile=activation_profile)
+        cfg = replace(cfg, profile=prof)
         pl = place(cfg)
         return kv_pool_tokens(cfg, plan(cfg, pl), pl, 0)
 
-    assert pool("vllm", 100) == pool("vllm", 3000)
-    short, long = pool("llama.cpp", 100), pool("llama.cpp", 3000)
-    assert short is not None and long is not None
+    assert pool(100) == pool(3000)
+    sized_for_run = pool(100, "sequence")
+    assert sized_for_run is not None and sized_for_run > (pool(100) or 0)
