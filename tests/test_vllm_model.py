@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulator import costs
 from simulator import config as cfgmod
+from simulator import costs
 from simulator.engine import simulate
 from simulator.links import link
 from simulator.metrics import summarize
@@ -227,7 +227,9 @@ def test_a100_keeps_the_small_vllm_defaults() -> None:
     cfg = cfgmod.resolve(raw)
     assert (cfg.max_num_batched_tokens, cfg.max_num_seqs) == (2048, 256)
     llama = cfgmod.resolve(raw | {"engine": {"profile": "llama.cpp"}})
-    assert llama.max_num_batched_tokens == int(uncalibrated("llama.cpp").num("max_num_batched_tokens"))
+    assert llama.max_num_batched_tokens == int(
+        uncalibrated("llama.cpp").num("max_num_batched_tokens")
+    )
 
 
 def test_vllm_kv_pool_does_not_depend_on_the_requests() -> None:
