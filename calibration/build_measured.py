@@ -72,16 +72,22 @@ def test_tokens(test: str, depth: int) -> tuple[int, int, str]:
     raise ValueError(test)
 
 
-# ShareGPT prompts as vLLM's benchmark_serving sends them, with a Llama 3 tokenizer: 1000
-# prompts, 229,711 input tokens (vllm-project/vllm PR #18566, `vllm bench serve` on
-# Llama-3.1-8B-Instruct with the ShareGPT_Vicuna_unfiltered set). The serving rows give the
-# output tokens but not the input tokens; each request is simulated at these means.
-SHAREGPT_MEAN_PROMPT_TOKENS = round(229_711 / 1000)
+# ShareGPT requests as vLLM's benchmark_serving (v0.8.5) sends them: the first 200 valid
+# conversations of ShareGPT_V3 shuffled with --seed 42 (run_benchmark.sh), the same 200 prompts
+# in every run. Each row's ``prompt_tokens`` column gives the run's own total_input_tokens
+# ("41169 total (mean 205.8)", from the result JSON), ``gen_tokens`` its total_output_tokens;
+# each request is simulated around these means (simulator/measured.py: stratified lognormal).
 SHAREGPT_NOTE = (
-    "prompt tokens: ShareGPT mean 229.7 (229,711 input tokens / 1000 prompts, Llama 3 "
-    "tokenizer; https://github.com/vllm-project/vllm/pull/18566); output tokens: the row's "
-    "mean; lengths fixed at the means (the run's length distribution was not published)"
+    "prompt and output tokens: the run's own means (total_input_tokens and "
+    "total_output_tokens / 200 in its result JSON); simulated as stratified lognormal lengths "
+    "around them (the per-request lengths were not published)"
 )
+
+
+def mean_tokens(field: object) -> int | None:
+    """The mean of a serving row's token column ("41169 total (mean 205.8)"), rounded."""
+    found = re.search(r"mean ([0-9.]+)", str(field))
+    return round(float(found.group(1))) if found else None
 
 
 def build(src: Path) -> pd.DataFrame:
@@ -104,9 +110,8 @@ def build(src: Path) -> pd.DataFrame:
             out["arrival_rate"] = float(qps.group(1)) if qps else None
             prompts = re.search(r"(\d+) prompts", str(r["test"]))
             out["requests"] = int(prompts.group(1)) if prompts else None
-            mean_out = re.search(r"mean ([0-9.]+)", str(r["gen_tokens"]))
-            out["prompt_tokens"] = SHAREGPT_MEAN_PROMPT_TOKENS
-            out["output_tokens"] = round(float(mean_out.group(1))) if mean_out else None
+            out["prompt_tokens"] = mean_tokens(r["prompt_tokens"])
+            out["output_tokens"] = mean_tokens(r["gen_tokens"])
             out["context_tokens"] = 0
             out["lengths_note"] = SHAREGPT_NOTE
             metric = str(r["metric"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from simulator import hardware, links, model, profiles
+from simulator import hardware, links, model, profiles, units
 from simulator.catalog import shelf
 from simulator.errors import CannotRun, ConfigError, choices_hint
 from simulator.hardware import GpuSpec, HostMemorySpec
@@ -592,6 +592,20 @@ def _with_backend(
     return tuple(replace(g, backend=backend) for g in gpus), backend
 
 
+def large_gpu_defaults(profile: EngineProfile, first: GpuSpec) -> tuple[int, int] | None:
+    """(max_num_batched_tokens, max_num_seqs) when the engine raises its scheduler defaults for
+    a large first GPU (vLLM: >= 70 GiB, not an A100), else None. The profile's
+    ``large_gpu_*`` figures say when and to what; an engine without them has one default."""
+    params = profile.params
+    if "large_gpu_min_memory_gib" not in params:
+        return None
+    if first.memory_bytes < float(params["large_gpu_min_memory_gib"]) * units.GiB:
+        return None
+    if first.architecture in params.get("large_gpu_excluded_architectures", []):
+        return None
+    return int(params["large_gpu_max_num_batched_tokens"]), int(params["large_gpu_max_num_seqs"])
+
+
 def resolve(raw: Mapping[str, Any]) -> RunConfig:
     """Validate a config mapping and resolve every id (ConfigError / CannotRun on problems)."""
     c = _check_keys(raw)
@@ -711,7 +725,8 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         raise ConfigError(
             f"engine.kv_cache_dtype: {kv_dtype!r}; {choices_hint(kv_dtype, KV_CACHE_DTYPES)}"
         )
-    ubatch = eng["ubatch_tokens"] or profile.ubatch_tokens
+    large = large_gpu_defaults(profile, gpus[0])
+    ubatch = eng["ubatch_tokens"] or (large[0] if large else profile.ubatch_tokens)
     flash = profile.flash_attention if eng["flash_attention"] is None else eng["flash_attention"]
 
     if wl["prompt_tokens"] == 0 and wl["output_tokens"] == 0:
@@ -730,7 +745,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     if eng["max_num_seqs"] is not None:
         max_seqs = eng["max_num_seqs"]
     elif scheduler == "continuous":
-        max_seqs = int(profile.num("max_num_seqs"))
+        max_seqs = large[1] if large else int(profile.num("max_num_seqs"))
     else:  # one slot per user the closed loop keeps in flight (llama-server --parallel N)
         max_seqs = max(1, -(-wl["concurrency"] // r))
     if max_seqs == 0 and scheduler != "continuous":
@@ -738,7 +753,9 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             f"engine.max_num_seqs: 0 (no limit) needs the paged KV cache of "
             f"scheduler = 'continuous'; the {scheduler} scheduler needs a number of slots >= 1"
         )
-    batched = eng["max_num_batched_tokens"] or int(profile.num("max_num_batched_tokens"))
+    batched = eng["max_num_batched_tokens"] or (
+        large[0] if large else int(profile.num("max_num_batched_tokens"))
+    )
     block = eng["block_size"] or int(profile.num("kv_block_size"))
     chunked = (
         bool(profile.get("chunked_prefill"))

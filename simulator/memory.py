@@ -203,7 +203,7 @@ def kv_pool_tokens(
 def device_compute_buffer_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: int) -> float:
     """The largest intermediate tensors of one micro-batch on one device of ``stage``."""
     m, t = cfg.model, cfg.tensor
-    u = min(cfg.ubatch_tokens, max(sequence_tokens, 1))
+    u = activation_tokens(cfg, sequence_tokens)
     heads = m.attention_heads // t
     scores = 0.0 if cfg.flash_attention else u * sequence_tokens * heads * units.F32_BYTES
     inter = max(m.intermediate_size, m.moe_intermediate_size * max(m.experts_active, 1))
@@ -216,6 +216,16 @@ def device_compute_buffer_bytes(cfg: RunConfig, stage: Stage, sequence_tokens: i
     if not (stage.layers or stage.holds_output):
         return copies
     return scores + mlp + hidden + logits + copies
+
+
+def activation_tokens(cfg: RunConfig, sequence_tokens: int) -> int:
+    """Tokens of the micro-batch the compute buffers are sized for: llama.cpp reserves its
+    graph for min(n_ubatch, the context); vLLM (``activation_profile = "step_budget"``) measures
+    its activation peak in ``profile_run`` with a dummy batch of max_num_batched_tokens,
+    whatever the requests will be, so its KV pool does not depend on the workload."""
+    if cfg.profile.params.get("activation_profile") == "step_budget":
+        return cfg.ubatch_tokens
+    return min(cfg.ubatch_tokens, max(sequence_tokens, 1))
 
 
 def logits_rows(cfg: RunConfig, ubatch: int) -> int:

@@ -11,7 +11,9 @@ requests.
   in its longest requests that sets a saturated run's duration), or ``csv`` (pairs read from
   ``workload.lengths_csv``, cycled in file order).
 * Arrivals: open loop with ``arrival_rate`` > 0 (a Poisson process: exponential gaps of mean
-  1 / rate, the first at the first gap); closed loop otherwise (``concurrency`` clients each
+  1 / rate; the first request at time 0 and each gap before the next, as vLLM's
+  ``benchmark_serving`` sends them: ``get_request`` yields a request, then sleeps a gap, so
+  ``first_request_arrivals``); closed loop otherwise (``concurrency`` clients each
   send their next request when the previous one ends; the engine decides those times).
 """
 
@@ -180,6 +182,14 @@ def shortest_decode_context(cfg: RunConfig) -> float:
     return cfg.context_tokens + min(p + max(o - 1, 0) / 2 for p, o in pairs)
 
 
+def first_request_arrivals(gaps: np.ndarray) -> list[float]:
+    """Open-loop send times from the gaps drawn: the first request at 0, request i after the
+    first i gaps (benchmark_serving v0.8.5 ``get_request``: yield, then sleep a gamma(burstiness)
+    gap, exponential at burstiness 1). The n-th gap is drawn but unused, so the generator
+    advances as it always has."""
+    return [0.0, *(float(t) for t in np.cumsum(gaps[:-1]))] if len(gaps) else []
+
+
 def requests(cfg: RunConfig) -> list[RequestSpec]:
     """The run's requests in id order."""
     rng = np.random.default_rng(cfg.seed)
@@ -187,7 +197,7 @@ def requests(cfg: RunConfig) -> list[RequestSpec]:
     arrivals: list[float | None] = [None] * len(pairs)
     if cfg.arrival_rate > 0:
         gaps = rng.exponential(1.0 / cfg.arrival_rate, size=len(pairs))
-        arrivals = [float(t) for t in np.cumsum(gaps)]
+        arrivals = list(first_request_arrivals(gaps))
     return [
         RequestSpec(i, p, o, a) for i, ((p, o), a) in enumerate(zip(pairs, arrivals, strict=True))
     ]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from hypothesis import settings
 
-from simulator import cli
+from simulator import calibrate, cli
 from simulator.config import RunConfig
 from simulator.engine import simulate
 
@@ -24,6 +27,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
+
+
+@cache
+def _cross_validation(profile_id: str) -> pd.DataFrame:
+    return calibrate.cross_validate(profile_id)
+
+
+@pytest.fixture(scope="session")
+def cross_validation() -> Callable[[str], pd.DataFrame]:
+    """``calibrate.cross_validate(profile_id)``, computed once per test session and profile:
+    the vLLM leave-one-out (refits through the event engine, ~15 minutes) is read by
+    tests/test_calibration.py (the committed ranges) and tests/test_vllm_model.py (the
+    held-out bar). Each call gets a copy, so no test sees another's edits."""
+
+    def get(profile_id: str) -> pd.DataFrame:
+        return _cross_validation(profile_id).copy()
+
+    return get
 
 
 def minimal_config(**sections: dict[str, Any]) -> dict[str, Any]:

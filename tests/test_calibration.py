@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 
+import pandas as pd
 import pytest
 
 from simulator import calibrate
@@ -12,7 +14,9 @@ from simulator.profiles import CALIBRATED_DIR, profile
 
 @pytest.mark.slow
 @pytest.mark.parametrize("profile_id", sorted(calibrate.FITTED))
-def test_fit_reproduces_committed_parameters(profile_id: str) -> None:
+def test_fit_reproduces_committed_parameters(
+    profile_id: str, cross_validation: Callable[[str], pd.DataFrame]
+) -> None:
     path = CALIBRATED_DIR / f"{profile_id}.toml"
     committed = tomllib.loads(path.read_text())
     assert committed["data_sha256"] == calibrate.data_hash(), "data changed: rerun sim calibrate"
@@ -20,7 +24,7 @@ def test_fit_reproduces_committed_parameters(profile_id: str) -> None:
     for name, value in fit.params().items():
         want = committed["parameters"][name]["value"]
         assert value == pytest.approx(want, rel=1e-4, abs=1e-9), name
-    ranges = calibrate.ranges_from_cv(calibrate.cross_validate(profile_id))
+    ranges = calibrate.ranges_from_cv(cross_validation(profile_id))
     for metric, (lo, hi) in ranges.items():
         body = committed["ranges"][metric]
         assert (lo, hi) == pytest.approx((body["ratio_p10"], body["ratio_p90"]), rel=1e-3)

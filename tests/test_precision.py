@@ -86,7 +86,9 @@ def test_vllm_reserves_logits_for_the_sampled_rows_only() -> None:
     cfg = h100("BF16")
     raw = minimal_config(engine={"profile": "llama.cpp"})
     llama = cfgmod.resolve(raw)
-    assert memory.logits_rows(cfg, cfg.ubatch_tokens) == 256  # max_num_seqs, not 2048 tokens
+    # max_num_seqs (1024 on an H100: vLLM's large-GPU default), not the 8192-token batch
+    assert memory.logits_rows(cfg, cfg.ubatch_tokens) == cfg.max_num_seqs == 1024
+    assert cfg.ubatch_tokens == 8192
     assert memory.logits_rows(llama, 512) == 512  # llama.cpp's worst-case graph: every token
 
 

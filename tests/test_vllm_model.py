@@ -4,14 +4,15 @@ and the serving fit's held-out errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from simulator import calibrate, costs
 from simulator import config as cfgmod
+from simulator import costs
 from simulator.engine import simulate
 from simulator.links import link
 from simulator.metrics import summarize
@@ -147,10 +148,11 @@ def test_stratified_lognormal_lengths() -> None:
 
 
 @pytest.fixture(scope="module")
-def vllm_cv_mae() -> dict[str, float]:
+def vllm_cv_mae(cross_validation: Callable[[str], pd.DataFrame]) -> dict[str, float]:
     """Refit without each GPU and without each request rate, predict the held-out rows: mean
-    |error| per metric (minutes)."""
-    cv = calibrate.cross_validate("vllm")
+    |error| per metric (minutes; the session's one leave-one-out, shared with
+    tests/test_calibration.py)."""
+    cv = cross_validation("vllm")
     mae = cv.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
     print(mae)
     return {str(k): float(v) for k, v in mae.items()}
@@ -164,10 +166,92 @@ def test_vllm_serving_leave_one_out_errors_meet_the_bar(vllm_cv_mae: dict[str, f
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known miss (issue 10): held-out TTFT ~45% mean |error|; at 32 req/s on the RTX 4090 "
-    "the simulated KV pool fills and requests queue where the measured run did not",
-)
 def test_vllm_serving_leave_one_out_ttft_meets_the_bar(vllm_cv_mae: dict[str, float]) -> None:
+    """Issue 10's TTFT bar (< 25%), pooled over both held-out schemes as the two bars above:
+    24.7% (leave one GPU out 28.8%, leave one rate out 20.6%; calibration/report.md). The worst
+    held-out rows are the 32 req/s runs (RTX 4090 rate fold 104%, H100 30%): prefix caching
+    across the benchmark's back-to-back runs and API-server load are not modelled (DESIGN.md)."""
     assert vllm_cv_mae["ttft_s"] < 0.25
+
+
+def test_open_loop_arrivals_start_at_zero_like_benchmark_serving() -> None:
+    """benchmark_serving's get_request yields a request, then sleeps an exponential gap: the
+    first request goes at 0 and request i after the first i gaps of the same draws."""
+    raw = {
+        "hardware": {"gpus": ["rtx4090"]},
+        "model": {"name": "llama-3-8b", "quant": "F16"},
+        "engine": {"profile": "vllm"},
+        "workload": {"prompt_tokens": 100, "output_tokens": 10, "arrival_rate": 4.0},
+    }
+    raw["workload"] |= {"requests": 2000, "concurrency": 2000, "seed": 3}
+    cfg = cfgmod.resolve(raw)
+    t = np.array([r.arrival_s for r in requests(cfg)])
+    assert t[0] == 0.0
+    gaps = np.random.default_rng(3).exponential(0.25, size=2000)  # lengths are fixed: no draws
+    assert np.allclose(np.diff(t), gaps[:-1])
+    assert np.diff(t).mean() == pytest.approx(0.25, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "budget", "seqs"),
+    [("h100-pcie", 8192, 1024), ("h200", 8192, 1024), ("rtx4090", 2048, 256)],
+)
+def test_vllm_scheduler_defaults_follow_the_first_gpus_memory(
+    gpu: str, budget: int, seqs: int
+) -> None:
+    """vLLM v0.8.5 _set_default_args_v1: the OpenAI server on a >= 70 GiB GPU steps 8192 tokens
+    and 1024 sequences, else 2048 and 256; later releases keep the A100 at the small ones. An
+    explicit engine setting wins; llama.cpp has no such rule."""
+    raw = {
+        "hardware": {"gpus": [gpu]},
+        "model": {"name": "llama-3-8b", "quant": "F16"},
+        "engine": {"profile": "vllm"},
+    }
+    cfg = cfgmod.resolve(raw)
+    assert (cfg.max_num_batched_tokens, cfg.max_num_seqs, cfg.ubatch_tokens) == (
+        budget,
+        seqs,
+        budget,
+    )
+    raw["engine"] |= {"max_num_batched_tokens": 4096, "max_num_seqs": 64}
+    cfg = cfgmod.resolve(raw)
+    assert (cfg.max_num_batched_tokens, cfg.max_num_seqs) == (4096, 64)
+
+
+def test_a100_keeps_the_small_vllm_defaults() -> None:
+    raw = {
+        "hardware": {"gpus": ["a100-80g-sxm"]},
+        "model": {"name": "llama-3-8b", "quant": "F16"},
+        "engine": {"profile": "vllm"},
+    }
+    cfg = cfgmod.resolve(raw)
+    assert (cfg.max_num_batched_tokens, cfg.max_num_seqs) == (2048, 256)
+    llama = cfgmod.resolve(raw | {"engine": {"profile": "llama.cpp"}})
+    assert llama.max_num_batched_tokens == int(
+        uncalibrated("llama.cpp").num("max_num_batched_tokens")
+    )
+
+
+def test_vllm_kv_pool_does_not_depend_on_the_requests() -> None:
+    """vLLM sizes its activations in profile_run with a dummy max_num_batched_tokens batch, so
+    its KV pool is the same for short and long requests, and smaller than what is left after
+    buffers sized for a 200-token run."""
+    from simulator.memory import kv_pool_tokens, plan
+    from simulator.placement import place
+
+    def pool(prompt: int, activation_profile: str = "step_budget") -> int | None:
+        raw = {
+            "hardware": {"gpus": ["rtx4090"]},
+            "model": {"name": "llama-3-8b", "quant": "F16"},
+            "engine": {"profile": "vllm"},
+            "workload": {"prompt_tokens": prompt, "output_tokens": 100},
+        }
+        cfg = cfgmod.resolve(raw)
+        prof = cfg.profile.with_params(activation_profile=activation_profile)
+        cfg = replace(cfg, profile=prof)
+        pl = place(cfg)
+        return kv_pool_tokens(cfg, plan(cfg, pl), pl, 0)
+
+    assert pool(100) == pool(3000)
+    sized_for_run = pool(100, "sequence")
+    assert sized_for_run is not None and sized_for_run > (pool(100) or 0)
