@@ -154,8 +154,8 @@ def numbers(tables: dict[str, pd.DataFrame]) -> str:
     grows_l = gain_at[(llama, 8)] > gain_at[(llama, 1)]
     out.append(
         f"* **Users**: with vLLM the gain {'shrinks' if shrinks_v else 'does not shrink'} from "
-        f"1 to 8 users ({gain_at[(vllm, 1)]:.2f}x to {gain_at[(vllm, 8)]:.2f}x): the 40-token verify "
-        "batch moves toward the compute roofline. With llama.cpp the simulated gain "
+        f"1 to 8 users ({gain_at[(vllm, 1)]:.2f}x to {gain_at[(vllm, 8)]:.2f}x): the 40-token "
+        "verify batch moves toward the compute roofline. With llama.cpp the simulated gain "
         f"{'grows' if grows_l else 'does not grow'} ({gain_at[(llama, 1)]:.2f}x to "
         f"{gain_at[(llama, 8)]:.2f}x): one user's 5-token verify runs the matrix-vector kernels, "
         "whose per-token cost is fitted (`verify_token_share`), while 8 users' 40 tokens go to "
