@@ -8,8 +8,15 @@ kernels stream at) is fitted, by a one-dimensional search on the mean squared lo
 decode rows of ``calibration/data/expert_offload.csv``. ``expert_layer_overhead_s`` keeps its
 starting value until the data hold rows that tell the two apart (a sweep over
 ``cpu_moe_layers`` on one machine). Rows whose GPU, host memory or model is not in the catalogue
-are skipped with the reason, so rows can be added before their hardware is; with no usable row
-nothing is written and the profile's starting value stands.
+are skipped with the reason, so rows can be added before their hardware is; rows with an
+``exclude`` reason (controls with nothing offloaded, runs the model does not describe) are
+simulated and printed but never fitted; with no usable row nothing is written and the profile's
+starting value stands.
+
+The error reported is cross-validated by machine (``rig``): each rig's rows are predicted by a
+fit on the other rigs' rows only, so no row is scored by a fit that saw it. The base profile is
+read from ``simulator/data/calibrated/`` (``sim calibrate --profile llama.cpp``), so after a
+refit of the main profile this fit should be rerun.
 
 The result goes to ``calibration/params/llama.cpp.expert_offload.toml``, which
 ``profiles.profile`` applies on top of the main fit.
@@ -40,8 +47,10 @@ BOUNDS = (0.05, 1.0)  # a share of the peak: <= 1 keeps the ceiling a bound
 @dataclass(frozen=True)
 class ExpertFit:
     value: float | None  # None: no usable row, nothing fitted
-    rows: pd.DataFrame  # row_id, measured, simulated, ratio
+    rows: pd.DataFrame  # row_id, rig, measured, simulated, ratio (fitted rows, at ``value``)
     skipped: dict[str, str]  # row_id -> why it could not be simulated
+    cross_validated: pd.DataFrame | None = None  # row_id, rig, measured, simulated, ratio
+    excluded: pd.DataFrame | None = None  # row_id, exclude, measured, simulated, ratio
 
     @property
     def mean_abs_rel_error(self) -> float | None:
@@ -49,11 +58,22 @@ class ExpertFit:
             return None
         return float((self.rows["ratio"] - 1).abs().mean())
 
+    @property
+    def cv_mean_abs_rel_error(self) -> float | None:
+        """Leave-one-rig-out mean |sim/meas - 1| (None without two rigs)."""
+        cv = self.cross_validated
+        if cv is None or cv.empty:
+            return None
+        return float((cv["ratio"] - 1).abs().mean())
+
 
 def row_config(row: pd.Series) -> dict[str, Any]:
     """The config a measured row describes."""
     gpus = [str(row["gpu"])] * int(row["gpu_count"])
     hw: dict[str, Any] = {"gpus": gpus, "host_memory": str(row["host_memory"])}
+    gib = row.get("host_memory_gib")
+    if gib is not None and not pd.isna(gib):
+        hw["host_memory_gib"] = float(gib)
     if isinstance(row["gpu_link"], str) and row["gpu_link"]:
         hw["gpu_link"] = row["gpu_link"]
     return {
@@ -83,55 +103,100 @@ def _simulated(cfg: cfgmod.RunConfig, metric: str) -> float:
     raise ValueError(metric)
 
 
-def fit_expert_path(data: pd.DataFrame | None = None) -> ExpertFit:
-    """Fit ``expert_host_efficiency`` to the decode rows (golden-section search on the mean
-    squared log error; the error is unimodal in the efficiency: time falls with it)."""
-    df = pd.read_csv(DATA_CSV) if data is None else data
-    base = profile("llama.cpp")
-    usable: list[tuple[str, cfgmod.RunConfig, str, float]] = []
-    skipped: dict[str, str] = {}
-    for _, row in df.iterrows():
-        try:
-            cfg = cfgmod.resolve(row_config(row))
-        except (ConfigError, CannotRun) as exc:
-            skipped[str(row["row_id"])] = str(exc)
-            continue
-        usable.append((str(row["row_id"]), cfg, str(row["metric_kind"]), float(row["measured"])))
+Usable = tuple[str, str, cfgmod.RunConfig, str, float]  # row_id, rig, config, metric, measured
 
-    def at(eff: float) -> list[float]:
-        prof: EngineProfile = base.with_params(**{FITTED: eff})
-        return [_simulated(replace(cfg, profile=prof), m) for _, cfg, m, _ in usable]
+
+def _text(row: pd.Series, key: str) -> str:
+    v = row.get(key)
+    return "" if v is None or pd.isna(v) else str(v)
+
+
+def _simulate_at(usable: list[Usable], eff: float) -> list[float]:
+    base = profile("llama.cpp")
+    prof: EngineProfile = base.with_params(**{FITTED: eff})
+    return [_simulated(replace(cfg, profile=prof), m) for _, _, cfg, m, _ in usable]
+
+
+def _golden_section(usable: list[Usable]) -> float:
+    """The efficiency minimising the squared log error (unimodal: time falls with it)."""
 
     def loss(eff: float) -> float:
-        return sum(math.log(s / u[3]) ** 2 for s, u in zip(at(eff), usable, strict=True))
+        return sum(
+            math.log(s / u[4]) ** 2 for s, u in zip(_simulate_at(usable, eff), usable, strict=True)
+        )
 
-    value: float | None = None
-    if usable:
-        lo, hi = BOUNDS
-        g = (math.sqrt(5) - 1) / 2
-        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-        for _ in range(60):
-            if loss(a) < loss(b):
-                hi, b = b, a
-                a = hi - g * (hi - lo)
-            else:
-                lo, a = a, b
-                b = lo + g * (hi - lo)
-        value = (lo + hi) / 2
-    sims = at(value) if value is not None else []
+    lo, hi = BOUNDS
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    for _ in range(60):
+        if loss(a) < loss(b):
+            hi, b = b, a
+            a = hi - g * (hi - lo)
+        else:
+            lo, a = a, b
+            b = lo + g * (hi - lo)
+    return (lo + hi) / 2
+
+
+def _table(usable: list[Usable], sims: list[float]) -> pd.DataFrame:
     rows = pd.DataFrame(
         {
             "row_id": [u[0] for u in usable],
-            "measured": [u[3] for u in usable],
+            "rig": [u[1] for u in usable],
+            "measured": [u[4] for u in usable],
             "simulated": sims,
         }
     )
     rows["ratio"] = rows["simulated"] / rows["measured"] if usable else []
-    return ExpertFit(value, rows, skipped)
+    return rows
+
+
+def fit_expert_path(data: pd.DataFrame | None = None) -> ExpertFit:
+    """Fit ``expert_host_efficiency`` to the decode rows (golden-section search on the mean
+    squared log error), then cross-validate it leaving one rig out at a time."""
+    df = pd.read_csv(DATA_CSV) if data is None else data
+    usable: list[Usable] = []
+    controls: list[tuple[Usable, str]] = []
+    skipped: dict[str, str] = {}
+    for _, row in df.iterrows():
+        rid = str(row["row_id"])
+        try:
+            cfg = cfgmod.resolve(row_config(row))
+        except (ConfigError, CannotRun) as exc:
+            skipped[rid] = str(exc)
+            continue
+        item = (rid, _text(row, "rig") or rid, cfg, str(row["metric_kind"]), float(row["measured"]))
+        why = _text(row, "exclude")
+        if why:
+            controls.append((item, why))
+        else:
+            usable.append(item)
+
+    value = _golden_section(usable) if usable else None
+    rows = _table(usable, _simulate_at(usable, value) if value is not None else [])
+    cv: pd.DataFrame | None = None
+    rigs = sorted({u[1] for u in usable})
+    if len(rigs) >= 2:
+        held: list[Usable] = []
+        sims: list[float] = []
+        for rig in rigs:
+            test = [u for u in usable if u[1] == rig]
+            eff = _golden_section([u for u in usable if u[1] != rig])
+            held += test
+            sims += _simulate_at(test, eff)
+        cv = _table(held, sims)
+    excluded: pd.DataFrame | None = None
+    if controls and value is not None:
+        items = [c[0] for c in controls]
+        excluded = _table(items, _simulate_at(items, value))
+        excluded.insert(1, "exclude", [c[1] for c in controls])
+    return ExpertFit(value, rows, skipped, cv, excluded)
 
 
 def params_toml(fit: ExpertFit, day: str) -> str:
     assert fit.value is not None
+    cve = fit.cv_mean_abs_rel_error
+    cv = "" if cve is None else f", leave_one_rig_out_mean_abs_rel_error = {cve:.4f}"
     return (
         "# Written by `python -m simulator.calibrate_experts`; never edited by hand.\n"
         'profile = "llama.cpp"\n'
@@ -142,7 +207,7 @@ def params_toml(fit: ExpertFit, day: str) -> str:
         f"{FITTED} = {{ value = {fit.value:.6g} }}\n\n"
         "[residuals]\n"
         f"decode_tok_s = {{ mean_abs_rel_error = {fit.mean_abs_rel_error:.4f}, "
-        f"rows = {len(fit.rows)} }}\n"
+        f"rows = {len(fit.rows)}{cv} }}\n"
     )
 
 
@@ -153,8 +218,18 @@ def main() -> int:
     if fit.value is None:
         print("no usable row: expert_host_efficiency keeps its starting value; nothing written")
         return 0
+    print(f"fitted rows ({len(fit.rows)}, at the fitted value):")
     print(fit.rows.to_string(index=False))
     print(f"{FITTED} = {fit.value:.4f}, mean |sim/meas - 1| = {fit.mean_abs_rel_error:.1%}")
+    if fit.cross_validated is not None:
+        print("leave-one-rig-out (each rig predicted by a fit on the others only):")
+        print(fit.cross_validated.to_string(index=False))
+        print(f"cross-validated decode mean |sim/meas - 1| = {fit.cv_mean_abs_rel_error:.1%}")
+    else:
+        print("cross-validation needs rows from two rigs or more")
+    if fit.excluded is not None:
+        print("excluded rows (not fitted), at the fitted value:")
+        print(fit.excluded.to_string(index=False))
     PARAMS_TOML.write_text(params_toml(fit, date.today().isoformat()))
     print(f"wrote {PARAMS_TOML.relative_to(ROOT)}")
     return 0

@@ -153,10 +153,11 @@ class StageCoster:
             stage, speculative.verify_parts(parts, k), logits * (k + 1), verify=True
         )
         draft_s = k * self._draft_step_s(stage, parts, logits)
+        small = self._small_batch_verify_s(stage, parts, logits, k)
         scale = 1.0 / spec.tokens_per_cycle
         return StageCost(
-            compute_s=(verify.compute_s + draft_s) * scale,
-            compute_bound_s=verify.compute_bound_s * scale,
+            compute_s=(verify.compute_s + draft_s + small) * scale,
+            compute_bound_s=(verify.compute_bound_s + small) * scale,
             memory_bound_s=(verify.memory_bound_s + draft_s) * scale,
             overhead_s=verify.overhead_s * scale,
             allreduce_s=verify.allreduce_s * scale,
@@ -167,6 +168,23 @@ class StageCoster:
             ),
             head_s=(verify.head_s + draft_s) * scale,
         )
+
+    def _small_batch_verify_s(
+        self, stage: Stage, parts: tuple[Part, ...], logits: int, k: int
+    ) -> float:
+        """What the k drafted tokens per sequence add to a verify pass small enough for the
+        matrix-vector kernels (llama.cpp's MMVQ takes batches up to ``compute_tile_tokens``
+        columns and repeats the dot products per column): each extra token costs
+        ``verify_token_share`` of one plain decode step's memory-bound time on the stage
+        (fitted on published speed-ups by ``simulator.calibrate_speculative``; 0 for engines
+        without it). Larger verify batches go to the tiled GEMMs the roofline prices."""
+        prof = self.cfg.profile
+        share = float(prof.params.get("verify_token_share", 0.0))
+        seqs = part_tokens(parts)
+        if share <= 0 or seqs * (k + 1) > prof.num("compute_tile_tokens"):
+            return 0.0
+        plain = self._compute(stage, parts, logits)
+        return share * k * seqs * plain.memory_bound_s
 
     def _draft_step_s(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> float:
         """One drafted token for the micro-batch's sequences on ``stage``: the draft model's

@@ -155,3 +155,43 @@ def test_expert_fit_recovers_a_known_efficiency_and_skips_unknown_hardware() -> 
     assert fit.value == pytest.approx(truth, rel=1e-3)
     assert fit.mean_abs_rel_error is not None and fit.mean_abs_rel_error < 1e-3
     assert "no-such-gpu" in fit.skipped[str(unknown["row_id"])]
+
+
+def test_expert_fit_cross_validates_by_rig_and_never_fits_excluded_rows() -> None:
+    import pandas as pd
+
+    from simulator.calibrate_experts import DATA_CSV, fit_expert_path
+
+    data = pd.read_csv(DATA_CSV)
+    assert data["rig"].notna().all()  # every row names its machine (the CV group)
+
+    def synthetic(rid: str, rig: str, gpu: str, eff: float, exclude: str = "") -> pd.Series:
+        row = data.iloc[0].copy()
+        row["row_id"], row["rig"], row["gpu"], row["exclude"] = rid, rig, gpu, exclude
+        cfg = cfgmod.resolve(
+            {
+                "hardware": {"gpus": [gpu], "host_memory": str(row["host_memory"])},
+                "model": {"name": "qwen3-30b-a3b", "quant": "Q4_K_M"},
+                "parallel": {"cpu_moe_layers": int(row["cpu_moe_layers"])},
+                "engine": {"flash_attention": True},
+                "workload": {"prompt_tokens": 0, "output_tokens": int(row["output_tokens"])},
+            }
+        )
+        prof = cfg.profile.with_params(expert_host_efficiency=eff)
+        s = analytic.single_stream(dataclasses.replace(cfg, profile=prof))
+        row["measured"] = cfg.output_tokens / s.decode_s
+        return row
+
+    a = synthetic("a", "rig-a", "rtx3070", 0.3)
+    b = synthetic("b", "rig-b", "rtx3090", 0.6)
+    wild = synthetic("w", "rig-a", "rtx3070", 0.3, exclude="control")
+    wild["measured"] *= 10  # would drag the fit if it were fitted
+    fit = fit_expert_path(pd.DataFrame([a, b, wild]))
+    assert fit.value is not None and 0.3 < fit.value < 0.6
+    assert fit.excluded is not None and list(fit.excluded["row_id"]) == ["w"]
+    cv = fit.cross_validated
+    assert cv is not None
+    ratio = dict(zip(cv["row_id"], cv["ratio"], strict=True))
+    # rig a is predicted by rig b's fit alone (0.6: too fast), and rig b by rig a's (0.3: too slow)
+    assert ratio["a"] > 1.05 and ratio["b"] < 0.95
+    assert fit.cv_mean_abs_rel_error is not None and fit.cv_mean_abs_rel_error > 0.05

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -71,8 +72,30 @@ def test_acceptance_one_gives_k_plus_one_tokens_per_cycle_bounded_by_the_verify_
     one = plain.stage(st, ((1, 300, 1),), 1)
     last, _ = one.layer_costs[-1]
     mtp_token = last.compute_s + one.head_s  # the MTP head: one more layer and the head
-    assert spec_step * (k + 1) == pytest.approx(verify.compute_s + k * mtp_token, rel=1e-12)
+    # k + 1 <= 8 tokens run the matrix-vector kernels: each drafted token adds a fitted share
+    # of a plain step's memory-bound time
+    share = cfg.profile.num("verify_token_share")
+    assert share > 0
+    small = share * k * one.memory_bound_s
+    assert spec_step * (k + 1) == pytest.approx(verify.compute_s + k * mtp_token + small, rel=1e-12)
     assert verify.compute_s > one.compute_s  # k + 1 tokens cost more than one
+
+
+def test_the_small_batch_verify_term_only_covers_matrix_vector_batches() -> None:
+    k = 4
+    cfg = spec_cfg({"method": "mtp", "acceptance_rate": 0.8, "draft_tokens": k})
+    pl = place(cfg)
+    st = pl.stages(0)[0]
+    coster = StageCoster(cfg, pl)
+    one = coster._compute(st, ((1, 300, 1),), 1)
+    share = cfg.profile.num("verify_token_share")
+    # one sequence: 5 tokens, in MMVQ's range; two sequences: 10 tokens, tiled GEMMs instead
+    assert coster._small_batch_verify_s(st, ((1, 300, 1),), 1, k) == pytest.approx(
+        share * k * one.memory_bound_s
+    )
+    assert coster._small_batch_verify_s(st, ((1, 300, 2),), 2, k) == 0.0
+    off = dataclasses.replace(cfg, profile=cfg.profile.with_params(verify_token_share=0.0))
+    assert StageCoster(off, pl)._small_batch_verify_s(st, ((1, 300, 1),), 1, k) == 0.0
 
 
 def test_gain_shrinks_as_batches_grow() -> None:
@@ -141,3 +164,32 @@ def test_speculation_with_experts_in_host_ram_pays_the_verify_pass_there() -> No
     assert gain(0, 1) > 1.2  # a 5-token verify hits ~4.6x the experts of one token
     assert gain(48, 1) < gain(0, 1)
     assert gain(48, 8) < 1.0  # 40-token verify passes copy every expert over PCIe
+
+
+def test_acceptance_from_llama_cpp_drafted_ratio_inverts_the_geometric_model() -> None:
+    from simulator.calibrate_speculative import acceptance_from_drafted_ratio
+
+    for a in (0.3, 0.7, 0.9):
+        for k in (1, 2, 5):
+            ratio = a * (1 - a**k) / ((1 - a) * k)
+            assert acceptance_from_drafted_ratio(ratio, k) == pytest.approx(a, abs=1e-9)
+    assert acceptance_from_drafted_ratio(0.8, 1) == pytest.approx(0.8)
+    with pytest.raises(ValueError):
+        acceptance_from_drafted_ratio(1.2, 3)
+
+
+def test_speculative_fit_rows_have_sources_and_the_fit_beats_the_roofline() -> None:
+    import pandas as pd
+
+    from simulator.calibrate_speculative import DATA_CSV, fit_speculative
+
+    data = pd.read_csv(DATA_CSV)
+    assert data["source"].str.startswith("https://").all()
+    assert data["rig"].notna().all()
+    # two rigs keep the check quick: the fit must cut the speed-up error the roofline leaves
+    few = data[data["row_id"].isin(["s04", "s10", "d01"])]
+    fit = fit_speculative(few)
+    assert fit.value is not None and fit.value > 0
+    before, after = fit.before_mean_abs_rel_error, fit.mean_abs_rel_error
+    assert before is not None and after is not None and after < before
+    assert fit.cross_validated is not None and len(fit.cross_validated) == 3

@@ -27,9 +27,12 @@ BASE: dict[str, Any] = {
 }
 SMALL = {"model.name": "qwen3-30b-a3b", "model.quant": "Q4_K_M"}  # 48 layers
 BIG = {"model.name": "qwen3-235b-a22b", "model.quant": "Q4_K_M"}  # 94 layers
+GPTOSS = {"model.name": "gpt-oss-120b", "model.quant": "MXFP4"}  # 36 layers
 SETUPS: dict[str, dict[str, Any]] = {
     "Qwen3-30B-A3B, 1x RTX 3060 12GB": {**SMALL, "hardware.gpus": ["rtx3060-12g"]},
     "Qwen3-30B-A3B, 1x RTX 3090": {**SMALL, "hardware.gpus": ["rtx3090"]},
+    "gpt-oss-120b, 1x RTX 3090": {**GPTOSS, "hardware.gpus": ["rtx3090"]},
+    "gpt-oss-120b, 1x RTX 5090": {**GPTOSS, "hardware.gpus": ["rtx5090"]},
     "Qwen3-235B-A22B, 1x RTX 5090": {**BIG, "hardware.gpus": ["rtx5090"]},
     "Qwen3-235B-A22B, 2x RTX 3090": {
         **BIG,
@@ -38,10 +41,27 @@ SETUPS: dict[str, dict[str, Any]] = {
         "parallel.pipeline": 2,
     },
 }
-LAYERS = {"qwen3-30b-a3b": 48, "qwen3-235b-a22b": 94}
 HOSTS = ["ddr4-3200-2ch", "ddr5-6000-2ch"]
-N_SMALL = [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48]
-N_BIG = [0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 94]
+N_BY_MODEL = {
+    "qwen3-30b-a3b": [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48],
+    "gpt-oss-120b": [0, 4, 8, 12, 16, 20, 24, 28, 32, 36],
+    "gpt-oss-20b": [0, 4, 8, 12, 16, 20, 24],
+    "qwen3-235b-a22b": [0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 94],
+}
+# the machines of the published rows (calibration/data/expert_offload.csv), swept over N on
+# their own host memory, so each measured point sits on its own curve
+MEASURED_SETUPS: dict[str, dict[str, Any]] = {
+    "Qwen3-30B-A3B, RTX 2080 + 4ch DDR4-3200 (e001)": {
+        **SMALL, "hardware.gpus": ["rtx2080"], "hardware.host_memory": "ddr4-3200-4ch"},
+    "gpt-oss-20b, RTX 2080 + 4ch DDR4-3200 (e002)": {
+        "model.name": "gpt-oss-20b", "model.quant": "MXFP4", "hardware.gpus": ["rtx2080"],
+        "hardware.host_memory": "ddr4-3200-4ch"},
+    "gpt-oss-20b, RX 7900 XT + 2ch DDR4-3200 (e003, e004)": {
+        "model.name": "gpt-oss-20b", "model.quant": "MXFP4", "hardware.gpus": ["rx7900xt"],
+        "hardware.host_memory": "ddr4-3200-2ch"},
+    "gpt-oss-120b, RX 6900 XT + 2ch DDR5-5600 (e005)": {
+        **GPTOSS, "hardware.gpus": ["rx6900xt"], "hardware.host_memory": "ddr5-5600-2ch"},
+}  # fmt: skip
 # --tensor-split for the two-card setup: the first layers lose their experts first, so the
 # first card can take more layers (llama.cpp's default splits by VRAM, 1:1 here)
 SPLITS = [[1.0, 1.0], [2.0, 1.0], [3.0, 1.0], [4.0, 1.0], [5.0, 1.0], [6.0, 1.0]]
@@ -50,12 +70,16 @@ TWO = "Qwen3-235B-A22B, 2x RTX 3090"
 
 def build() -> dict[str, pd.DataFrame]:
     frames = []
-    for label, changes in SETUPS.items():
-        ns = N_SMALL if changes["model.name"] == "qwen3-30b-a3b" else N_BIG
-        vary: dict[str, list[Any]] = {"hardware.host_memory": HOSTS, "parallel.cpu_moe_layers": ns}
+    for label, changes in {**SETUPS, **MEASURED_SETUPS}.items():
+        ns = N_BY_MODEL[changes["model.name"]]
+        vary: dict[str, list[Any]] = {"parallel.cpu_moe_layers": ns}
+        if "hardware.host_memory" not in changes:
+            vary = {"hardware.host_memory": HOSTS, **vary}
         if label == TWO:
             vary["parallel.layer_split"] = SPLITS
         frame = setups_grid(BASE, {label: changes}, vary)
+        if "hardware.host_memory" not in frame:
+            frame.insert(1, "hardware.host_memory", changes["hardware.host_memory"])
         if "parallel.layer_split" not in frame:
             frame.insert(3, "parallel.layer_split", "")
         frames.append(frame)
@@ -83,8 +107,8 @@ def measured() -> pd.DataFrame:
         except (ConfigError, CannotRun) as exc:
             sims.append(None)
             reasons.append(str(exc))
-    cols = ["row_id", "gpu", "gpu_count", "host_memory", "model_id", "quant_id"]
-    out = data[[*cols, "cpu_moe_layers", "metric_kind", "measured"]].copy()
+    cols = ["row_id", "rig", "gpu", "gpu_count", "host_memory", "model_id", "quant_id"]
+    out = data[[*cols, "cpu_moe_layers", "metric_kind", "measured", "exclude"]].copy()
     out["simulated"] = sims
     out["reason"] = reasons
     return out
@@ -150,20 +174,30 @@ def numbers(tables: dict[str, pd.DataFrame]) -> str:
         )
     m = tables["measured.csv"]
     have = m[m["simulated"].notna()]
+    fitted = have[have["exclude"].isna()]
     if have.empty:
         out.append(
             f"* **Measured:** {len(m)} published row(s) in `calibration/data/expert_offload.csv`"
-            ", none on hardware the catalogue has yet ("
-            + "; ".join(f"{r.row_id}: {r.reason}" for r in m.itertuples())
-            + "); the host side rests on the catalogue's RAM bandwidth and the profile's "
-            "starting `expert_host_efficiency` (0.7)."
+            ", none on hardware the catalogue has"
         )
     else:
-        err = (have["simulated"] / have["measured"] - 1).abs().mean()
+        err = (fitted["simulated"] / fitted["measured"] - 1).abs().mean()
         out.append(
-            f"* **Measured:** {len(have)} of {len(m)} published rows simulated, mean absolute "
-            f"error {err:.0%} (`measured.csv`)."
+            f"* **Measured** (`measured.csv`, crosses in the bottom row of the plot): "
+            f"{len(fitted)} published --n-cpu-moe rows on {fitted['rig'].nunique()} machines, "
+            f"simulated at the fitted `expert_host_efficiency` with mean |sim/meas - 1| = "
+            f"{err:.0%} in-sample (leave-one-machine-out: see `python -m "
+            "simulator.calibrate_experts`); the N = 0 control is printed apart:"
         )
+        out.append("")
+        t = have.copy()
+        t["sim/meas"] = (t["simulated"] / t["measured"]).map(lambda x: f"{x:.2f}")
+        t["measured"] = t["measured"].map(lambda x: f"{x:.1f}")
+        t["simulated"] = t["simulated"].map(lambda x: f"{x:.1f}")
+        t["note"] = t["exclude"].fillna("")
+        cols = ["row_id", "gpu", "host_memory", "model_id", "cpu_moe_layers", "measured",
+                "simulated", "sim/meas", "note"]  # fmt: skip
+        out.append(md_table(t[cols]))
     out.append("")
     out.append("Decode / prompt tok/s by cpu_moe_layers (`-`: does not fit), ddr5-6000-2ch:")
     out.append("")
@@ -185,7 +219,8 @@ def numbers(tables: dict[str, pd.DataFrame]) -> str:
 def plots(tables: dict[str, pd.DataFrame]) -> None:
     df = best_split(tables["table.csv"])
     m = tables["measured.csv"]
-    fig, axes = plt.subplots(2, len(SETUPS), figsize=(16, 7))
+    n = max(len(SETUPS), len(MEASURED_SETUPS))
+    fig, axes = plt.subplots(3, n, figsize=(3.2 * n, 10), squeeze=False)
     for col, setup in enumerate(SETUPS):
         for k, host in enumerate(HOSTS):
             s = df[(df["setup"] == setup) & (df["host_memory"] == host)].sort_values(
@@ -198,18 +233,33 @@ def plots(tables: dict[str, pd.DataFrame]) -> None:
                               color=f"C{k}", lw=1)  # fmt: skip
             axes[1, col].plot(s["cpu_moe_layers"], s["prefill_tok_s"].where(fits), "o-", ms=3,
                               color=f"C{k}", label=host)  # fmt: skip
-        have = m[m["simulated"].notna()]
-        for r in have.itertuples():
-            if f"{r.model_id}" in setup.lower().replace(", ", "").replace(" ", "-"):
-                axes[0, col].plot([r.cpu_moe_layers], [r.measured], "kx", ms=8)
-        axes[0, col].set_title(setup, fontsize=9)
-        axes[1, col].set_xlabel("cpu_moe_layers (routed experts in host RAM)")
-        for row in (0, 1):
-            axes[row, col].set_yscale("log")
-            axes[row, col].grid(alpha=0.3, which="both")
+        axes[0, col].set_title(setup, fontsize=8)
+        axes[1, col].set_xlabel("cpu_moe_layers", fontsize=8)
+    for col, (setup, changes) in enumerate(MEASURED_SETUPS.items()):
+        ax = axes[2, col]
+        s = df[df["setup"] == setup].sort_values("cpu_moe_layers")
+        fits = s["status"] == "ok"
+        ax.plot(s["cpu_moe_layers"], s["decode_tok_s"].where(fits), "o-", ms=3, color="C2",
+                label="simulated")  # fmt: skip
+        rows = m[
+            (m["gpu"] == changes["hardware.gpus"][0])
+            & (m["model_id"] == changes["model.name"])
+            & (m["host_memory"] == changes["hardware.host_memory"])
+        ]
+        ax.plot(rows["cpu_moe_layers"], rows["measured"], "kx", ms=9, mew=2, label="measured")
+        ax.set_title(setup, fontsize=8)
+        ax.set_xlabel("cpu_moe_layers", fontsize=8)
+    for ax in axes.flat:
+        if ax.has_data():
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3, which="both")
+        else:
+            ax.axis("off")
     axes[0, 0].set_ylabel("decode tok/s (dotted: ceiling)")
     axes[1, 0].set_ylabel("prompt tok/s (512 tokens)")
-    axes[0, 0].legend(fontsize=8)
+    axes[2, 0].set_ylabel("decode tok/s, published machines")
+    axes[0, 0].legend(fontsize=7)
+    axes[2, 0].legend(fontsize=7)
     fig.suptitle("llama.cpp --n-cpu-moe: lines start where the rest fits in VRAM")
     fig.tight_layout()
     save_png(fig, HERE / "moe_offload.png")

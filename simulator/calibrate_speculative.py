@@ -1,0 +1,257 @@
+"""Fit and validation of speculative decoding's overheads on published speed-ups.
+
+    python -m simulator.calibrate_speculative    # fit, print the tables, write the params file
+
+Each row of ``calibration/data/speculative.csv`` is a published A/B on one machine: decode speed
+without and with speculation (llama.cpp ``--spec-type draft-mtp`` or ``-md``), the draft depth k
+and llama.cpp's acceptance figure (accepted / drafted tokens, drafts ungated). The simulator
+takes a per-token acceptance a (a drafted token is accepted with probability a, the cycle stops
+at the first rejection), so each row's a is the one whose expected accepted / drafted ratio,
+a (1 - a^k) / ((1 - a) k), equals the published figure: acceptance is the run's input, and what
+is tested is the cost of a cycle, through the speed-up (sim with / sim without against measured
+with / measured without, so the GPU-side base calibration cancels).
+
+One parameter of the llama.cpp profile is fitted: ``verify_token_share`` (what each extra token
+of a small verify batch costs, as a share of a plain decode step; ``phases.StageCoster``), by a
+golden-section search on the squared log error of the speed-ups. The error reported is
+leave-one-rig-out, as for the expert fit. Rows with an ``exclude`` reason are printed, never
+fitted. The result goes to ``simulator/data/calibrated/llama.cpp.speculative.toml``, applied over
+the main fit by ``profiles.profile``; rerun after a refit of the main llama.cpp profile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from simulator import config as cfgmod
+from simulator.analytic import single_stream
+from simulator.errors import CannotRun, ConfigError
+from simulator.profiles import CALIBRATED_DIR, profile
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_CSV = ROOT / "calibration" / "data" / "speculative.csv"
+PARAMS_TOML = CALIBRATED_DIR / "llama.cpp.speculative.toml"
+FITTED = "verify_token_share"
+BOUNDS = (0.0, 1.0)
+
+
+def acceptance_from_drafted_ratio(ratio: float, k: int) -> float:
+    """Per-token acceptance a whose expected accepted / drafted tokens is ``ratio`` at depth k
+    (bisection: the ratio rises with a from 0 to 1)."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"accepted / drafted ratio {ratio} outside (0, 1)")
+    lo, hi = 0.0, 1.0 - 1e-12
+    for _ in range(100):
+        a = (lo + hi) / 2
+        r = a * (1 - a**k) / ((1 - a) * k)
+        lo, hi = (a, hi) if r < ratio else (lo, a)
+    return (lo + hi) / 2
+
+
+def _text(row: pd.Series, key: str) -> str:
+    v = row.get(key)
+    return "" if v is None or pd.isna(v) else str(v)
+
+
+def row_configs(row: pd.Series) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The configs without and with speculation a row describes."""
+    hw: dict[str, Any] = {"gpus": [str(row["gpu"])] * int(row["gpu_count"])}
+    if _text(row, "power_limit_w"):
+        hw["power_limit_w"] = float(row["power_limit_w"])
+    eng: dict[str, Any] = {
+        "profile": str(row["engine"]),
+        "flash_attention": _text(row, "flash_attention").lower() == "true",
+        "kv_cache_dtype": str(row["kv_cache_dtype"]),
+    }
+    wl: dict[str, Any] = {"prompt_tokens": 0, "output_tokens": int(row["output_tokens"])}
+    if _text(row, "context_size"):
+        wl["context_size"] = int(float(row["context_size"]))
+    base = {
+        "name": str(row["row_id"]),
+        "hardware": hw,
+        "model": {"name": str(row["model_id"]), "quant": str(row["quant_id"])},
+        "parallel": {"tensor": 1, "pipeline": 1},
+        "engine": eng,
+        "workload": wl,
+    }
+    k = int(row["draft_tokens"])
+    spec: dict[str, Any] = {
+        "method": str(row["method"]),
+        "draft_tokens": k,
+        "acceptance_rate": acceptance_from_drafted_ratio(float(row["acceptance_measured"]), k),
+    }
+    if spec["method"] == "draft":
+        spec["draft_model"] = str(row["draft_model"])
+        spec["draft_quant"] = _text(row, "draft_quant") or str(row["quant_id"])
+    with_spec = {**base, "engine": {**eng, "speculative": spec}}
+    return base, with_spec
+
+
+Usable = tuple[str, str, cfgmod.RunConfig, cfgmod.RunConfig, float]  # id, rig, plain, spec, x
+
+
+def _decode_tok_s(cfg: cfgmod.RunConfig) -> float:
+    s = single_stream(cfg)
+    return s.decode_steps / s.decode_s
+
+
+def _speedups(usable: list[Usable], share: float) -> list[float]:
+    prof = profile("llama.cpp").with_params(**{FITTED: share})
+    out = []
+    for _, _, plain, spec, _ in usable:
+        out.append(
+            _decode_tok_s(replace(spec, profile=prof)) / _decode_tok_s(replace(plain, profile=prof))
+        )
+    return out
+
+
+def _golden_section(usable: list[Usable]) -> float:
+    def loss(x: float) -> float:
+        return sum(
+            math.log(s / u[4]) ** 2 for s, u in zip(_speedups(usable, x), usable, strict=True)
+        )
+
+    lo, hi = BOUNDS
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    for _ in range(50):
+        if loss(a) < loss(b):
+            hi, b = b, a
+            a = hi - g * (hi - lo)
+        else:
+            lo, a = a, b
+            b = lo + g * (hi - lo)
+    return (lo + hi) / 2
+
+
+def _table(usable: list[Usable], sims: list[float]) -> pd.DataFrame:
+    t = pd.DataFrame(
+        {
+            "row_id": [u[0] for u in usable],
+            "rig": [u[1] for u in usable],
+            "k": [u[3].speculative.draft_tokens if u[3].speculative else 0 for u in usable],
+            "measured_speedup": [u[4] for u in usable],
+            "simulated_speedup": sims,
+        }
+    )
+    t["ratio"] = t["simulated_speedup"] / t["measured_speedup"] if usable else []
+    return t
+
+
+@dataclass(frozen=True)
+class SpecFit:
+    value: float | None
+    rows: pd.DataFrame  # fitted rows at ``value``
+    before: pd.DataFrame  # the same rows at the profile's starting value (pure roofline)
+    cross_validated: pd.DataFrame | None
+    excluded: pd.DataFrame | None
+    skipped: dict[str, str]
+
+    @staticmethod
+    def _mare(t: pd.DataFrame | None) -> float | None:
+        if t is None or t.empty:
+            return None
+        return float((t["ratio"] - 1).abs().mean())
+
+    @property
+    def mean_abs_rel_error(self) -> float | None:
+        return self._mare(self.rows)
+
+    @property
+    def before_mean_abs_rel_error(self) -> float | None:
+        return self._mare(self.before)
+
+    @property
+    def cv_mean_abs_rel_error(self) -> float | None:
+        return self._mare(self.cross_validated)
+
+
+def fit_speculative(data: pd.DataFrame | None = None) -> SpecFit:
+    df = pd.read_csv(DATA_CSV) if data is None else data
+    usable: list[Usable] = []
+    controls: list[tuple[Usable, str]] = []
+    skipped: dict[str, str] = {}
+    for _, row in df.iterrows():
+        rid = str(row["row_id"])
+        try:
+            plain_raw, spec_raw = row_configs(row)
+            plain, spec = cfgmod.resolve(plain_raw), cfgmod.resolve(spec_raw)
+        except (ConfigError, CannotRun, ValueError) as exc:
+            skipped[rid] = str(exc)
+            continue
+        x = float(row["spec_tok_s"]) / float(row["baseline_tok_s"])
+        item = (rid, _text(row, "rig") or rid, plain, spec, x)
+        why = _text(row, "exclude")
+        (controls.append((item, why)) if why else usable.append(item))
+    value = _golden_section(usable) if usable else None
+    before = _table(usable, _speedups(usable, 0.0))
+    rows = _table(usable, _speedups(usable, value) if value is not None else [])
+    cv: pd.DataFrame | None = None
+    rigs = sorted({u[1] for u in usable})
+    if len(rigs) >= 2:
+        held: list[Usable] = []
+        sims: list[float] = []
+        for rig in rigs:
+            test = [u for u in usable if u[1] == rig]
+            held += test
+            sims += _speedups(test, _golden_section([u for u in usable if u[1] != rig]))
+        cv = _table(held, sims)
+    excluded: pd.DataFrame | None = None
+    if controls and value is not None:
+        items = [c[0] for c in controls]
+        excluded = _table(items, _speedups(items, value))
+        excluded.insert(1, "exclude", [c[1] for c in controls])
+    return SpecFit(value, rows, before, cv, excluded, skipped)
+
+
+def params_toml(fit: SpecFit, day: str) -> str:
+    assert fit.value is not None
+    cve = fit.cv_mean_abs_rel_error
+    cv = "" if cve is None else f", leave_one_rig_out_mean_abs_rel_error = {cve:.4f}"
+    return (
+        "# Written by `python -m simulator.calibrate_speculative`; never edited by hand.\n"
+        'profile = "llama.cpp"\n'
+        'data = "calibration/data/speculative.csv"\n'
+        f'date = "{day}"\n'
+        f"rows = {len(fit.rows)}\n\n"
+        "[parameters]\n"
+        f"{FITTED} = {{ value = {fit.value:.6g} }}\n\n"
+        "[residuals]\n"
+        f"speedup = {{ mean_abs_rel_error = {fit.mean_abs_rel_error:.4f}, "
+        f"rows = {len(fit.rows)}{cv} }}\n"
+    )
+
+
+def main() -> int:
+    fit = fit_speculative()
+    for rid, why in fit.skipped.items():
+        print(f"skipped {rid}: {why}")
+    if fit.value is None:
+        print("no usable row: nothing fitted, nothing written")
+        return 0
+    print(f"before the fit ({FITTED} = 0, the pure roofline):")
+    print(fit.before.to_string(index=False))
+    print(f"mean |sim/meas - 1| of the speed-up = {fit.before_mean_abs_rel_error:.1%}")
+    print(f"fitted rows ({len(fit.rows)}), {FITTED} = {fit.value:.4f}:")
+    print(fit.rows.to_string(index=False))
+    print(f"in-sample mean |sim/meas - 1| = {fit.mean_abs_rel_error:.1%}")
+    if fit.cross_validated is not None:
+        print("leave-one-rig-out (each rig predicted by a fit on the others only):")
+        print(fit.cross_validated.to_string(index=False))
+        print(f"cross-validated speed-up mean |sim/meas - 1| = {fit.cv_mean_abs_rel_error:.1%}")
+    if fit.excluded is not None:
+        print("excluded rows (not fitted):")
+        print(fit.excluded.to_string(index=False))
+    PARAMS_TOML.write_text(params_toml(fit, date.today().isoformat()))
+    print(f"wrote {PARAMS_TOML.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
