@@ -513,6 +513,8 @@ class RunConfig:
         any other scheduler can run a stream alone at the tail of the run."""
         if not self.lockstep:
             return 1
+        if self.concurrency % self.replicas or self.requests % self.replicas:
+            return 1  # uneven shares: some replica runs fewer streams, each of them faster
         per_wave = min(self.concurrent_sequences, -(-self.concurrency // self.replicas))
         per_replica = -(-self.requests // self.replicas)
         per_wave = max(1, min(per_wave, per_replica))
