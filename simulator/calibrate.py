@@ -273,6 +273,10 @@ class ServingProblem(Problem):
                 self.cfgs.append(row_config(r, self.base))
             self.run_index.append(run_of[key])
         self.placements = [place(c) for c in self.cfgs]
+        # each row's backend (the cross-validation tables group by it, as for llama.cpp)
+        self.backends = np.array(
+            [self.cfgs[k].gpus[0].engine_backend for k in self.run_index], dtype=object
+        )
 
     def simulate(
         self, x: Sequence[float] | np.ndarray, mask: np.ndarray | None = None
