@@ -35,6 +35,7 @@ import pandas as pd
 from simulator import config as cfgmod
 from simulator.analytic import single_stream
 from simulator.errors import CannotRun, ConfigError
+from simulator.fit_scalar import golden_section, leave_one_group_out, text
 from simulator.profiles import CALIBRATED_DIR, EngineProfile, profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,11 +107,6 @@ def _simulated(cfg: cfgmod.RunConfig, metric: str) -> float:
 Usable = tuple[str, str, cfgmod.RunConfig, str, float]  # row_id, rig, config, metric, measured
 
 
-def _text(row: pd.Series, key: str) -> str:
-    v = row.get(key)
-    return "" if v is None or pd.isna(v) else str(v)
-
-
 def _simulate_at(usable: list[Usable], eff: float) -> list[float]:
     base = profile("llama.cpp")
     prof: EngineProfile = base.with_params(**{FITTED: eff})
@@ -125,17 +121,7 @@ def _golden_section(usable: list[Usable]) -> float:
             math.log(s / u[4]) ** 2 for s, u in zip(_simulate_at(usable, eff), usable, strict=True)
         )
 
-    lo, hi = BOUNDS
-    g = (math.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    for _ in range(60):
-        if loss(a) < loss(b):
-            hi, b = b, a
-            a = hi - g * (hi - lo)
-        else:
-            lo, a = a, b
-            b = lo + g * (hi - lo)
-    return (lo + hi) / 2
+    return golden_section(loss, BOUNDS, iterations=60)
 
 
 def _table(usable: list[Usable], sims: list[float]) -> pd.DataFrame:
@@ -165,8 +151,8 @@ def fit_expert_path(data: pd.DataFrame | None = None) -> ExpertFit:
         except (ConfigError, CannotRun) as exc:
             skipped[rid] = str(exc)
             continue
-        item = (rid, _text(row, "rig") or rid, cfg, str(row["metric_kind"]), float(row["measured"]))
-        why = _text(row, "exclude")
+        item = (rid, text(row, "rig") or rid, cfg, str(row["metric_kind"]), float(row["measured"]))
+        why = text(row, "exclude")
         if why:
             controls.append((item, why))
         else:
@@ -174,17 +160,8 @@ def fit_expert_path(data: pd.DataFrame | None = None) -> ExpertFit:
 
     value = _golden_section(usable) if usable else None
     rows = _table(usable, _simulate_at(usable, value) if value is not None else [])
-    cv: pd.DataFrame | None = None
-    rigs = sorted({u[1] for u in usable})
-    if len(rigs) >= 2:
-        held: list[Usable] = []
-        sims: list[float] = []
-        for rig in rigs:
-            test = [u for u in usable if u[1] == rig]
-            eff = _golden_section([u for u in usable if u[1] != rig])
-            held += test
-            sims += _simulate_at(test, eff)
-        cv = _table(held, sims)
+    out = leave_one_group_out(usable, lambda u: u[1], _golden_section, _simulate_at)
+    cv = None if out is None else _table(*out)
     excluded: pd.DataFrame | None = None
     if controls and value is not None:
         items = [c[0] for c in controls]

@@ -32,6 +32,7 @@ import pandas as pd
 from simulator import config as cfgmod
 from simulator.analytic import single_stream
 from simulator.errors import CannotRun, ConfigError
+from simulator.fit_scalar import golden_section, leave_one_group_out, text
 from simulator.profiles import CALIBRATED_DIR, profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,23 +55,18 @@ def acceptance_from_drafted_ratio(ratio: float, k: int) -> float:
     return (lo + hi) / 2
 
 
-def _text(row: pd.Series, key: str) -> str:
-    v = row.get(key)
-    return "" if v is None or pd.isna(v) else str(v)
-
-
 def row_configs(row: pd.Series) -> tuple[dict[str, Any], dict[str, Any]]:
     """The configs without and with speculation a row describes."""
     hw: dict[str, Any] = {"gpus": [str(row["gpu"])] * int(row["gpu_count"])}
-    if _text(row, "power_limit_w"):
+    if text(row, "power_limit_w"):
         hw["power_limit_w"] = float(row["power_limit_w"])
     eng: dict[str, Any] = {
         "profile": str(row["engine"]),
-        "flash_attention": _text(row, "flash_attention").lower() == "true",
+        "flash_attention": text(row, "flash_attention").lower() == "true",
         "kv_cache_dtype": str(row["kv_cache_dtype"]),
     }
     wl: dict[str, Any] = {"prompt_tokens": 0, "output_tokens": int(row["output_tokens"])}
-    if _text(row, "context_size"):
+    if text(row, "context_size"):
         wl["context_size"] = int(float(row["context_size"]))
     base = {
         "name": str(row["row_id"]),
@@ -88,7 +84,7 @@ def row_configs(row: pd.Series) -> tuple[dict[str, Any], dict[str, Any]]:
     }
     if spec["method"] == "draft":
         spec["draft_model"] = str(row["draft_model"])
-        spec["draft_quant"] = _text(row, "draft_quant") or str(row["quant_id"])
+        spec["draft_quant"] = text(row, "draft_quant") or str(row["quant_id"])
     with_spec = {**base, "engine": {**eng, "speculative": spec}}
     return base, with_spec
 
@@ -117,17 +113,7 @@ def _golden_section(usable: list[Usable]) -> float:
             math.log(s / u[4]) ** 2 for s, u in zip(_speedups(usable, x), usable, strict=True)
         )
 
-    lo, hi = BOUNDS
-    g = (math.sqrt(5) - 1) / 2
-    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
-    for _ in range(50):
-        if loss(a) < loss(b):
-            hi, b = b, a
-            a = hi - g * (hi - lo)
-        else:
-            lo, a = a, b
-            b = lo + g * (hi - lo)
-    return (lo + hi) / 2
+    return golden_section(loss, BOUNDS, iterations=50)
 
 
 def _table(usable: list[Usable], sims: list[float]) -> pd.DataFrame:
@@ -186,22 +172,14 @@ def fit_speculative(data: pd.DataFrame | None = None) -> SpecFit:
             skipped[rid] = str(exc)
             continue
         x = float(row["spec_tok_s"]) / float(row["baseline_tok_s"])
-        item = (rid, _text(row, "rig") or rid, plain, spec, x)
-        why = _text(row, "exclude")
+        item = (rid, text(row, "rig") or rid, plain, spec, x)
+        why = text(row, "exclude")
         (controls.append((item, why)) if why else usable.append(item))
     value = _golden_section(usable) if usable else None
     before = _table(usable, _speedups(usable, 0.0))
     rows = _table(usable, _speedups(usable, value) if value is not None else [])
-    cv: pd.DataFrame | None = None
-    rigs = sorted({u[1] for u in usable})
-    if len(rigs) >= 2:
-        held: list[Usable] = []
-        sims: list[float] = []
-        for rig in rigs:
-            test = [u for u in usable if u[1] == rig]
-            held += test
-            sims += _speedups(test, _golden_section([u for u in usable if u[1] != rig]))
-        cv = _table(held, sims)
+    out = leave_one_group_out(usable, lambda u: u[1], _golden_section, _speedups)
+    cv = None if out is None else _table(*out)
     excluded: pd.DataFrame | None = None
     if controls and value is not None:
         items = [c[0] for c in controls]
