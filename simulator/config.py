@@ -1084,9 +1084,12 @@ def _check_lengths(cfg: RunConfig) -> None:
 
 def _check_stages(cfg: RunConfig) -> None:
     """Every pipeline stage holds at least one layer (llama.cpp would leave a GPU idle and
-    vLLM refuses a partition with an empty stage)."""
+    vLLM refuses a partition with an empty stage). With every layer offloaded (llama.cpp
+    ``-ngl 0``) the CPU runs the whole model and no stage has a layer: that runs."""
     from simulator.placement import place
 
+    if cfg.offload_layers >= cfg.model.layers:
+        return
     for stage in place(cfg).stages(0):
         if not stage.layers:
             how = (

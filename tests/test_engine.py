@@ -174,3 +174,16 @@ def test_more_bandwidth_compute_or_link_is_never_slower(
     assert b["e2e_s"] <= a["e2e_s"] * (1 + 1e-9)
     if a["decode_tok_s"] is not None:
         assert b["decode_tok_s"] >= a["decode_tok_s"] * (1 - 1e-9)
+
+
+def test_every_layer_offloaded_runs_on_the_cpu() -> None:
+    """llama.cpp -ngl 0: no GPU layer, the CPU runs the model at host-memory speed; not an
+    empty-stage refusal, and slower than keeping layers on the GPU."""
+    raw = cfgmod.load_file(CONFIGS / "single5090_70b_offload.toml")
+    all_cpu = evaluate(
+        cfgmod.resolve({**raw, "parallel": {**raw["parallel"], "offload_layers": 80}})
+    )
+    some = evaluate(cfgmod.resolve(raw))
+    assert all_cpu["fits"] and some["fits"]
+    assert 0 < all_cpu["metrics"]["decode_tok_s"] < some["metrics"]["decode_tok_s"]
+    assert all_cpu["metrics"]["decode_tok_s"] <= all_cpu["bound"]["ceiling_decode_tok_s"]
