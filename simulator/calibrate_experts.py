@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from simulator import config as cfgmod
+from simulator import fit_scalar
 from simulator.analytic import single_stream
 from simulator.errors import CannotRun, ConfigError
 from simulator.fit_scalar import golden_section, leave_one_group_out, text
@@ -171,20 +172,17 @@ def fit_expert_path(data: pd.DataFrame | None = None) -> ExpertFit:
 
 
 def params_toml(fit: ExpertFit, day: str) -> str:
-    assert fit.value is not None
-    cve = fit.cv_mean_abs_rel_error
-    cv = "" if cve is None else f", leave_one_rig_out_mean_abs_rel_error = {cve:.4f}"
-    return (
-        "# Written by `python -m simulator.calibrate_experts`; never edited by hand.\n"
-        'profile = "llama.cpp"\n'
-        'data = "calibration/data/expert_offload.csv"\n'
-        f'date = "{day}"\n'
-        f"rows = {len(fit.rows)}\n\n"
-        "[parameters]\n"
-        f"{FITTED} = {{ value = {fit.value:.6g} }}\n\n"
-        "[residuals]\n"
-        f"decode_tok_s = {{ mean_abs_rel_error = {fit.mean_abs_rel_error:.4f}, "
-        f"rows = {len(fit.rows)}{cv} }}\n"
+    assert fit.value is not None and fit.mean_abs_rel_error is not None
+    return fit_scalar.params_toml(
+        module="simulator.calibrate_experts",
+        data="calibration/data/expert_offload.csv",
+        day=day,
+        name=FITTED,
+        value=fit.value,
+        metric="decode_tok_s",
+        rows=len(fit.rows),
+        mean_abs_rel_error=fit.mean_abs_rel_error,
+        cv_mean_abs_rel_error=fit.cv_mean_abs_rel_error,
     )
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from simulator import config as cfgmod
+from simulator import fit_scalar
 from simulator.analytic import single_stream
 from simulator.errors import CannotRun, ConfigError
 from simulator.fit_scalar import golden_section, leave_one_group_out, text
@@ -189,20 +190,17 @@ def fit_speculative(data: pd.DataFrame | None = None) -> SpecFit:
 
 
 def params_toml(fit: SpecFit, day: str) -> str:
-    assert fit.value is not None
-    cve = fit.cv_mean_abs_rel_error
-    cv = "" if cve is None else f", leave_one_rig_out_mean_abs_rel_error = {cve:.4f}"
-    return (
-        "# Written by `python -m simulator.calibrate_speculative`; never edited by hand.\n"
-        'profile = "llama.cpp"\n'
-        'data = "calibration/data/speculative.csv"\n'
-        f'date = "{day}"\n'
-        f"rows = {len(fit.rows)}\n\n"
-        "[parameters]\n"
-        f"{FITTED} = {{ value = {fit.value:.6g} }}\n\n"
-        "[residuals]\n"
-        f"speedup = {{ mean_abs_rel_error = {fit.mean_abs_rel_error:.4f}, "
-        f"rows = {len(fit.rows)}{cv} }}\n"
+    assert fit.value is not None and fit.mean_abs_rel_error is not None
+    return fit_scalar.params_toml(
+        module="simulator.calibrate_speculative",
+        data="calibration/data/speculative.csv",
+        day=day,
+        name=FITTED,
+        value=fit.value,
+        metric="speedup",
+        rows=len(fit.rows),
+        mean_abs_rel_error=fit.mean_abs_rel_error,
+        cv_mean_abs_rel_error=fit.cv_mean_abs_rel_error,
     )
 
 

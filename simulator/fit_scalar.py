@@ -55,3 +55,36 @@ def text(row: pd.Series, key: str) -> str:
     """A CSV cell as text ("" when empty)."""
     v: Any = row.get(key)
     return "" if v is None or pd.isna(v) else str(v)
+
+
+def params_toml(
+    *,
+    module: str,
+    data: str,
+    day: str,
+    name: str,
+    value: float,
+    metric: str,
+    rows: int,
+    mean_abs_rel_error: float,
+    cv_mean_abs_rel_error: float | None,
+) -> str:
+    """The calibrated-parameters file of a one-parameter fit (``profiles.profile`` applies it
+    over the llama.cpp profile): the value, its data and the errors, in-sample and
+    leave-one-rig-out."""
+    cv = (
+        ""
+        if cv_mean_abs_rel_error is None
+        else f", leave_one_rig_out_mean_abs_rel_error = {cv_mean_abs_rel_error:.4f}"
+    )
+    return (
+        f"# Written by `python -m {module}`; never edited by hand.\n"
+        'profile = "llama.cpp"\n'
+        f'data = "{data}"\n'
+        f'date = "{day}"\n'
+        f"rows = {rows}\n\n"
+        "[parameters]\n"
+        f"{name} = {{ value = {value:.6g} }}\n\n"
+        "[residuals]\n"
+        f"{metric} = {{ mean_abs_rel_error = {mean_abs_rel_error:.4f}, rows = {rows}{cv} }}\n"
+    )
