@@ -1,0 +1,63 @@
+"""Caches that only save time: each hit must give what a fresh computation gives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulator import config as cfgmod
+from simulator import phases
+from simulator.placement import place
+from simulator.result import evaluate
+from tests.conftest import CONFIGS
+
+PIPELINE = CONFIGS / "dual4090_pcie4.toml"
+TENSOR = CONFIGS / "dual4090_pcie4_tp_vllm.toml"
+SHORT = ["workload.prompt_tokens=64", "workload.output_tokens=16"]
+
+
+def _fresh(cfg: cfgmod.RunConfig) -> str:
+    phases._SHARED.clear()
+    return json.dumps(evaluate(cfg), sort_keys=True)
+
+
+def test_configs_differing_in_workload_or_stage_links_share_stage_costs() -> None:
+    a = cfgmod.load(PIPELINE, [*SHORT, 'hardware.gpu_link="pcie3-x4"'])
+    b = cfgmod.load(
+        PIPELINE, [*SHORT, 'hardware.gpu_link="pcie5-x16"', "workload.context_tokens=512"]
+    )
+    assert phases.shared_costs(a, place(a)) is phases.shared_costs(b, place(b))
+    c = cfgmod.load(PIPELINE, [*SHORT, 'model.quant="Q3_K_S"'])
+    assert phases.shared_costs(a, place(a)) is not phases.shared_costs(c, place(c))
+
+
+def test_tensor_parallel_rings_keep_their_links_apart() -> None:
+    a = cfgmod.load(TENSOR, [*SHORT, 'hardware.gpu_link="pcie3-x4"'])
+    b = cfgmod.load(TENSOR, [*SHORT, 'hardware.gpu_link="pcie5-x16"'])
+    assert phases.shared_costs(a, place(a)) is not phases.shared_costs(b, place(b))
+
+
+@pytest.mark.parametrize(
+    ("path", "first", "second"),
+    [
+        (PIPELINE, ['hardware.gpu_link="pcie3-x4"'], ['hardware.gpu_link="pcie5-x16"']),
+        (PIPELINE, ["workload.context_tokens=0"], ["workload.context_tokens=4096"]),
+        (TENSOR, ['hardware.gpu_link="pcie3-x4"'], ['hardware.gpu_link="pcie5-x16"']),
+        (
+            PIPELINE,
+            ["parallel.offload_layers=0", 'hardware.host_memory="ddr5-6000-2ch"'],
+            ["parallel.offload_layers=3", 'hardware.host_memory="ddr5-6000-2ch"'],
+        ),
+    ],
+    ids=["stage-links", "workload", "tensor-links", "offload"],
+)
+def test_a_result_after_a_neighbour_equals_a_fresh_one(
+    path: object, first: list[str], second: list[str]
+) -> None:
+    a = cfgmod.load(path, [*SHORT, *first])  # type: ignore[arg-type]
+    b = cfgmod.load(path, [*SHORT, *second])  # type: ignore[arg-type]
+    alone = _fresh(b)
+    phases._SHARED.clear()
+    evaluate(a)
+    assert json.dumps(evaluate(b), sort_keys=True) == alone
