@@ -14,7 +14,7 @@ detail add up to the same durations.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from simulator import costs, expert_offload, speculative, units
 from simulator import model as mm
@@ -111,10 +111,23 @@ class SharedCosts:
 # Shared by every config with the same stage-cost inputs (a sweep's points that differ only in
 # workload, or in links when no stage runs a tensor-parallel ring): at most this many such
 # groups are kept, the least recently used dropped first.
-SHARED_COSTERS = 64
-_SHARED: OrderedDict[tuple[object, ...], tuple[object, tuple[object, ...], SharedCosts]] = (
-    OrderedDict()
-)
+SHARED_COSTERS = 256
+_SHARED: OrderedDict[tuple[object, ...], tuple[object, SharedCosts]] = OrderedDict()
+
+
+def _gpu_key(g: GpuSpec) -> tuple[object, ...]:
+    """A GPU spec by value (it holds a dict; a derived config's specs are new objects), its
+    backend as the one driving it (unset means the vendor's default, which a derived config
+    spells out)."""
+    return tuple(
+        g.engine_backend
+        if f.name == "backend"
+        else tuple(sorted(v.items()))
+        if isinstance(v, dict)
+        else v
+        for f in fields(g)
+        for v in (getattr(g, f.name),)
+    )
 
 
 def shared_costs(cfg: RunConfig, placement: Placement) -> SharedCosts:
@@ -123,12 +136,12 @@ def shared_costs(cfg: RunConfig, placement: Placement) -> SharedCosts:
     the GPU of each device name, the parallel degrees, flash attention, KV dtype, speculative
     decoding, which layers keep their experts on the host) and, when tensor-parallel rings
     exist, the links they run over. The workload, host memory and the links between stages
-    are not inputs. The profile and GPU specs hold dicts, so they are keyed by identity (each
-    entry keeps the objects, so an id cannot be reused while it is cached)."""
+    are not inputs. The profile holds a dict and is one object per id, so it is keyed by
+    identity (each entry keeps it, so an id cannot be reused while it is cached)."""
     rings = (cfg.gpu_link, cfg.node_link, cfg.p2p) if cfg.tensor > 1 else None
     key = (
         id(cfg.profile),
-        tuple(id(g) for g in cfg.gpus),
+        tuple(_gpu_key(g) for g in cfg.gpus),
         cfg.nodes,
         cfg.pipeline,
         cfg.replicas,
@@ -142,15 +155,11 @@ def shared_costs(cfg: RunConfig, placement: Placement) -> SharedCosts:
         rings,
     )
     hit = _SHARED.get(key)
-    if (
-        hit is not None
-        and hit[0] is cfg.profile
-        and all(a is b for a, b in zip(hit[1], cfg.gpus, strict=True))
-    ):
+    if hit is not None and hit[0] is cfg.profile:
         _SHARED.move_to_end(key)
-        return hit[2]
+        return hit[1]
     shared = SharedCosts({}, {})
-    _SHARED[key] = (cfg.profile, cfg.gpus, shared)
+    _SHARED[key] = (cfg.profile, shared)
     if len(_SHARED) > SHARED_COSTERS:
         _SHARED.popitem(last=False)
     return shared

@@ -10,6 +10,7 @@ from simulator import config as cfgmod
 from simulator import phases
 from simulator.placement import place
 from simulator.result import evaluate
+from simulator.variants import derive
 from tests.conftest import CONFIGS
 
 PIPELINE = CONFIGS / "dual4090_pcie4.toml"
@@ -28,6 +29,9 @@ def test_configs_differing_in_workload_or_stage_links_share_stage_costs() -> Non
         PIPELINE, [*SHORT, 'hardware.gpu_link="pcie5-x16"', "workload.context_tokens=512"]
     )
     assert phases.shared_costs(a, place(a)) is phases.shared_costs(b, place(b))
+    # a derived config (new GPU spec objects: engine.backend is resolved) shares too
+    d = derive(a, {"workload.context_tokens": 1024})
+    assert phases.shared_costs(a, place(a)) is phases.shared_costs(d, place(d))
     c = cfgmod.load(PIPELINE, [*SHORT, 'model.quant="Q3_K_S"'])
     assert phases.shared_costs(a, place(a)) is not phases.shared_costs(c, place(c))
 
