@@ -347,6 +347,8 @@ def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
                 sec[k] = v
             elif key.default is REQUIRED:
                 raise ConfigError(f"{path}: required key is missing")
+            elif isinstance(key.default, str | int | float | bool | None):
+                sec[k] = key.default  # immutable: nothing to copy
             else:
                 sec[k] = copy.deepcopy(key.default)
         out[section] = sec

@@ -48,6 +48,7 @@ from simulator import config as config_mod
 from simulator import executors, hardware, links, model, profiles
 from simulator.errors import CannotRun, ConfigError, choices_hint
 from simulator.result import METRIC_KEYS, evaluate
+from simulator.variants import copy_value
 
 # Every metric of the result object, in a fixed order (a test holds this equal to what
 # ``evaluate`` returns, so a new metric cannot silently miss the table).
@@ -193,11 +194,11 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
     node = raw
     for p in parts[:-1]:
         node = node.setdefault(p, {})
-    node[parts[-1]] = copy.deepcopy(value)
+    node[parts[-1]] = copy_value(value)
 
 
 def _without(raw: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(raw))
+    out: dict[str, Any] = copy_value(dict(raw))
     for key in keys:
         parts = key.split(".")
         node: Any = out
@@ -305,7 +306,7 @@ def _check_values(plan: Plan) -> None:
     combine is judged when each point runs (rows with status ``invalid``)."""
     for axis in plan.axes:
         for value, text in zip(axis.values, axis.texts, strict=True):
-            raw = copy.deepcopy(plan.base)
+            raw = copy_value(plan.base)
             _set(raw, axis.key, value)
             try:
                 try:
@@ -318,7 +319,7 @@ def _check_values(plan: Plan) -> None:
                     check(value)
             except ConfigError as err:
                 raise ConfigError(f"--vary {axis.key}={text}: {err}") from err
-    first = copy.deepcopy(plan.base)
+    first = copy_value(plan.base)
     for axis in plan.axes:
         _set(first, axis.key, axis.values[0])
     config_mod.check_types(first)  # what is left wrong is the base config's own
@@ -332,7 +333,7 @@ def evaluate_point(
     base: Mapping[str, Any], keys: Sequence[str], values: Sequence[Any]
 ) -> dict[str, Any]:
     """Run one grid point; every outcome (ok, does not fit, cannot run, invalid) is a row."""
-    raw = copy.deepcopy(dict(base))
+    raw = copy_value(dict(base))
     for key, value in zip(keys, values, strict=True):
         _set(raw, key, value)
     row: dict[str, Any] = {k: value_text(v) for k, v in zip(keys, values, strict=True)}

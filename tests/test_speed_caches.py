@@ -7,7 +7,8 @@ import json
 import pytest
 
 from simulator import config as cfgmod
-from simulator import phases
+from simulator import fixes, phases
+from simulator.errors import SimError
 from simulator.placement import place
 from simulator.result import evaluate
 from simulator.variants import derive
@@ -65,3 +66,57 @@ def test_a_result_after_a_neighbour_equals_a_fresh_one(
     phases._SHARED.clear()
     evaluate(a)
     assert json.dumps(evaluate(b), sort_keys=True) == alone
+
+
+def _links(cfg: cfgmod.RunConfig) -> list[str]:
+    """Links that config could be given instead of its own (every shelf id, by kind)."""
+    from simulator.catalog import shelf
+
+    return [k for k in shelf("links") if cfg.gpu_link is not None and k != cfg.gpu_link.id]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.stem)
+def test_memory_plans_read_no_link(path: object) -> None:
+    """What the fixes' memo relies on (fixes.LINK_KEYS): a config's placement, memory plan and
+    KV-pool verdict are the same whatever its links."""
+    from simulator.memory import plan
+    from simulator.result import kv_pool_reason
+
+    cfg = cfgmod.load(path, [])  # type: ignore[arg-type]
+    base = plan(cfg, place(cfg))
+    tried = 0
+    for link in _links(cfg):
+        try:
+            other = derive(cfg, {"hardware.gpu_link": link})
+        except SimError:
+            continue  # this link cannot join these GPUs
+        tried += 1
+        pl = place(other)
+        mem = plan(other, pl)
+        assert mem == base
+        assert kv_pool_reason(other, pl, mem) == kv_pool_reason(cfg, place(cfg), base)
+        assert fixes.memory_key(other) == fixes.memory_key(cfg)
+    if cfg.gpu_link is not None:
+        assert tried > 0
+
+
+def test_memory_key_follows_what_memory_reads() -> None:
+    a = cfgmod.load(PIPELINE, [])
+    assert fixes.memory_key(a) != fixes.memory_key(derive(a, {"workload.context_tokens": 4096}))
+    assert fixes.memory_key(a) != fixes.memory_key(derive(a, {"model.quant": "Q3_K_S"}))
+
+
+@pytest.mark.parametrize("context", [8192, 32768])
+def test_ranked_fixes_after_a_neighbour_equal_fresh_ones(context: int) -> None:
+    sets = [f"workload.context_tokens={context}", 'model.quant="Q6_K"']
+    a = cfgmod.load(PIPELINE, [*sets, 'hardware.gpu_link="pcie3-x4"'])
+    b = cfgmod.load(PIPELINE, [*sets, 'hardware.gpu_link="pcie5-x16"'])
+    for memo in (fixes._FITS, fixes._LONGEST, fixes._FREE):
+        memo.clear()
+    phases._SHARED.clear()
+    alone = [f.as_json() for f in fixes.ranked(b)]
+    for memo in (fixes._FITS, fixes._LONGEST, fixes._FREE):
+        memo.clear()
+    fixes.ranked(a)
+    assert fixes._FITS  # the neighbour filled the memo
+    assert [f.as_json() for f in fixes.ranked(b)] == alone
