@@ -124,14 +124,15 @@ def _try(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig | None:
     what ``sim validate`` checks), else None: a hint must be runnable.
 
     A sweep asks this of many configs that differ only in links: whether the variant fits is
-    remembered by the base config's :func:`memory_key` and the changes (the variant of a config
-    differing only in links differs only in links, unless the changes set a link, which is in
-    the key). A variant known not to fit is None whatever the links, so it is not resolved
+    remembered by the base config's :func:`memory_key` and the changes but the links they set
+    (the variant of a config differing only in links differs only in links, and memory plans
+    read none). A variant known not to fit is None whatever the links, so it is not resolved
     again; one known to fit is resolved again (another link may not resolve)."""
     from simulator.placement import place
     from simulator.result import kv_pool_reason
 
-    key = (memory_key(cfg), json.dumps(changes, sort_keys=True, default=repr))
+    memory_changes = {k: v for k, v in changes.items() if k.split(".")[-1] not in LINK_KEYS}
+    key = (memory_key(cfg), json.dumps(memory_changes, sort_keys=True, default=repr))
     known = _FITS.get(key)
     if known is False:
         return None
