@@ -120,3 +120,26 @@ def test_ranked_fixes_after_a_neighbour_equal_fresh_ones(context: int) -> None:
     fixes.ranked(a)
     assert fixes._FITS  # the neighbour filled the memo
     assert [f.as_json() for f in fixes.ranked(b)] == alone
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"parallel.layer_split": [1.0, 3.0]},
+        {"parallel.offload_layers": 4, "hardware.host_memory": "ddr5-6000-2ch"},
+        {"engine.profile": "vllm", "parallel.tensor": 2, "parallel.pipeline": 1},
+        {"hardware.gpus": ["rtx3090", "rtx3090"]},
+    ],
+    ids=["split", "offload", "tensor", "gpus"],
+)
+def test_a_remembered_placement_is_the_one_computed_afresh(changes: dict[str, object]) -> None:
+    from simulator.placement import _place
+
+    a = cfgmod.load(PIPELINE, SHORT)
+    b = derive(a, changes)
+    assert place(a) == _place(a)
+    assert place(b) == _place(b)
+    assert place(b) != place(a)
+    # derived configs name the same GPU spec objects (their backend spelled out): one placement
+    same = derive(a, {"workload.context_tokens": 512})
+    assert place(derive(a, {"workload.context_tokens": 2048})) is place(same)
