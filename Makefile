@@ -34,9 +34,11 @@ bytecode: $(STAMP)
 test: lint typecheck bytecode
 	$(BIN)/python -m pytest
 
-# the developer's fast loop: lint, types and every test not marked slow (CI runs `make test`)
+# the developer's fast loop: lint, types and every test not marked slow (CI runs `make test`),
+# on CHECK_JOBS processes (pytest-xdist; CHECK_JOBS=0 runs them in this process)
+CHECK_JOBS ?= 2
 check: lint typecheck bytecode
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q -n $(CHECK_JOBS)
 
 # `make bench BENCH_FLAGS=--quick` leaves out the 100,000-request run
 bench: bytecode
