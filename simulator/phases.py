@@ -106,6 +106,7 @@ class SharedCosts:
 
     stages: dict[tuple[object, ...], StageCost]
     phases: dict[tuple[object, ...], object]
+    host_layers: dict[tuple[object, ...], float]  # offloaded layers' CPU time per micro-batch
 
 
 # Shared by every config with the same stage-cost inputs (a sweep's points that differ only in
@@ -158,7 +159,7 @@ def shared_costs(cfg: RunConfig, placement: Placement) -> SharedCosts:
     if hit is not None and hit[0] is cfg.profile:
         _SHARED.move_to_end(key)
         return hit[1]
-    shared = SharedCosts({}, {})
+    shared = SharedCosts({}, {}, {})
     _SHARED[key] = (cfg.profile, shared)
     if len(_SHARED) > SHARED_COSTERS:
         _SHARED.popitem(last=False)
@@ -403,10 +404,27 @@ class StageCoster:
         )
 
     def host_layers_s(self, parts: tuple[Part, ...]) -> float:
-        """Offloaded layers run by the CPU at host-memory bandwidth (decode)."""
+        """Offloaded layers run by the CPU at host-memory bandwidth (decode). Shared like the
+        stage costs (it reads the same inputs) plus the layers and the host memory's speed."""
         cfg = self.cfg
-        if not self.placement.cpu_layers or cfg.host_memory is None:
+        pl = self.placement
+        if not pl.cpu_layers or cfg.host_memory is None:
             return 0.0
+        key = (
+            pl.cpu_layers.start,
+            pl.cpu_layers.stop,
+            pl.output_on_host,
+            cfg.host_memory.bandwidth_bytes_per_s,
+            parts,
+        )
+        hit = self.shared.host_layers.get(key)
+        if hit is None:
+            hit = self.shared.host_layers[key] = self._host_layers_s(parts)
+        return hit
+
+    def _host_layers_s(self, parts: tuple[Part, ...]) -> float:
+        cfg = self.cfg
+        assert cfg.host_memory is not None
         m, q = cfg.model, cfg.quant
         total = mm.Work()
         for i in self.placement.cpu_layers:
