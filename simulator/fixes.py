@@ -119,6 +119,13 @@ def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
     memo[key] = value
 
 
+def _fit_key(cfg: RunConfig, changes: Mapping[str, Any]) -> tuple[str, str]:
+    """The memo key of a variant's memory verdict: the base's memory key and the changes but
+    the links they set."""
+    memory_changes = {k: v for k, v in changes.items() if k.split(".")[-1] not in LINK_KEYS}
+    return memory_key(cfg), json.dumps(memory_changes, sort_keys=True, default=repr)
+
+
 def _try(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig | None:
     """The variant if it resolves and can run (fits, and its KV pool holds the longest request:
     what ``sim validate`` checks), else None: a hint must be runnable.
@@ -131,8 +138,7 @@ def _try(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig | None:
     from simulator.placement import place
     from simulator.result import kv_pool_reason
 
-    memory_changes = {k: v for k, v in changes.items() if k.split(".")[-1] not in LINK_KEYS}
-    key = (memory_key(cfg), json.dumps(memory_changes, sort_keys=True, default=repr))
+    key = _fit_key(cfg, changes)
     known = _FITS.get(key)
     if known is False:
         return None
@@ -149,6 +155,24 @@ def _try(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig | None:
             known = False
         _remember(_FITS, key, known)
     return new if known else None
+
+
+# Keys whose change can make a link stop resolving with the GPUs (a bridge joins so many
+# cards of a kind): a change that sets none of them resolves alike on a config's every link.
+# A test holds this.
+LINKED_KEYS = ("hardware.gpus", "hardware.nodes", "hardware.gpu_link", "hardware.node_link")
+
+
+def _fits(cfg: RunConfig, changes: Mapping[str, Any]) -> bool:
+    """Whether :func:`_try` would give a variant, without resolving it when the answer is
+    known: the memory verdict of :func:`_try`'s memo, for changes that set none of
+    :data:`LINKED_KEYS` (``cfg`` itself resolved, so such a variant resolves on its links
+    whenever it resolved on another's). For bisections, which only need the answer."""
+    if not any(k in LINKED_KEYS for k in changes):
+        known = _FITS.get(_fit_key(cfg, changes))
+        if known is not None:
+            return known
+    return _try(cfg, changes) is not None
 
 
 def _longest_sequence(cfg: RunConfig) -> int:
@@ -240,7 +264,7 @@ def _fewest(cfg: RunConfig, key: str, most: int, extra: Mapping[str, Any]) -> Ru
     """The variant with the fewest ``key`` in 1..most that fits (fits grow with the count)."""
 
     def bad(n: int) -> bool:  # monotone: true while too few are moved off the GPUs
-        return _try(cfg, {**extra, key: n}) is None
+        return not _fits(cfg, {**extra, key: n})
 
     if most < 1 or bad(most):
         return None

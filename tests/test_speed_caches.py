@@ -155,3 +155,39 @@ def test_a_remembered_placement_is_the_one_computed_afresh(changes: dict[str, ob
     # derived configs name the same GPU spec objects (their backend spelled out): one placement
     same = derive(a, {"workload.context_tokens": 512})
     assert place(derive(a, {"workload.context_tokens": 2048})) is place(same)
+
+
+# changes of the kinds the ranked fixes make without touching GPUs, machines or links
+UNLINKED_CHANGES = [
+    {"engine.flash_attention": True, "engine.kv_cache_dtype": "q8_0"},
+    {"workload.context_tokens": 1024},
+    {"engine.max_num_seqs": 1},
+    {"model.quant": "Q3_K_S"},
+    {"hardware.host_memory": "ddr4-3200-2ch", "parallel.offload_layers": 2},
+    {"hardware.host_memory": "ddr4-3200-2ch", "parallel.cpu_moe_layers": 2},
+]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.stem)
+def test_changes_without_gpus_or_links_resolve_alike_on_every_link(path: object) -> None:
+    """What ``fixes._fits`` relies on (fixes.LINKED_KEYS): a change that sets no GPU, machine
+    or link resolves on a config's every link, or on none."""
+    cfg = cfgmod.load(path, [])  # type: ignore[arg-type]
+    others = []
+    for link in _links(cfg):
+        try:
+            others.append(derive(cfg, {"hardware.gpu_link": link}))
+        except SimError:
+            continue
+    for changes in UNLINKED_CHANGES:
+        assert not any(k in fixes.LINKED_KEYS for k in changes)
+
+        def resolves(c: cfgmod.RunConfig, changes: dict[str, object] = changes) -> bool:
+            try:
+                derive(c, changes)
+            except SimError:
+                return False
+            return True
+
+        own = resolves(cfg)
+        assert all(resolves(o) == own for o in others), changes
