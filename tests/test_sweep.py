@@ -503,7 +503,9 @@ def test_the_final_rewrite_holds_a_few_bytes_per_point(tmp_path: Path) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 30 * len(plan)  # one int64 per point and small change
+    # one int64 per point, and a fixed ~0.3 MB (file buffers, a chunk of offsets as ints);
+    # main's Python lists of (index, offset, length) held ~120 B per point
+    assert peak < 512 * 1024 + 16 * len(plan)
     with out.open() as fh:
         keys = [(r["workload.requests"], r["workload.seed"]) for r in csv.DictReader(fh)]
     assert keys == [tuple(sweep.value_text(v) for v in p) for p in plan.iter_points()]
