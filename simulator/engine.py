@@ -25,13 +25,12 @@ iteration of one micro-batch on a replica nobody else can touch (one virtual eng
 contend, so at stage detail it is one timeout whose busy periods are booked arithmetically:
 the same numbers, a tenth of the events. Where that replica's loop is the only scheduler, a
 run of pure decode steps (between arrivals, completions and KV block shortages) is booked as
-one event with the same arithmetic step by step (``_decode_run``; DESIGN.md "Speed without
+one event with the same arithmetic step by step (``merged_runs.py``; DESIGN.md "Speed without
 changing a bit"). One SimPy time unit is one second.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 from array import array
@@ -40,22 +39,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import simpy
-from simpy.events import NORMAL
 
 from simulator import workload
 from simulator.config import RunConfig
 from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
+from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, At, RunBooker
 from simulator.phases import Part
 from simulator.placement import Placement, place
-from simulator.scheduler import Chunk, DecodeRun, Scheduler, Sequence, Settings
+from simulator.scheduler import Chunk, Scheduler, Sequence, Settings
 from simulator.timeline import Phase, Step, Timeline, Timelines, step_overhead_s
 
 Detail = Literal["stage", "layer"]
 Proc = Generator[simpy.Event, Any, Any]
-_Op = tuple[dict[str, float], str, tuple[float, ...]]  # add the amounts to the counter's key
-_Program = tuple[tuple[float, ...], tuple[_Op, ...]]  # a decode step's booking
-CONTEXT_BUCKET_TOKENS = 16  # mean decode context of a mixed batch, rounded (memoised costs)
 
 
 def virtual_engines(cfg: RunConfig) -> int:
@@ -168,18 +164,6 @@ class SimOutput:
         return list(zip(self.kv_time_s, self.kv_replica, self.kv_share, strict=True))
 
 
-class _At(simpy.Event):
-    """An event at the absolute time ``when``: the end of a run of steps, which the step by
-    step path reached by repeated ``now + delay`` and which ``now + (when - now)`` need not
-    reproduce bit for bit. Queued as ``Environment.schedule`` queues a timeout."""
-
-    def __init__(self, env: simpy.Environment, when: float):
-        super().__init__(env)
-        self._ok = True
-        self._value = None
-        heapq.heappush(env._queue, (when, NORMAL, next(env._eid), self))
-
-
 class Engine:
     """One simulation run of a config."""
 
@@ -271,13 +255,24 @@ class Engine:
             and self.virtual_engines == 1
             and not self._shared_cpu
         )
-        self._programs: dict[tuple[int, int, int], _Program] = {}
-        self._overheads: dict[int, float] = {}  # a decode step's host time by batch size
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self._records: dict[int, RequestRecord] = {}
         self._done: dict[int, simpy.Event] = {}  # closed loop: the client waits on it
         self._routed = 0
         self._stream_delay_s = stream_delay_s(prof)
+        self.runs = RunBooker(
+            cfg,
+            self.timelines,
+            (self.bound_s, self.critical_s, self.link_bytes, self.busy_s),
+            (
+                self.decode_step_s,
+                self.batch_sequences,
+                self.kv_time_s,
+                self.kv_replica,
+                self.kv_share,
+            ),
+            self._stream_delay_s,
+        )
 
     # -- resources -----------------------------------------------------------------------
 
@@ -474,8 +469,14 @@ class Engine:
         while True:
             if self.merge_steps:
                 run = sched.decode_run()
-                if run is not None:
-                    yield from self._decode_run(replica, sched, run)
+                if run is not None:  # booked in one go, waited for as one event
+                    now = self.env.now
+                    end, k = self.runs.book(replica, sched, run, times, now, self.env.peek())
+                    self.events += k
+                    self.iterations += k
+                    yield At(self.env, end) if k > 1 else self.env.timeout(end - now)
+                    self._finish(sched.advance(k), times[-1])
+                    self._book_occupancy(end, replica, sched)
                     continue
             chunks = sched.schedule()
             if not chunks:
@@ -522,131 +523,6 @@ class Engine:
         self.kv_time_s.append(now)
         self.kv_replica.append(replica)
         self.kv_share.append(occ)
-
-    def _program(self, replica: int, ctx: int, n: int) -> _Program:
-        """A decode micro-batch of ``n`` sequences at context ``ctx``, compiled: the
-        increments of its end time, and per counter key the amounts added to it, in the
-        order :meth:`_booked_micro_batch` adds them on the critical path (the same float
-        operations, so the same bits)."""
-        key = (replica, ctx, n)
-        hit = self._programs.get(key)
-        if hit is not None:
-            return hit
-        line = self.timelines.micro_batch(replica, ((1, ctx, n),), n)
-        incs: list[float] = []
-        adds: dict[tuple[int, str], list[float]] = {}
-        counters = [self.bound_s, self.critical_s, self.link_bytes, self.busy_s]
-
-        def add(which: int, name: str, amount: float) -> None:
-            adds.setdefault((which, name), []).append(amount)
-
-        for ph in line:
-            for st in ph.steps:
-                if st.kind == "gpu":
-                    if st.compute_bound_s > st.memory_bound_s:
-                        add(0, "compute", st.compute_bound_s)
-                    else:
-                        add(0, "memory-bandwidth", st.memory_bound_s)
-                    add(0, "overhead", st.overhead_s)
-            for kind, sec in ph.critical:
-                add(1, kind, sec)
-            longest = 0.0
-            for st in ph.steps:
-                for name, size in st.link_bytes:
-                    add(2, name, size)
-                if st.seconds > 0:
-                    for t in st.tracks:
-                        add(3, t, st.seconds)
-                    if ph.parallel:
-                        longest = max(longest, st.seconds)
-                    else:
-                        incs.append(st.seconds)
-            if longest:
-                incs.append(longest)
-        ops = tuple((counters[w], name, tuple(vs)) for (w, name), vs in adds.items())
-        prog = self._programs[key] = (tuple(incs), ops)
-        return prog
-
-    @staticmethod
-    def _repeat(ops: tuple[_Op, ...], times: int) -> None:
-        """Book ``times`` identical steps' additions: per key in step order, as adding them
-        one step at a time would (keys are independent; only each key's order matters)."""
-        for d, name, amounts in ops:
-            x = d.get(name, 0.0)
-            for _ in range(times):
-                for v in amounts:
-                    x += v
-            d[name] = x
-
-    def _decode_run(self, replica: int, sched: Scheduler, run: DecodeRun) -> Proc:
-        """Book a run of pure decode steps as one event: step by step the same arithmetic
-        as :meth:`_iteration` on its fast path, stopping before the first step another event
-        could precede (an arrival, a client's next request) and before the first that needs
-        more KV blocks than are free, or after the one that finishes a sequence."""
-        env = self.env
-        n = run.sequences
-        overhead = self._overheads.get(n)
-        if overhead is None:
-            overhead = self._overheads[n] = step_overhead_s(self.cfg, n, True)
-        delay = self._stream_delay_s
-        times = self._step_times[replica][0]
-        horizon = env.peek()  # nothing else happens before it
-        start = now0 = env.now
-        free, total = run.free_blocks, sched.total_blocks or 0
-        slots = sched.settings.max_num_seqs or 1
-        bucket = CONTEXT_BUCKET_TOKENS
-        uniform, csum, steps = run.uniform_context, run.context_sum, run.steps
-        durations: list[float] = []
-        ends: list[float] = []
-        shares: list[float] = []
-        counts = run.block_counts  # paged: step k needs counts[-k % block] new blocks
-        block = len(counts)
-        incs: tuple[float, ...] = ()
-        ops: tuple[_Op, ...] = ()
-        last_ctx, reps = -1, 0
-        end = start
-        k = 0
-        while True:
-            if free is not None:
-                free -= counts[-k % block]  # fits: checked before the step
-            ctx = uniform + k if uniform >= 0 else round((csum + k * n) / n / bucket) * bucket
-            if ctx != last_ctx:
-                if reps:
-                    self._repeat(ops, reps)
-                incs, ops = self._program(replica, ctx, n)
-                last_ctx, reps = ctx, 0
-            reps += 1
-            t = start
-            for inc in incs:
-                t += inc
-            end = start + ((t - start) + overhead)
-            durations.append(end - start)
-            ends.append(end)
-            k += 1
-            if k == steps or horizon <= end:
-                break
-            if free is not None:
-                if counts[-k % block] > free:
-                    break  # the next step preempts: the general path decides it
-                # (the last step's share is booked after its finishes)
-                shares.append(1.0 - free / total if total else 0.0)
-            else:
-                shares.append(float(n) / slots)
-            start = end
-        self._repeat(ops, reps)
-        self._repeat(((self.critical_s, "host-overhead", (overhead,)),), k)
-        self.events += k
-        self.iterations += k
-        self.decode_step_s.extend(durations)
-        self.batch_sequences.extend([n] * k)
-        times.extend([e + delay for e in ends])
-        self.kv_time_s.extend(ends[:-1])
-        self.kv_replica.extend([replica] * (k - 1))
-        self.kv_share.extend(shares)
-        yield _At(env, end) if k > 1 else env.timeout(end - now0)
-        finished = sched.advance(k)
-        self._finish(finished, times[-1])
-        self._book_occupancy(end, replica, sched)
 
     def _route(self) -> int:
         cfg = self.cfg
