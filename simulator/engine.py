@@ -31,11 +31,9 @@ changing a bit"). One SimPy time unit is one second.
 
 from __future__ import annotations
 
-import itertools
-import math
 from array import array
 from collections.abc import Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import simpy
@@ -47,6 +45,7 @@ from simulator.memory import kv_pool_tokens, plan
 from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, At, RunBooker
 from simulator.phases import Part
 from simulator.placement import Placement, place
+from simulator.records import RequestTable, SimOutput, Span
 from simulator.scheduler import Chunk, Scheduler, Sequence, Settings
 from simulator.timeline import Phase, Step, Timeline, Timelines, step_overhead_s
 
@@ -62,106 +61,6 @@ def virtual_engines(cfg: RunConfig) -> int:
     if not overlap:
         return 1
     return min(cfg.pipeline, cfg.max_num_seqs) if cfg.max_num_seqs else cfg.pipeline
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """What happened to one request (times in seconds from the start of the run).
-
-    Its token times are not stored one float per token: ``segments`` holds [start, end)
-    pairs of step indices of its scheduler, whose client-side time of every step is the
-    shared ``step_times`` array (a sequence emits one token in each step it is scheduled in,
-    except the prompt chunks before its last one)."""
-
-    id: int
-    replica: int
-    arrival_s: float
-    prefill_start_s: float = math.nan  # first scheduled
-    first_token_s: float = math.nan
-    end_s: float = math.nan
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    preemptions: int = 0
-    step_times: array[float] = field(default_factory=lambda: array("d"))
-    segments: list[int] = field(default_factory=list)  # flat [start, end) step indices
-    # (the scheduler's Sequence.token_steps, taken over when the request ends)
-
-    @property
-    def tokens(self) -> int:
-        seg = self.segments
-        return sum(seg[i + 1] - seg[i] for i in range(0, len(seg), 2))
-
-    @property
-    def token_times_s(self) -> list[float]:
-        """When the client received each token."""
-        seg, times = self.segments, self.step_times
-        out: list[float] = []
-        for i in range(0, len(seg), 2):
-            out.extend(times[seg[i] : seg[i + 1]])
-        return out
-
-    @property
-    def ttft_s(self) -> float:
-        return self.first_token_s - self.arrival_s
-
-    @property
-    def e2e_s(self) -> float:
-        return self.end_s - self.arrival_s
-
-    @property
-    def queue_wait_s(self) -> float:
-        return self.prefill_start_s - self.arrival_s
-
-    @property
-    def itl_s(self) -> list[float]:
-        """Gaps between tokens a decode step produced (a prompt-less request's first token
-        comes from a decode step, timed from when it was first scheduled)."""
-        times = self.token_times_s
-        if self.prompt_tokens == 0 and times:
-            times = [self.prefill_start_s, *times]
-        return [b - a for a, b in itertools.pairwise(times)]
-
-    @property
-    def tpot_s(self) -> float:
-        n = self.tokens
-        return (self.end_s - self.first_token_s) / (n - 1) if n > 1 else math.nan
-
-
-@dataclass(frozen=True)
-class Span:
-    """A resource busy from ``start_s`` to ``end_s`` (for utilisation and the trace)."""
-
-    track: str
-    name: str
-    start_s: float
-    end_s: float
-
-
-@dataclass
-class SimOutput:
-    requests: list[RequestRecord]
-    makespan_s: float
-    busy_s: dict[str, float]
-    link_bytes: dict[str, float]
-    spans: list[Span]
-    events: int
-    prefill_time_s: list[float]  # per request: first scheduled -> first token
-    decode_step_s: array[float]  # every iteration without prompt work
-    stage_bound_s: dict[str, float]  # time in compute- vs memory-bound kernels and overheads
-    critical_s: dict[str, float]  # replica 0's decode critical path by kind
-    iterations: int = 0
-    preemptions: int = 0
-    kv_pool_tokens: list[int | None] = field(default_factory=list)  # per replica
-    # after every iteration, as columns: its end, its replica, the share of the KV cache in use
-    kv_time_s: array[float] = field(default_factory=lambda: array("d"))
-    kv_replica: array[int] = field(default_factory=lambda: array("i"))
-    kv_share: array[float] = field(default_factory=lambda: array("d"))
-    batch_sequences: array[int] = field(default_factory=lambda: array("i"))  # per iteration
-
-    @property
-    def kv_occupancy(self) -> list[tuple[float, int, float]]:
-        """(time, replica, share of the KV cache in use) after every iteration."""
-        return list(zip(self.kv_time_s, self.kv_replica, self.kv_share, strict=True))
 
 
 class Engine:
@@ -188,7 +87,7 @@ class Engine:
         self.link_bytes: dict[str, float] = {}
         self.spans: list[Span] = []
         self.events = 0
-        self.prefill_time_s: list[float] = []
+        self.prefill_time_s: array[float] = array("d")
         self.decode_step_s: array[float] = array("d")
         self.bound_s = {"compute": 0.0, "memory-bandwidth": 0.0, "overhead": 0.0}
         # time on the critical path of replica 0's decode steps, by kind
@@ -200,9 +99,9 @@ class Engine:
         }
         self.iterations = 0
         self.kv_time_s: array[float] = array("d")
-        self.kv_replica: array[int] = array("i")
+        self.kv_replica: array[int] = array("H")
         self.kv_share: array[float] = array("d")
-        self.batch_sequences: array[int] = array("i")
+        self.batch_sequences: array[int] = array("I")
         for d in self.placement.devices:
             self._resource(d.name)
         prof = cfg.profile
@@ -256,7 +155,9 @@ class Engine:
             and not self._shared_cpu
         )
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
-        self._records: dict[int, RequestRecord] = {}
+        self.workload = workload.columns(cfg)  # the requests, as arrays
+        self.records = RequestTable([t for ves in self._step_times for t in ves])
+        self._next = 0  # closed loop: the next request a free client sends
         self._done: dict[int, simpy.Event] = {}  # closed loop: the client waits on it
         self._routed = 0
         self._stream_delay_s = stream_delay_s(prof)
@@ -465,7 +366,7 @@ class Engine:
         sched = self.schedulers[replica][ve]
         key = (replica, ve)
         times = self._step_times[replica][ve]
-        records = self._records
+        prefill_start, first_token = self.records.prefill_start_s, self.records.first_token_s
         while True:
             if self.merge_steps:
                 run = sched.decode_run()
@@ -488,7 +389,7 @@ class Engine:
                 continue
             now = self.env.now
             for seq in sched.started:
-                records[seq.id].prefill_start_s = now
+                prefill_start[seq.id] = now
             yield from self._iteration(replica, ve, chunks)
             self.iterations += 1
             self.batch_sequences.append(len(chunks))
@@ -498,19 +399,15 @@ class Engine:
             emitted, finished = sched.complete(chunks)
             for seq in emitted:
                 if seq.generated == 1:  # its first token (a preempted one keeps its count)
-                    rec = records[seq.id]
-                    rec.first_token_s = seen
-                    if rec.prompt_tokens > 0:
-                        self.prefill_time_s.append(now - rec.prefill_start_s)
+                    first_token[seq.id] = seen
+                    if seq.prompt_tokens > 0:
+                        self.prefill_time_s.append(now - prefill_start[seq.id])
             self._finish(finished, seen)
             self._book_occupancy(now, replica, sched)
 
     def _finish(self, finished: list[Sequence], seen: float) -> None:
         for seq in finished:
-            rec = self._records[seq.id]
-            rec.end_s = seen
-            rec.preemptions = seq.preemptions
-            rec.segments = seq.token_steps
+            self.records.finish(seq.id, seen, seq.preemptions, seq.token_steps)
             done = self._done.pop(seq.id, None)
             if done is not None:
                 done.succeed()
@@ -536,69 +433,60 @@ class Engine:
         self._routed += 1
         return r
 
-    def _submit(self, spec: workload.RequestSpec) -> simpy.Event:
-        cfg = self.cfg
+    def _submit(self, i: int) -> simpy.Event | None:
+        """Request ``i`` arrives now: its record row, its sequence in a scheduler's queue
+        (closed loop: the event its client waits on)."""
+        cfg, wl = self.cfg, self.workload
         replica = self._route()
         ves = self.schedulers[replica]
         ve = min(range(len(ves)), key=lambda v: (ves[v].unfinished, v))
-        rec = RequestRecord(
-            id=spec.id,
-            replica=replica,
-            arrival_s=self.env.now,
-            prompt_tokens=spec.prompt_tokens,
-            output_tokens=spec.output_tokens,
-            step_times=self._step_times[replica][ve],
-        )
-        self._records[spec.id] = rec
-        done = self.env.event()
+        prompt, output = int(wl.prompt_tokens[i]), int(wl.output_tokens[i])
+        rid = self.records.add(replica, replica * len(ves) + ve, self.env.now, prompt, output)
+        assert rid == i, (rid, i)  # requests arrive in id order
+        done = None
         if not cfg.open_loop:
-            self._done[spec.id] = done
-        ves[ve].add(
-            Sequence(
-                id=spec.id,
-                prompt_tokens=spec.prompt_tokens,
-                output_tokens=spec.output_tokens,
-                context_tokens=cfg.context_tokens,
-            )
-        )
+            done = self._done[i] = self.env.event()
+        ves[ve].add(Sequence(i, prompt, output, context_tokens=cfg.context_tokens))
         wake = self._wake.pop((replica, ve), None)
         if wake is not None and not wake.triggered:
             wake.succeed()
         return done
 
-    def _open_loop(self, specs: list[workload.RequestSpec]) -> Proc:
-        for spec in specs:
-            assert spec.arrival_s is not None
-            if spec.arrival_s > self.env.now:
-                yield self.env.timeout(spec.arrival_s - self.env.now)
-            self._submit(spec)
+    def _open_loop(self, arrivals: array[float]) -> Proc:
+        env = self.env
+        for i, at in enumerate(arrivals):
+            if at > env.now:
+                yield env.timeout(at - env.now)
+            self._submit(i)
 
-    def _client(self, queue: list[workload.RequestSpec]) -> Proc:
-        """A closed-loop user: send a request, wait for its end, send the next."""
-        while queue:
-            spec = queue.pop(0)
-            yield self._submit(spec)
+    def _client(self) -> Proc:
+        """A closed-loop user: send the next request, wait for its end, send the next."""
+        while self._next < len(self.workload):
+            i, self._next = self._next, self._next + 1
+            done = self._submit(i)
+            assert done is not None
+            yield done
 
     def run(self) -> SimOutput:
         cfg = self.cfg
-        specs = workload.requests(cfg)
+        wl = self.workload
         for r in range(cfg.replicas):
             for v in range(self.virtual_engines):
                 self.env.process(self._serve(r, v))
-        if cfg.open_loop:
-            self.env.process(self._open_loop(specs))
+        if wl.arrival_s is not None:
+            sends = array("d")
+            sends.frombytes(wl.arrival_s.tobytes())  # Python floats one at a time
+            self.env.process(self._open_loop(sends))
         else:
-            queue = list(specs)
-            for _ in range(min(cfg.concurrency, len(specs))):
-                self.env.process(self._client(queue))
+            for _ in range(min(cfg.concurrency, len(wl))):
+                self.env.process(self._client())
         self.env.run()
         for ves in self.schedulers:  # requests a run left unfinished keep their tokens
             for sched in ves:
                 for seq in (*sched.running, *sched.waiting):
-                    self._records[seq.id].segments = seq.token_steps
-        requests = [self._records[s.id] for s in specs if s.id in self._records]
+                    self.records.set_steps(seq.id, seq.token_steps)
         return SimOutput(
-            requests=requests,
+            requests=self.records,
             makespan_s=self.env.now,
             busy_s=dict(self.busy_s),
             link_bytes=dict(self.link_bytes),

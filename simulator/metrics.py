@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from array import array
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 
-from simulator.engine import RequestRecord, SimOutput
+from simulator.records import F64, I64, RequestRecord, RequestTable, SimOutput
 
-Floats = list[float] | np.ndarray[Any, np.dtype[np.float64]]
+Floats: TypeAlias = "list[float] | F64 | array[float]"
 
 
 def _mean(xs: Floats) -> float | None:
@@ -31,43 +33,46 @@ class Gaps:
     * :meth:`percentile` is ``np.percentile`` (linear interpolation) bit for bit, from the
       distinct gaps and their counts: within one step every sequence in the batch gets the
       same gap, so (step gap, how many sequences had it) pairs are an exact histogram.
+
+    ``reqs``: the run's :class:`RequestTable` (with ``rows``, the finished requests in id
+    order) or a list of records (all of them).
     """
 
     CHUNK = 1 << 16
 
-    def __init__(self, reqs: list[RequestRecord]):
-        self._reqs: list[RequestRecord] = []
-        counts: list[int] = []
-        for r in reqs:
-            seg = r.segments
-            n = sum(seg[i + 1] - seg[i] for i in range(0, len(seg), 2))
-            n += 1 if r.prompt_tokens == 0 and n else 0
-            if n > 1:
-                self._reqs.append(r)
-                counts.append(n - 1)
-        self._ends = np.cumsum(np.asarray(counts, dtype=np.int64))
-        self.size = int(self._ends[-1]) if counts else 0
-        self._views: dict[int, np.ndarray[Any, np.dtype[np.float64]]] = {}
-        self._hist: tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, Any]] | None
-        self._hist = None
+    def __init__(
+        self, reqs: RequestTable | Sequence[RequestRecord], rows: I64 | None = None
+    ) -> None:
+        table = reqs if isinstance(reqs, RequestTable) else RequestTable.of(reqs)
+        if rows is None:
+            rows = np.arange(len(table), dtype=np.int64)
+        self._table = table
+        n = table.tokens()[rows]
+        no_prompt = table.column("prompt_tokens")[rows] == 0
+        n = n + (no_prompt & (n > 0))  # a prompt-less request's first gap: from its start
+        keep = n > 1
+        self._rows = rows[keep]
+        self._ends = np.cumsum(n[keep] - 1, dtype=np.int64)
+        self.size = int(self._ends[-1]) if len(self._ends) else 0
+        self._views = [
+            np.frombuffer(t, dtype=np.float64) if len(t) else np.zeros(0) for t in table.step_times
+        ]
+        self._hist: tuple[F64, np.ndarray[Any, Any]] | None = None
 
     def __len__(self) -> int:
         return self.size
 
-    def _times(self, r: RequestRecord) -> np.ndarray[Any, np.dtype[np.float64]]:
-        view = self._views.get(id(r.step_times))
-        if view is None:
-            view = self._views[id(r.step_times)] = np.frombuffer(r.step_times, dtype=np.float64)
-        return view
-
-    def _token_times(self, r: RequestRecord) -> np.ndarray[Any, np.dtype[np.float64]]:
-        times, seg = self._times(r), r.segments
-        parts = [times[seg[i] : seg[i + 1]] for i in range(0, len(seg), 2)]
-        if r.prompt_tokens == 0:
-            parts.insert(0, np.array([r.prefill_start_s]))
+    def _token_times(self, i: int) -> F64:
+        t = self._table
+        times = self._views[t.sched[i]]
+        at, n = t.seg_at[i], t.seg_len[i]
+        seg = t.segments[at : at + n]
+        parts = [times[seg[j] : seg[j + 1]] for j in range(0, n, 2)]
+        if t.prompt_tokens[i] == 0:
+            parts.insert(0, np.array([t.prefill_start_s[i]]))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def array(self, lo: int = 0, hi: int | None = None) -> np.ndarray[Any, np.dtype[np.float64]]:
+    def array(self, lo: int = 0, hi: int | None = None) -> F64:
         """Gaps ``lo`` to ``hi`` of the concatenation (all of them by default)."""
         hi = self.size if hi is None else hi
         if hi <= lo:
@@ -75,7 +80,8 @@ class Gaps:
         first = int(np.searchsorted(self._ends, lo, side="right"))
         last = int(np.searchsorted(self._ends, hi - 1, side="right"))
         base = int(self._ends[first - 1]) if first else 0
-        pieces = [np.diff(self._token_times(self._reqs[i])) for i in range(first, last + 1)]
+        rows = self._rows[first : last + 1].tolist()
+        pieces = [np.diff(self._token_times(i)) for i in rows]
         out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return out[lo - base : hi - base]
 
@@ -89,44 +95,46 @@ class Gaps:
     def mean(self) -> float | None:
         return self._sum(0, self.size) / self.size if self.size else None
 
-    def _histogram(self) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, Any]]:
+    def _histogram(self) -> tuple[F64, np.ndarray[Any, Any]]:
         """Distinct gaps (sorted) and the cumulative count of gaps up to each."""
         if self._hist is not None:
             return self._hist
+        t = self._table
         values: list[Any] = []
         weights: list[Any] = []
         singles: list[float] = []
-        by_times: dict[int, list[RequestRecord]] = {}
-        for r in self._reqs:
-            by_times.setdefault(id(r.step_times), []).append(r)
-        for group in by_times.values():
-            times = self._times(group[0])
+        by_sched: dict[int, list[int]] = {}
+        for i in self._rows.tolist():
+            by_sched.setdefault(t.sched[i], []).append(i)
+        for k, group in by_sched.items():
+            times = self._views[k]
             starts: list[int] = []
             ends: list[int] = []
-            for r in group:
-                seg = r.segments
-                if r.prompt_tokens == 0 and seg:
-                    singles.append(float(times[seg[0]]) - r.prefill_start_s)
-                for i in range(0, len(seg), 2):
-                    if i:  # across a gap in its steps (it was preempted or not scheduled)
-                        singles.append(float(times[seg[i]]) - float(times[seg[i - 1] - 1]))
-                    if seg[i + 1] - seg[i] > 1:
-                        starts.append(seg[i])
-                        ends.append(seg[i + 1] - 1)
+            for i in group:
+                at, n = t.seg_at[i], t.seg_len[i]
+                seg = t.segments[at : at + n]
+                if t.prompt_tokens[i] == 0 and n:
+                    singles.append(float(times[seg[0]]) - t.prefill_start_s[i])
+                for j in range(0, n, 2):
+                    if j:  # across a gap in its steps (it was preempted or not scheduled)
+                        singles.append(float(times[seg[j]]) - float(times[seg[j - 1] - 1]))
+                    if seg[j + 1] - seg[j] > 1:
+                        starts.append(seg[j])
+                        ends.append(seg[j + 1] - 1)
             # sequences emitting in both step i and step i + 1 all see gap i
             step_gaps = np.diff(times)
-            cover = np.zeros(len(times) + 1, dtype=np.int64)
+            cover = np.zeros(len(times) + 1, dtype=np.int32)  # batch sizes fit in int32
             np.add.at(cover, np.asarray(starts, dtype=np.int64), 1)
             np.add.at(cover, np.asarray(ends, dtype=np.int64), -1)
-            cover = np.cumsum(cover)[: len(step_gaps)]
+            cover = np.cumsum(cover, dtype=np.int32)[: len(step_gaps)]
             used = cover > 0
             values.append(step_gaps[used])
             weights.append(cover[used])
         values.append(np.asarray(singles, dtype=np.float64))
-        weights.append(np.ones(len(singles), dtype=np.int64))
+        weights.append(np.ones(len(singles), dtype=np.int32))
         v = np.concatenate(values)
         order = np.argsort(v, kind="stable")
-        cum = np.cumsum(np.concatenate(weights)[order])
+        cum = np.cumsum(np.concatenate(weights)[order], dtype=np.int64)
         assert int(cum[-1]) == self.size, (int(cum[-1]), self.size)
         self._hist = (v[order], cum)
         return self._hist
@@ -151,7 +159,7 @@ class Gaps:
         return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
-def itl_gaps(reqs: list[RequestRecord]) -> np.ndarray[Any, np.dtype[np.float64]]:
+def itl_gaps(reqs: Sequence[RequestRecord]) -> F64:
     """Every request's inter-token gaps, concatenated in request order (materialised: for
     the per-request export and tests; :func:`summarize` uses :class:`Gaps`)."""
     return Gaps(reqs).array()
@@ -176,26 +184,33 @@ def summarize(out: SimOutput) -> dict[str, Any]:
     stream, output tokens / decode time as llama-bench's tg reports it); ``prefill_tok_s``
     is per request: prompt tokens / (first token - first scheduled).
     """
-    reqs = [r for r in out.requests if not math.isnan(r.end_s)]
-    ttft = [r.ttft_s for r in reqs if not math.isnan(r.first_token_s)]
-    tpot = [r.tpot_s for r in reqs if r.tokens > 1]
-    itl = Gaps(reqs)
-    e2e = [r.e2e_s for r in reqs]
-    wait = [r.queue_wait_s for r in reqs]
+    t = out.requests
+    end, first = t.column("end_s"), t.column("first_token_s")
+    arrival, start = t.column("arrival_s"), t.column("prefill_start_s")
+    rows = np.flatnonzero(~np.isnan(end))  # the finished requests, in id order
+    end, first, arrival, start = end[rows], first[rows], arrival[rows], start[rows]
+    tokens = t.tokens()[rows]
+    prompts, outputs_col = t.column("prompt_tokens")[rows], t.column("output_tokens")[rows]
+    ttft = (first - arrival)[~np.isnan(first)]
+    many = tokens > 1
+    tpot = (end[many] - first[many]) / (tokens[many] - 1)
+    itl = Gaps(t, rows)
+    e2e = end - arrival
+    wait = start - arrival
     prefill_tok_s = None
-    with_prompt = [r.prompt_tokens for r in reqs if r.prompt_tokens]
-    if out.prefill_time_s and with_prompt:
+    with_prompt = prompts[prompts != 0]
+    if out.prefill_time_s and len(with_prompt):
         prefill_tok_s = float(np.mean(with_prompt) / np.mean(out.prefill_time_s))
     itl_mean = itl.mean()
     decode_tok_s = 1.0 / itl_mean if itl_mean is not None else None
-    outputs = sum(r.output_tokens for r in reqs)
+    outputs = int(outputs_col.sum())
     makespan = out.makespan_s
     occupancy = np.frombuffer(out.kv_share, dtype=np.float64) if out.kv_share else np.zeros(0)
     return {
         "prefill_tok_s": prefill_tok_s,
         "decode_tok_s": decode_tok_s,
         "output_throughput_tok_s": outputs / makespan if makespan > 0 else None,
-        "request_throughput_rps": len(reqs) / makespan if makespan > 0 else None,
+        "request_throughput_rps": len(rows) / makespan if makespan > 0 else None,
         **_stats("ttft_s", ttft),
         **_stats("tpot_s", tpot),
         "itl_s": itl_mean,
@@ -209,12 +224,12 @@ def summarize(out: SimOutput) -> dict[str, Any]:
         "makespan_s": makespan,
         "prefill_time_s": _mean(out.prefill_time_s),
         "decode_time_s": float(np.sum(np.frombuffer(out.decode_step_s, dtype=np.float64)))
-        / max(len(reqs), 1)
+        / max(len(rows), 1)
         if out.decode_step_s
         else None,
-        "requests_completed": len(reqs),
+        "requests_completed": len(rows),
         "output_tokens_total": outputs,
-        "prompt_tokens_total": sum(r.prompt_tokens for r in reqs),
+        "prompt_tokens_total": int(prompts.sum()),
         "preemptions": out.preemptions,
         "mean_batch_sequences": _mean(np.asarray(out.batch_sequences, dtype=np.float64)),
         "kv_cache_occupancy_mean": _mean(occupancy),

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from simulator import config as cfgmod
-from simulator.engine import SimOutput, simulate
+from simulator.engine import simulate
 from simulator.errors import CannotRun, ConfigError
 from simulator.metrics import summarize
+from simulator.records import SimOutput
 from tests.conftest import CONFIGS
 
 BASES = {

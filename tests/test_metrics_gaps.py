@@ -10,8 +10,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.engine import RequestRecord
 from simulator.metrics import Gaps
+from simulator.records import RequestRecord
 
 
 @st.composite
