@@ -99,9 +99,10 @@ class Engine:
         }
         self.iterations = 0
         self.kv_time_s: array[float] = array("d")
-        self.kv_replica: array[int] = array("H")
+        # the narrowest unsigned type that holds any replica index and any batch size
+        self.kv_replica: array[int] = array("B" if cfg.replicas <= 256 else "H")
         self.kv_share: array[float] = array("d")
-        self.batch_sequences: array[int] = array("I")
+        self.batch_sequences: array[int] = array("H" if cfg.requests < 1 << 16 else "I")
         for d in self.placement.devices:
             self._resource(d.name)
         prof = cfg.profile
@@ -133,9 +134,16 @@ class Engine:
             self.schedulers.append(
                 [Scheduler(replace(settings, max_num_seqs=share[v])) for v in range(per_ve)]
             )
-        # client-side time of every step of each scheduler (the records index into it)
-        self._step_times = [
-            [array("d") for _ in range(self.virtual_engines)] for _ in range(cfg.replicas)
+        # when every step of each scheduler ended (the records index into it; a client
+        # receives the step's tokens ``stream_delay_s`` later); with one scheduler that is
+        # the series of iteration ends, kept once
+        self._one_scheduler = cfg.replicas == 1 and self.virtual_engines == 1
+        self._step_ends = [
+            [
+                self.kv_time_s if self._one_scheduler else array("d")
+                for _ in range(self.virtual_engines)
+            ]
+            for _ in range(cfg.replicas)
         ]
         pl = self.placement
         # replicas of one machine that run host-side work share its CPU: they must queue
@@ -156,11 +164,13 @@ class Engine:
         )
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self.workload = workload.columns(cfg)  # the requests, as arrays
-        self.records = RequestTable([t for ves in self._step_times for t in ves])
+        self._stream_delay_s = stream_delay_s(prof)
+        self.records = RequestTable(
+            [t for ves in self._step_ends for t in ves], self._stream_delay_s
+        )
         self._next = 0  # closed loop: the next request a free client sends
         self._done: dict[int, simpy.Event] = {}  # closed loop: the client waits on it
         self._routed = 0
-        self._stream_delay_s = stream_delay_s(prof)
         self.runs = RunBooker(
             cfg,
             self.timelines,
@@ -172,7 +182,6 @@ class Engine:
                 self.kv_replica,
                 self.kv_share,
             ),
-            self._stream_delay_s,
         )
 
     # -- resources -----------------------------------------------------------------------
@@ -365,18 +374,19 @@ class Engine:
         """One scheduler's loop: schedule, run, book the tokens; sleep when idle."""
         sched = self.schedulers[replica][ve]
         key = (replica, ve)
-        times = self._step_times[replica][ve]
+        ends = None if self._one_scheduler else self._step_ends[replica][ve]
+        delay = self._stream_delay_s
         prefill_start, first_token = self.records.prefill_start_s, self.records.first_token_s
         while True:
             if self.merge_steps:
                 run = sched.decode_run()
                 if run is not None:  # booked in one go, waited for as one event
                     now = self.env.now
-                    end, k = self.runs.book(replica, sched, run, times, now, self.env.peek())
+                    end, k = self.runs.book(replica, sched, run, now, self.env.peek())
                     self.events += k
                     self.iterations += k
                     yield At(self.env, end) if k > 1 else self.env.timeout(end - now)
-                    self._finish(sched.advance(k), times[-1])
+                    self._finish(sched.advance(k), end + delay)
                     self._book_occupancy(end, replica, sched)
                     continue
             chunks = sched.schedule()
@@ -394,8 +404,9 @@ class Engine:
             self.iterations += 1
             self.batch_sequences.append(len(chunks))
             now = self.env.now
-            seen = now + self._stream_delay_s  # when the client receives the tokens
-            times.append(seen)
+            seen = now + delay  # when the client receives the tokens
+            if ends is not None:  # (else the occupancy series below records ``now``)
+                ends.append(now)
             emitted, finished = sched.complete(chunks)
             for seq in emitted:
                 if seq.generated == 1:  # its first token (a preempted one keeps its count)

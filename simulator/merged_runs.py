@@ -67,7 +67,6 @@ class RunBooker:
         timelines: Timelines,
         counters: tuple[dict[str, float], dict[str, float], dict[str, float], dict[str, float]],
         series: tuple[array[float], array[int], array[float], array[int], array[float]],
-        stream_delay_s: float,
     ):
         self.cfg = cfg
         self.timelines = timelines
@@ -75,7 +74,6 @@ class RunBooker:
         self.counters = counters
         # decode step times, batch sizes, kv times, kv replicas, kv shares
         self.series = series
-        self.stream_delay_s = stream_delay_s
         self._programs: dict[tuple[int, int, int], Program] = {}
 
     def program(self, replica: int, ctx: int, n: int) -> Program:
@@ -128,12 +126,11 @@ class RunBooker:
         replica: int,
         sched: Scheduler,
         run: DecodeRun,
-        times: array[float],
         start: float,
         horizon: float,
     ) -> tuple[float, int]:
-        """Book the first steps of ``run`` from ``start`` (``times``: the scheduler's
-        client-side step times), stopping after the first that
+        """Book the first steps of ``run`` from ``start`` (the scheduler's step ends are
+        the series of iteration ends: the engine's only scheduler), stopping after the first that
         ends at or after ``horizon`` (the next foreign event: an arrival, a client's next
         request) and before the first that needs more KV blocks than are free; (the end of
         the last step booked, steps booked). The occupancy after the last step is the
@@ -189,8 +186,6 @@ class RunBooker:
         step_s, batch, kv_time, kv_replica, kv_share = self.series
         step_s.extend(durations)
         batch.extend([n] * k)
-        delay = self.stream_delay_s
-        times.extend([e + delay for e in ends])
         kv_time.extend(ends[:-1])
         kv_replica.extend([replica] * (k - 1))
         kv_share.extend(shares)

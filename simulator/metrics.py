@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -54,20 +54,16 @@ class Gaps:
         self._rows = rows[keep]
         self._ends = np.cumsum(n[keep] - 1, dtype=np.int64)
         self.size = int(self._ends[-1]) if len(self._ends) else 0
-        self._views = [
-            np.frombuffer(t, dtype=np.float64) if len(t) else np.zeros(0) for t in table.step_times
-        ]
-        self._hist: tuple[F64, np.ndarray[Any, Any]] | None = None
 
     def __len__(self) -> int:
         return self.size
 
     def _token_times(self, i: int) -> F64:
         t = self._table
-        times = self._views[t.sched[i]]
+        k = t.sched[i]
         at, n = t.seg_at[i], t.seg_len[i]
         seg = t.segments[at : at + n]
-        parts = [times[seg[j] : seg[j + 1]] for j in range(0, n, 2)]
+        parts = [t.client_times(k, slice(seg[j], seg[j + 1])) for j in range(0, n, 2)]
         if t.prompt_tokens[i] == 0:
             parts.insert(0, np.array([t.prefill_start_s[i]]))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -95,68 +91,147 @@ class Gaps:
     def mean(self) -> float | None:
         return self._sum(0, self.size) / self.size if self.size else None
 
-    def _histogram(self) -> tuple[F64, np.ndarray[Any, Any]]:
-        """Distinct gaps (sorted) and the cumulative count of gaps up to each."""
-        if self._hist is not None:
-            return self._hist
-        t = self._table
-        values: list[Any] = []
-        weights: list[Any] = []
-        singles: list[float] = []
-        by_sched: dict[int, list[int]] = {}
-        for i in self._rows.tolist():
-            by_sched.setdefault(t.sched[i], []).append(i)
-        for k, group in by_sched.items():
-            times = self._views[k]
-            starts: list[int] = []
-            ends: list[int] = []
-            for i in group:
-                at, n = t.seg_at[i], t.seg_len[i]
-                seg = t.segments[at : at + n]
-                if t.prompt_tokens[i] == 0 and n:
-                    singles.append(float(times[seg[0]]) - t.prefill_start_s[i])
-                for j in range(0, n, 2):
-                    if j:  # across a gap in its steps (it was preempted or not scheduled)
-                        singles.append(float(times[seg[j]]) - float(times[seg[j - 1] - 1]))
-                    if seg[j + 1] - seg[j] > 1:
-                        starts.append(seg[j])
-                        ends.append(seg[j + 1] - 1)
+    def _weighted(self) -> Iterator[tuple[F64, np.ndarray[Any, Any]]]:
+        """The multiset of gaps as (distinct step gaps, how many requests saw each), a chunk
+        of at most ``CHUNK`` steps at a time, then the single gaps (weight 1): within one step
+        every sequence emitting in it and in the next sees the same gap."""
+        t, rows = self._table, self._rows
+        count = t.column("seg_len")[rows].astype(np.int64) // 2  # pairs per request
+        first = np.cumsum(count) - count  # each request's first pair among them
+        total = int(count.sum())
+        rank = np.arange(total, dtype=np.int64) - np.repeat(first, count)  # pair within its row
+        where = np.repeat(t.column("seg_at")[rows].astype(np.int64) // 2, count) + rank
+        seg = t.column("segments").astype(np.int64, copy=False)
+        lo, hi = seg[2 * where], seg[2 * where + 1]
+        del where
+        sched = np.repeat(t.column("sched")[rows].astype(np.int64), count)
+        row_start = t.column("prefill_start_s")[rows]
+        no_prompt = np.repeat(t.column("prompt_tokens")[rows] == 0, count) & (rank == 0)
+        singles: list[F64] = []
+        for k in np.unique(sched).tolist():
+            steps = len(t.step_ends[k])
+            mine = sched == k
+            klo, khi, krank = lo[mine], hi[mine], rank[mine]
+            # a prompt-less request's first token, timed from when it was first scheduled
+            free = no_prompt[mine]
+            starts = np.repeat(row_start, count)[mine][free]
+            singles.append(t.client_times(k, klo[free]) - starts)
+            # across a gap in its steps (it was preempted or not scheduled)
+            later = krank > 0
+            prev_hi = np.roll(khi, 1)[later]
+            singles.append(t.client_times(k, klo[later]) - t.client_times(k, prev_hi - 1))
             # sequences emitting in both step i and step i + 1 all see gap i
-            step_gaps = np.diff(times)
-            cover = np.zeros(len(times) + 1, dtype=np.int32)  # batch sizes fit in int32
-            np.add.at(cover, np.asarray(starts, dtype=np.int64), 1)
-            np.add.at(cover, np.asarray(ends, dtype=np.int64), -1)
-            cover = np.cumsum(cover, dtype=np.int32)[: len(step_gaps)]
-            used = cover > 0
-            values.append(step_gaps[used])
-            weights.append(cover[used])
-        values.append(np.asarray(singles, dtype=np.float64))
-        weights.append(np.ones(len(singles), dtype=np.int32))
-        v = np.concatenate(values)
-        order = np.argsort(v, kind="stable")
-        cum = np.cumsum(np.concatenate(weights)[order], dtype=np.int64)
-        assert int(cum[-1]) == self.size, (int(cum[-1]), self.size)
-        self._hist = (v[order], cum)
-        return self._hist
+            long = khi - klo > 1
+            cover = np.zeros(steps + 1, dtype=np.int32)  # batch sizes fit in int32
+            np.add.at(cover, klo[long], 1)
+            np.add.at(cover, khi[long] - 1, -1)
+            np.cumsum(cover, out=cover)
+            for a in range(0, steps - 1, self.CHUNK):
+                b = min(a + self.CHUNK, steps - 1)
+                w = cover[a:b]
+                used = w > 0
+                yield np.diff(t.client_times(k, slice(a, b + 1)))[used], w[used]
+        if singles:
+            one = np.concatenate(singles)
+            yield one, np.ones(len(one), dtype=np.int32)
+
+    def _order_stats(self, ranks: Iterable[int]) -> dict[int, float]:
+        """The ``j``-th smallest gap for each ``j`` in ``ranks``, exactly, without sorting or
+        holding every gap: the gaps' order-preserving 64-bit keys are narrowed 16 bits per
+        pass (a weighted histogram of the next digit among the gaps sharing the target's
+        prefix) until the target's bucket is small enough to sort or its key is complete."""
+        todo = {j: (0, 0, j) for j in sorted(set(ranks))}  # j: (prefix, bits, rank within)
+        found: dict[int, float] = {}
+        limit = self.CHUNK
+        while todo:
+            groups = sorted({(p, bits) for p, bits, _ in todo.values()})
+            weight = {g: np.zeros(1 << 16) for g in groups}
+            entries = {g: np.zeros(1 << 16, dtype=np.int64) for g in groups}
+            for v, w in self._weighted():
+                key = _keys(v)
+                for g in groups:
+                    p, bits = g
+                    m = (key >> np.uint64(64 - bits)) == p if bits else slice(None)
+                    digit = ((key[m] >> np.uint64(48 - bits)) & np.uint64(0xFFFF)).astype(np.intp)
+                    weight[g] += np.bincount(digit, weights=w[m], minlength=1 << 16)
+                    entries[g] += np.bincount(digit, minlength=1 << 16)
+            sort: dict[tuple[int, int], list[int]] = {}
+            for j, (p, bits, r) in list(todo.items()):
+                cum = np.cumsum(weight[(p, bits)])
+                d = int(np.searchsorted(cum, r, side="right"))
+                r -= int(cum[d - 1]) if d else 0
+                p, bits = (p << 16) | d, bits + 16
+                if bits == 64:  # every gap in the bucket is this one value
+                    found[j] = _value(p)
+                    del todo[j]
+                elif entries[(p >> 16, bits - 16)][d] <= limit:
+                    sort.setdefault((p, bits), []).append(j)
+                    todo[j] = (p, bits, r)
+                else:
+                    todo[j] = (p, bits, r)
+            if sort:  # the small buckets: gather their gaps in one more pass and sort them
+                got: dict[tuple[int, int], tuple[list[F64], list[Any]]] = {
+                    g: ([], []) for g in sort
+                }
+                for v, w in self._weighted():
+                    key = _keys(v)
+                    for g in sort:
+                        m = (key >> np.uint64(64 - g[1])) == g[0]
+                        got[g][0].append(v[m])
+                        got[g][1].append(w[m])
+                for g, js in sort.items():
+                    vals = np.concatenate(got[g][0])
+                    order = np.argsort(vals, kind="stable")
+                    cum = np.cumsum(np.concatenate(got[g][1])[order], dtype=np.int64)
+                    for j in js:
+                        r = todo.pop(j)[2]
+                        found[j] = float(vals[order][int(np.searchsorted(cum, r, side="right"))])
+        return found
+
+    def percentiles(self, qs: Sequence[float]) -> list[float | None]:
+        """``np.percentile`` of the concatenation (method "linear") at each of ``qs``, bit for
+        bit (the order statistics they need, found in shared passes)."""
+        n = self.size
+        if not n:
+            return [None] * len(qs)
+        plans = []
+        for q in qs:
+            virtual = (n - 1) * (q / 100)
+            if virtual >= n - 1:
+                plans.append((n - 1, n - 1, 0.0))
+            else:
+                below = math.floor(virtual)
+                plans.append((below, below + 1, virtual - below))
+        nth = self._order_stats(j for lo, hi, _ in plans for j in (lo, hi))
+        out: list[float | None] = []
+        for lo, hi, gamma in plans:
+            if lo == hi:
+                out.append(nth[lo])
+                continue
+            a, b = nth[lo], nth[hi]
+            diff = b - a
+            out.append(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
+        return out
 
     def percentile(self, q: float) -> float | None:
         """``np.percentile`` of the concatenation (method "linear"), bit for bit."""
-        n = self.size
-        if not n:
-            return None
-        values, cum = self._histogram()
+        return self.percentiles([q])[0]
 
-        def nth(j: int) -> float:  # the j-th smallest gap
-            return float(values[int(np.searchsorted(cum, j, side="right"))])
 
-        virtual = (n - 1) * (q / 100)
-        if virtual >= n - 1:
-            return nth(n - 1)
-        below = math.floor(virtual)
-        gamma = virtual - below
-        a, b = nth(below), nth(below + 1)
-        diff = b - a
-        return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+def _keys(v: F64) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """Order-preserving unsigned keys of float64 values (IEEE bits, negatives flipped)."""
+    b = v.view(np.int64)
+    key: np.ndarray[Any, np.dtype[np.uint64]] = np.where(b < 0, ~b, b | np.int64(-(2**63))).view(
+        np.uint64
+    )
+    return key
+
+
+def _value(key: int) -> float:
+    """The float64 whose :func:`_keys` key is ``key``."""
+    b = np.array([key], dtype=np.uint64).view(np.int64)
+    bits = np.where(b < 0, b & np.int64(2**63 - 1), ~b)  # the sign bit was set for positives
+    return float(bits.view(np.float64)[0])
 
 
 def itl_gaps(reqs: Sequence[RequestRecord]) -> F64:
@@ -202,10 +277,13 @@ def summarize(out: SimOutput) -> dict[str, Any]:
     if out.prefill_time_s and len(with_prompt):
         prefill_tok_s = float(np.mean(with_prompt) / np.mean(out.prefill_time_s))
     itl_mean = itl.mean()
+    itl_pct = itl.percentiles((50, 90, 99))
     decode_tok_s = 1.0 / itl_mean if itl_mean is not None else None
     outputs = int(outputs_col.sum())
     makespan = out.makespan_s
     occupancy = np.frombuffer(out.kv_share, dtype=np.float64) if out.kv_share else np.zeros(0)
+    b = out.batch_sequences
+    batch = np.frombuffer(b, dtype=np.dtype(b.typecode)) if len(b) else np.zeros(0)
     return {
         "prefill_tok_s": prefill_tok_s,
         "decode_tok_s": decode_tok_s,
@@ -214,9 +292,7 @@ def summarize(out: SimOutput) -> dict[str, Any]:
         **_stats("ttft_s", ttft),
         **_stats("tpot_s", tpot),
         "itl_s": itl_mean,
-        "itl_s_p50": itl.percentile(50),
-        "itl_s_p90": itl.percentile(90),
-        "itl_s_p99": itl.percentile(99),
+        **dict(zip(("itl_s_p50", "itl_s_p90", "itl_s_p99"), itl_pct, strict=True)),
         **_stats("e2e_s", e2e),
         **_stats("queue_wait_s", wait),
         "energy_j_per_token": None,
@@ -231,7 +307,8 @@ def summarize(out: SimOutput) -> dict[str, Any]:
         "output_tokens_total": outputs,
         "prompt_tokens_total": int(prompts.sum()),
         "preemptions": out.preemptions,
-        "mean_batch_sequences": _mean(np.asarray(out.batch_sequences, dtype=np.float64)),
+        # integer sums are exact in float64 in any order: no float64 copy of the column
+        "mean_batch_sequences": float(np.mean(batch, dtype=np.float64)) if len(batch) else None,
         "kv_cache_occupancy_mean": _mean(occupancy),
         "kv_cache_occupancy_max": float(np.max(occupancy)) if len(occupancy) else None,
         "kv_pool_tokens": None if not out.kv_pool_tokens else out.kv_pool_tokens[0],

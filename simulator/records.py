@@ -91,11 +91,14 @@ class RequestTable(Sequence[RequestRecord]):
 
     Token steps: each request's flat [start, end) pairs are appended to ``segments`` when it
     ends (``seg_at``, ``seg_len``: where its pairs start and how many numbers they are), so
-    the pairs of all requests sit in one int64 array. ``step_times[sched[i]]`` is the
-    client-side step-time array of request ``i``'s scheduler."""
+    the pairs of all requests sit in one int64 array. ``step_ends[sched[i]]`` holds when
+    each step of request ``i``'s scheduler ended; its client received the step's tokens
+    ``delay_s`` later (``end + delay_s``, the engine's own float operation)."""
 
-    def __init__(self, step_times: Sequence[array[float]]):
-        self.step_times = list(step_times)
+    def __init__(self, step_ends: Sequence[array[float]], delay_s: float = 0.0):
+        self.step_ends = list(step_ends)
+        self.delay_s = delay_s
+        self._client_times: dict[int, array[float]] = {}
         self.replica: array[int] = array("H")
         self.sched: array[int] = array("I")
         self.arrival_s: array[float] = array("d")
@@ -143,6 +146,22 @@ class RequestTable(Sequence[RequestRecord]):
     def __len__(self) -> int:
         return len(self.arrival_s)
 
+    def step_times(self, k: int) -> array[float]:
+        """Client-side time of every step of scheduler ``k`` (built once, when a row is)."""
+        hit = self._client_times.get(k)
+        if hit is None:
+            ends, delay = self.step_ends[k], self.delay_s
+            hit = array("d", [e + delay for e in ends])
+            self._client_times[k] = hit
+        return hit
+
+    def client_times(self, k: int, at: Any = slice(None)) -> F64:
+        """Client-side times of scheduler ``k``'s steps ``at`` (a slice or an index array)."""
+        ends = self.step_ends[k]
+        view = np.frombuffer(ends, dtype=np.float64) if len(ends) else np.zeros(0)
+        out: F64 = view[at] + self.delay_s
+        return out
+
     def _row(self, i: int) -> RequestRecord:
         at = self.seg_at[i]
         return RequestRecord(
@@ -155,7 +174,7 @@ class RequestTable(Sequence[RequestRecord]):
             prompt_tokens=self.prompt_tokens[i],
             output_tokens=self.output_tokens[i],
             preemptions=self.preemptions[i],
-            step_times=self.step_times[self.sched[i]],
+            step_times=self.step_times(self.sched[i]),
             segments=self.segments[at : at + self.seg_len[i]].tolist(),
         )
 
@@ -184,8 +203,8 @@ class RequestTable(Sequence[RequestRecord]):
         for r in records:
             k = where.get(id(r.step_times))
             if k is None:
-                k = where[id(r.step_times)] = len(table.step_times)
-                table.step_times.append(r.step_times)
+                k = where[id(r.step_times)] = len(table.step_ends)
+                table.step_ends.append(r.step_times)  # client times: no delay after them
             i = table.add(r.replica, k, r.arrival_s, r.prompt_tokens, r.output_tokens)
             table.prefill_start_s[i] = r.prefill_start_s
             table.first_token_s[i] = r.first_token_s
