@@ -42,7 +42,7 @@ from simulator import workload
 from simulator.config import RunConfig
 from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
-from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, At, RunBooker
+from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, At, Op, RunBooker, compile_line, repeat
 from simulator.phases import Part
 from simulator.placement import Placement, place
 from simulator.records import RequestTable, SimOutput, Span
@@ -162,6 +162,12 @@ class Engine:
             and self.virtual_engines == 1
             and not self._shared_cpu
         )
+        # one micro-batch on a replica nobody else can touch: booked without events
+        self._booked = (
+            self.virtual_engines == 1 and detail == "stage" and fast and not self._shared_cpu
+        )
+        self._compiled: dict[tuple[int, bool], tuple[tuple[float, ...], tuple[Op, ...]]] = {}
+        self._overheads: dict[tuple[int, bool], float] = {}  # host time by batch and kind
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self.workload = workload.columns(cfg)  # the requests, as arrays
         self._stream_delay_s = stream_delay_s(prof)
@@ -343,22 +349,33 @@ class Engine:
         decode_only = not any(c.prefill for c in chunks)
         critical = replica == 0 and ve == 0 and decode_only
         batches = self._micro_batches(chunks)
-        label = f"r{replica} step {self.iterations}"
-        overhead = step_overhead_s(self.cfg, len(chunks), decode_only)
+        key = (len(chunks), decode_only)
+        overhead = self._overheads.get(key)
+        if overhead is None:
+            overhead = self._overheads[key] = step_overhead_s(self.cfg, *key)
         if critical:
             self.critical_s["host-overhead"] += overhead
         lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
-        if (
-            len(lines) == 1
-            and self.virtual_engines == 1
-            and self.detail == "stage"
-            and self.fast
-            and not self._shared_cpu
-        ):
-            seconds = self._booked_micro_batch(lines[0], label, critical)
+        if len(lines) == 1 and self._booked:
+            if self.record_spans:
+                label = f"r{replica} step {self.iterations}"
+                seconds = self._booked_micro_batch(lines[0], label, critical)
+            else:  # the same booking, compiled once per timeline
+                ref = (id(lines[0]), critical)  # timelines are cached: their ids are stable
+                prog = self._compiled.get(ref)
+                if prog is None:
+                    counters = (self.bound_s, self.critical_s, self.link_bytes, self.busy_s)
+                    prog = self._compiled[ref] = compile_line(lines[0], critical, counters)
+                incs, ops = prog
+                t = start
+                for inc in incs:
+                    t += inc
+                seconds = t - start
+                repeat(ops, 1)
             yield self.env.timeout(seconds + overhead)
             self.events += 1
         else:
+            label = f"r{replica} step {self.iterations}"
             procs = [
                 self.env.process(self._micro_batch(line, f"{label} ub{k}", critical))
                 for k, line in enumerate(lines)
@@ -450,7 +467,7 @@ class Engine:
         cfg, wl = self.cfg, self.workload
         replica = self._route()
         ves = self.schedulers[replica]
-        ve = min(range(len(ves)), key=lambda v: (ves[v].unfinished, v))
+        ve = 0 if len(ves) == 1 else min(range(len(ves)), key=lambda v: (ves[v].unfinished, v))
         prompt, output = int(wl.prompt_tokens[i]), int(wl.output_tokens[i])
         rid = self.records.add(replica, replica * len(ves) + ve, self.env.now, prompt, output)
         assert rid == i, (rid, i)  # requests arrive in id order

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import heapq
 from array import array
+from collections.abc import Sequence
 
 import simpy
 from simpy.events import NORMAL
 
 from simulator.config import RunConfig
 from simulator.scheduler import DecodeRun, Scheduler
-from simulator.timeline import Timelines, step_overhead_s
+from simulator.timeline import Timeline, Timelines, step_overhead_s
 
 CONTEXT_BUCKET_TOKENS = 16  # mean decode context of a mixed batch, rounded (memoised costs)
 
@@ -57,6 +58,47 @@ def repeat(ops: tuple[Op, ...], times: int) -> None:
         d[name] = x
 
 
+def compile_line(
+    line: Timeline, critical: bool, counters: Sequence[dict[str, float]]
+) -> tuple[tuple[float, ...], tuple[Op, ...]]:
+    """Micro-batch ``line`` booked without events (the engine's contention-free reader),
+    compiled: the increments of its end time, and per counter key (``counters``: bound,
+    critical, link bytes, busy) the amounts added to it, in the order the reader adds them
+    (``critical``: it is on the critical path), so :func:`repeat` gives the same bits."""
+    incs: list[float] = []
+    adds: dict[tuple[int, str], list[float]] = {}
+
+    def add(which: int, name: str, amount: float) -> None:
+        adds.setdefault((which, name), []).append(amount)
+
+    for ph in line:
+        for st in ph.steps:
+            if st.kind == "gpu":
+                if st.compute_bound_s > st.memory_bound_s:
+                    add(0, "compute", st.compute_bound_s)
+                else:
+                    add(0, "memory-bandwidth", st.memory_bound_s)
+                add(0, "overhead", st.overhead_s)
+        if critical:
+            for kind, sec in ph.critical:
+                add(1, kind, sec)
+        longest = 0.0
+        for st in ph.steps:
+            for name, size in st.link_bytes:
+                add(2, name, size)
+            if st.seconds > 0:
+                for t in st.tracks:
+                    add(3, t, st.seconds)
+                if ph.parallel:
+                    longest = max(longest, st.seconds)
+                else:
+                    incs.append(st.seconds)
+        if longest:
+            incs.append(longest)
+    ops = tuple((counters[w], name, tuple(vs)) for (w, name), vs in adds.items())
+    return tuple(incs), ops
+
+
 class RunBooker:
     """Books merged decode runs into the engine's counters and per-step series (the very
     objects the engine returns, so the order of additions is the step-by-step one)."""
@@ -87,38 +129,9 @@ class RunBooker:
             return hit
         line = self.timelines.micro_batch(replica, ((1, ctx, n),), n)
         overhead = step_overhead_s(self.cfg, n, True)
-        incs: list[float] = []
-        adds: dict[tuple[int, str], list[float]] = {(1, "host-overhead"): [overhead]}
-        counters = self.counters
-
-        def add(which: int, name: str, amount: float) -> None:
-            adds.setdefault((which, name), []).append(amount)
-
-        for ph in line:
-            for st in ph.steps:
-                if st.kind == "gpu":
-                    if st.compute_bound_s > st.memory_bound_s:
-                        add(0, "compute", st.compute_bound_s)
-                    else:
-                        add(0, "memory-bandwidth", st.memory_bound_s)
-                    add(0, "overhead", st.overhead_s)
-            for kind, sec in ph.critical:
-                add(1, kind, sec)
-            longest = 0.0
-            for st in ph.steps:
-                for name, size in st.link_bytes:
-                    add(2, name, size)
-                if st.seconds > 0:
-                    for t in st.tracks:
-                        add(3, t, st.seconds)
-                    if ph.parallel:
-                        longest = max(longest, st.seconds)
-                    else:
-                        incs.append(st.seconds)
-            if longest:
-                incs.append(longest)
-        ops = tuple((counters[w], name, tuple(vs)) for (w, name), vs in adds.items())
-        prog = self._programs[key] = (tuple(incs), overhead, ops)
+        incs, ops = compile_line(line, True, self.counters)
+        ops += ((self.counters[1], "host-overhead", (overhead,)),)
+        prog = self._programs[key] = (incs, overhead, ops)
         return prog
 
     def book(
@@ -137,7 +150,7 @@ class RunBooker:
         caller's to book, after the scheduler has finished its sequences."""
         n = run.sequences
         free, total = run.free_blocks, sched.total_blocks or 0
-        slots = sched.settings.max_num_seqs or 1
+        share_of_slots = float(n) / (sched.settings.max_num_seqs or 1)
         bucket = CONTEXT_BUCKET_TOKENS
         uniform, csum, steps = run.uniform_context, run.context_sum, run.steps
         durations: list[float] = []
@@ -146,16 +159,23 @@ class RunBooker:
         counts = run.block_counts  # paged: step k needs counts[-k % block] new blocks
         block = len(counts)
         programs = self._programs
-        incs: tuple[float, ...] = ()
-        overhead = 0.0
         ops: tuple[Op, ...] = ()
         last_ctx, reps = -1, 0
         end = start
         k = 0
-        while True:
-            if free is not None:
-                free -= counts[-k % block]  # fits: checked before the step
-            ctx = uniform + k if uniform >= 0 else round((csum + k * n) / n / bucket) * bucket
+        done = False
+        while not done:
+            # a stretch of steps at one context: all of them (uniform contexts move every
+            # step), or until the bucketed mean (csum + k n) / n moves to the next bucket
+            if uniform >= 0:
+                ctx, stretch = uniform + k, 1
+            else:
+                ctx = round((csum + k * n) / n / bucket) * bucket
+                # the mean reaches the bucket's upper half-way point (ctx + bucket / 2) n at
+                # step (that - csum) / n; the step at it (a tie) starts a stretch of its own
+                rest = (ctx + bucket // 2) * n - csum
+                stretch = max(1, -(-rest // n) - k)
+            stretch = min(stretch, steps - k)
             if ctx != last_ctx:
                 if reps:
                     repeat(ops, reps)
@@ -164,24 +184,29 @@ class RunBooker:
                     prog = self.program(replica, ctx, n)
                 incs, overhead, ops = prog
                 last_ctx, reps = ctx, 0
-            reps += 1
-            t = start
-            for inc in incs:
-                t += inc
-            end = start + ((t - start) + overhead)
-            durations.append(end - start)
-            ends.append(end)
-            k += 1
-            if k == steps or horizon <= end:
-                break
-            if free is not None:
-                if counts[-k % block] > free:
-                    break  # the next step preempts: the general path decides it
-                # (the last step's share is booked after its finishes)
-                shares.append(1.0 - free / total if total else 0.0)
-            else:
-                shares.append(float(n) / slots)
-            start = end
+            for _ in range(stretch):
+                if free is not None:
+                    free -= counts[-k % block]  # fits: checked before the step
+                t = start
+                for inc in incs:
+                    t += inc
+                end = start + ((t - start) + overhead)
+                durations.append(end - start)
+                ends.append(end)
+                k += 1
+                reps += 1
+                if k == steps or horizon <= end:
+                    done = True
+                    break
+                if free is not None:
+                    if counts[-k % block] > free:
+                        done = True
+                        break  # the next step preempts: the general path decides it
+                    # (the last step's share is booked after its finishes)
+                    shares.append(1.0 - free / total if total else 0.0)
+                else:
+                    shares.append(share_of_slots)
+                start = end
         repeat(ops, reps)
         step_s, batch, kv_time, kv_replica, kv_share = self.series
         step_s.extend(durations)
