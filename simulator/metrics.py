@@ -39,6 +39,7 @@ class Gaps:
     """
 
     CHUNK = 1 << 16
+    DIGIT = 8  # key bits per selection pass (2^DIGIT-bucket histograms: little fixed memory)
 
     def __init__(
         self, reqs: RequestTable | Sequence[RequestRecord], rows: I64 | None = None
@@ -54,6 +55,7 @@ class Gaps:
         self._rows = rows[keep]
         self._ends = np.cumsum(n[keep] - 1, dtype=np.int64)
         self.size = int(self._ends[-1]) if len(self._ends) else 0
+        self._prepared: tuple[dict[int, np.ndarray[Any, Any]], F64] | None = None
 
     def __len__(self) -> int:
         return self.size
@@ -76,10 +78,36 @@ class Gaps:
         first = int(np.searchsorted(self._ends, lo, side="right"))
         last = int(np.searchsorted(self._ends, hi - 1, side="right"))
         base = int(self._ends[first - 1]) if first else 0
-        rows = self._rows[first : last + 1].tolist()
-        pieces = [np.diff(self._token_times(i)) for i in rows]
-        out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        rows = self._rows[first : last + 1]
+        out = self._simple_gaps(rows)
+        if out is None:
+            pieces = [np.diff(self._token_times(i)) for i in rows.tolist()]
+            out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return out[lo - base : hi - base]
+
+    def _simple_gaps(self, rows: I64) -> F64 | None:
+        """The gaps of ``rows`` at once when each emitted in one unbroken run of steps of one
+        scheduler, after its prompt (what ``np.diff`` of each row's token times gives: the
+        same subtractions); None otherwise."""
+        t = self._table
+        if len(rows) == 0:
+            return None
+        if (t.column("seg_len")[rows] != 2).any() or (t.column("prompt_tokens")[rows] == 0).any():
+            return None
+        sched = t.column("sched")[rows]
+        if (sched != sched[0]).any():
+            return None
+        at = t.column("seg_at")[rows].astype(np.int64)
+        seg = t.column("segments")
+        lo, hi = seg[at], seg[at + 1]
+        lens = hi - lo - 1  # gaps of each row
+        offsets = np.cumsum(lens) - lens
+        idx = np.repeat(lo - offsets, lens) + np.arange(int(lens.sum()), dtype=np.int64)
+        base = int(lo.min())
+        times = t.client_times(int(sched[0]), slice(base, int(hi.max())))
+        idx -= base
+        gaps: F64 = times[idx + 1] - times[idx]
+        return gaps
 
     def _sum(self, lo: int, n: int) -> float:
         if n <= max(self.CHUNK, 128):  # numpy splits only above 128
@@ -91,53 +119,58 @@ class Gaps:
     def mean(self) -> float | None:
         return self._sum(0, self.size) / self.size if self.size else None
 
-    def _weighted(self) -> Iterator[tuple[F64, np.ndarray[Any, Any]]]:
-        """The multiset of gaps as (distinct step gaps, how many requests saw each), a chunk
-        of at most ``CHUNK`` steps at a time, then the single gaps (weight 1): within one step
-        every sequence emitting in it and in the next sees the same gap."""
+    def _prepare(self) -> tuple[dict[int, np.ndarray[Any, Any]], F64]:
+        """Per scheduler, how many requests see each step gap (int32: sequences emitting in
+        both step i and step i + 1 all see gap i), and the single gaps: across a break in a
+        request's steps, and a prompt-less request's first (from when it was scheduled)."""
         t, rows = self._table, self._rows
         count = t.column("seg_len")[rows].astype(np.int64) // 2  # pairs per request
         first = np.cumsum(count) - count  # each request's first pair among them
-        total = int(count.sum())
-        rank = np.arange(total, dtype=np.int64) - np.repeat(first, count)  # pair within its row
+        rank = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(first, count)
         where = np.repeat(t.column("seg_at")[rows].astype(np.int64) // 2, count) + rank
         seg = t.column("segments").astype(np.int64, copy=False)
         lo, hi = seg[2 * where], seg[2 * where + 1]
-        del where
+        del where, first
         sched = np.repeat(t.column("sched")[rows].astype(np.int64), count)
-        row_start = t.column("prefill_start_s")[rows]
         no_prompt = np.repeat(t.column("prompt_tokens")[rows] == 0, count) & (rank == 0)
+        starts = np.repeat(t.column("prefill_start_s")[rows], count)[no_prompt]
+        covers: dict[int, np.ndarray[Any, Any]] = {}
         singles: list[F64] = []
         for k in np.unique(sched).tolist():
-            steps = len(t.step_ends[k])
             mine = sched == k
             klo, khi, krank = lo[mine], hi[mine], rank[mine]
-            # a prompt-less request's first token, timed from when it was first scheduled
-            free = no_prompt[mine]
-            starts = np.repeat(row_start, count)[mine][free]
-            singles.append(t.client_times(k, klo[free]) - starts)
-            # across a gap in its steps (it was preempted or not scheduled)
-            later = krank > 0
+            singles.append(t.client_times(k, klo[no_prompt[mine]]) - starts[mine[no_prompt]])
+            later = krank > 0  # the previous pair is the same request's
             prev_hi = np.roll(khi, 1)[later]
             singles.append(t.client_times(k, klo[later]) - t.client_times(k, prev_hi - 1))
-            # sequences emitting in both step i and step i + 1 all see gap i
             long = khi - klo > 1
-            cover = np.zeros(steps + 1, dtype=np.int32)  # batch sizes fit in int32
+            cover = np.zeros(len(t.step_ends[k]) + 1, dtype=np.int32)  # batches fit in int32
             np.add.at(cover, klo[long], 1)
             np.add.at(cover, khi[long] - 1, -1)
             np.cumsum(cover, out=cover)
+            covers[k] = cover
+        return covers, (np.concatenate(singles) if singles else np.zeros(0))
+
+    def _weighted(self) -> Iterator[tuple[F64, np.ndarray[Any, Any]]]:
+        """The multiset of gaps as (distinct step gaps, how many requests saw each), a chunk
+        of at most ``CHUNK`` steps at a time, then the single gaps (weight 1)."""
+        if self._prepared is None:
+            self._prepared = self._prepare()
+        covers, singles = self._prepared
+        t = self._table
+        for k, cover in covers.items():
+            steps = len(t.step_ends[k])
             for a in range(0, steps - 1, self.CHUNK):
                 b = min(a + self.CHUNK, steps - 1)
                 w = cover[a:b]
                 used = w > 0
                 yield np.diff(t.client_times(k, slice(a, b + 1)))[used], w[used]
-        if singles:
-            one = np.concatenate(singles)
-            yield one, np.ones(len(one), dtype=np.int32)
+        if len(singles):
+            yield singles, np.ones(len(singles), dtype=np.int32)
 
     def _order_stats(self, ranks: Iterable[int]) -> dict[int, float]:
         """The ``j``-th smallest gap for each ``j`` in ``ranks``, exactly, without sorting or
-        holding every gap: the gaps' order-preserving 64-bit keys are narrowed 16 bits per
+        holding every gap: the gaps' order-preserving 64-bit keys are narrowed ``DIGIT`` bits per
         pass (a weighted histogram of the next digit among the gaps sharing the target's
         prefix) until the target's bucket is small enough to sort or its key is complete."""
         todo = {j: (0, 0, j) for j in sorted(set(ranks))}  # j: (prefix, bits, rank within)
@@ -145,26 +178,28 @@ class Gaps:
         limit = self.CHUNK
         while todo:
             groups = sorted({(p, bits) for p, bits, _ in todo.values()})
-            weight = {g: np.zeros(1 << 16) for g in groups}
-            entries = {g: np.zeros(1 << 16, dtype=np.int64) for g in groups}
+            size, step = 1 << self.DIGIT, self.DIGIT
+            weight = {g: np.zeros(size) for g in groups}
+            entries = {g: np.zeros(size, dtype=np.int64) for g in groups}
             for v, w in self._weighted():
                 key = _keys(v)
                 for g in groups:
                     p, bits = g
                     m = (key >> np.uint64(64 - bits)) == p if bits else slice(None)
-                    digit = ((key[m] >> np.uint64(48 - bits)) & np.uint64(0xFFFF)).astype(np.intp)
-                    weight[g] += np.bincount(digit, weights=w[m], minlength=1 << 16)
-                    entries[g] += np.bincount(digit, minlength=1 << 16)
+                    shift = np.uint64(64 - step - bits)
+                    digit = ((key[m] >> shift) & np.uint64(size - 1)).astype(np.intp)
+                    weight[g] += np.bincount(digit, weights=w[m], minlength=size)
+                    entries[g] += np.bincount(digit, minlength=size)
             sort: dict[tuple[int, int], list[int]] = {}
             for j, (p, bits, r) in list(todo.items()):
                 cum = np.cumsum(weight[(p, bits)])
                 d = int(np.searchsorted(cum, r, side="right"))
                 r -= int(cum[d - 1]) if d else 0
-                p, bits = (p << 16) | d, bits + 16
+                p, bits = (p << step) | d, bits + step
                 if bits == 64:  # every gap in the bucket is this one value
                     found[j] = _value(p)
                     del todo[j]
-                elif entries[(p >> 16, bits - 16)][d] <= limit:
+                elif entries[(p >> step, bits - step)][d] <= limit:
                     sort.setdefault((p, bits), []).append(j)
                     todo[j] = (p, bits, r)
                 else:
@@ -203,6 +238,7 @@ class Gaps:
                 below = math.floor(virtual)
                 plans.append((below, below + 1, virtual - below))
         nth = self._order_stats(j for lo, hi, _ in plans for j in (lo, hi))
+        self._prepared = None  # the coverage counts: 4 bytes per step, not kept
         out: list[float | None] = []
         for lo, hi, gamma in plans:
             if lo == hi:
