@@ -26,7 +26,9 @@ class _Tty(io.StringIO):
 
 
 def test_bar_with_eta_on_a_terminal_erased_at_the_end() -> None:
-    cfg = cfgmod.load(SERVING)
+    # 2,000 requests (~0.5 s) so that a loaded machine still draws frames after the first
+    # tokens: with the config's 32 (~0.09 s) the watcher could miss the whole run
+    cfg = cfgmod.load(SERVING, ["workload.requests=2000"])
     stream = _Tty()
     with RunProgress(stream, cfg.name, delay_s=0.0, interval_s=0.005) as p:
         result, _ = run(cfg, on_engine=p.attach)
