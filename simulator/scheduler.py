@@ -112,6 +112,12 @@ class DecodeRun:
         return counts[-k % len(counts)] if counts else 0
 
 
+# the running batch for decode_run: its cached tokens' sum, their common value (else -1), the
+# fewest tokens any sequence has left, sequences by tokens past a block boundary (paged), the
+# most tokens any sequence holds (paged)
+Batch = tuple[int, int, int, list[int], int]
+
+
 @dataclass(frozen=True)
 class Settings:
     policy: Policy
@@ -133,6 +139,8 @@ class Scheduler:
     preemptions: int = 0
     started: list[Sequence] = field(default_factory=list)  # first scheduled in the last step
     steps: int = 0  # steps completed (schedule/complete pairs, plus those advanced in bulk)
+    # the running batch's aggregates as advance left them (None: scan): see decode_run
+    carried: Batch | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -193,6 +201,7 @@ class Scheduler:
 
     def schedule(self) -> list[Chunk]:
         """The next step's chunks (empty when there is nothing to run)."""
+        self.carried = None
         s = self.settings
         budget: float = s.max_batched_tokens
         if (
@@ -284,13 +293,48 @@ class Scheduler:
         sequence one decode token, in the same order, admitting and finishing nothing before
         the last (while :meth:`DecodeRun.blocks_needed` fit the free blocks). The caller
         books them with :meth:`advance` or falls back to :meth:`schedule`; nothing changes
-        here."""
+        here. The running batch's aggregates come from :meth:`advance` when it was the last
+        to change the batch (``carried``), else from a scan."""
         s = self.settings
-        running = self.running
-        n = len(running)
+        n = len(self.running)
         if not n or s.policy == "static" or n > s.max_batched_tokens:
             return None
+        batch = self.carried if self.carried is not None else self.scan()
+        if batch is None:
+            return None
+        total, first, steps, counts, top = batch
         block = s.block_size
+        free = self.free_blocks
+        if free is not None:
+            assert self.total_blocks is not None
+            steps = min(steps, self.total_blocks * block - top)  # past it: CannotRun
+            if counts[0] > free:
+                return None  # the first step preempts
+        if steps < 1:
+            return None
+        if self.waiting and not (s.max_num_seqs and n >= s.max_num_seqs):
+            # nothing may join: the admission loop must stop at the queue's head every step
+            w = self.waiting[0]
+            room = s.max_batched_tokens - n
+            if w.prompt_left > 0:
+                m = min(w.prompt_left, room) if s.chunked_prefill else w.prompt_left
+                blocked = m <= 0 or (not s.chunked_prefill and m > room)
+            else:
+                m, blocked = 1, False
+            if not blocked:
+                if free is None:
+                    return None
+                need = -(-(w.computed + m) // block) - w.blocks
+                if need <= free - counts[0]:  # it would join at the first step
+                    return None
+                # free blocks only shrink during the run: it stays out
+        return DecodeRun(n, steps, total, first, free, counts)
+
+    def scan(self) -> Batch | None:
+        """The running batch's aggregates for :meth:`decode_run`, from scratch (None: some
+        sequence is not decoding, or holds other blocks than its tokens need)."""
+        running = self.running
+        block = self.settings.block_size
         first = running[0].computed
         total = 0
         uniform = True
@@ -316,43 +360,23 @@ class Scheduler:
                 counts[c % block] += 1
                 if c > top:
                     top = c
-        free = self.free_blocks
-        if free is not None:
-            assert self.total_blocks is not None
-            steps = min(steps, self.total_blocks * block - top)  # past it: CannotRun
-            if counts[0] > free:
-                return None  # the first step preempts
-        if steps < 1:
-            return None
-        if self.waiting and not (s.max_num_seqs and n >= s.max_num_seqs):
-            # nothing may join: the admission loop must stop at the queue's head every step
-            w = self.waiting[0]
-            room = s.max_batched_tokens - n
-            if w.prompt_left > 0:
-                m = min(w.prompt_left, room) if s.chunked_prefill else w.prompt_left
-                blocked = m <= 0 or (not s.chunked_prefill and m > room)
-            else:
-                m, blocked = 1, False
-            if not blocked:
-                if free is None:
-                    return None
-                need = -(-(w.computed + m) // block) - w.blocks
-                if need <= free - counts[0]:  # it would join at the first step
-                    return None
-                # free blocks only shrink during the run: it stays out
-        return DecodeRun(n, steps, total, first if uniform else -1, free, counts)
+        return (total, first if uniform else -1, steps, counts, top)
 
     def advance(self, steps: int) -> list[Sequence]:
         """Apply ``steps`` pure decode steps of a :meth:`decode_run` at once (what as many
-        schedule/complete pairs would do); the sequences finished by the last one."""
+        schedule/complete pairs would do); the sequences finished by the last one. The
+        survivors' aggregates are carried to the next :meth:`decode_run` (all of them are
+        decoding, and hold the blocks their tokens need)."""
         block = self.settings.block_size
         paged = self.free_blocks is not None
         finished: list[Sequence] = []
         grown = 0
         first = self.steps
         self.steps = last = first + steps
+        total, head, uniform, most, top = 0, -1, True, 1 << 62, 0
+        counts = [0] * block if paged else []
         for q in self.running:
-            q.computed += steps
+            c = q.computed = q.computed + steps
             q.generated += steps
             seg = q.token_steps
             if seg and seg[-1] == first:
@@ -360,11 +384,24 @@ class Scheduler:
             else:
                 seg += (first, last)
             if paged:
-                blocks = -(-q.computed // block)
+                blocks = -(-c // block)
                 grown += blocks - q.blocks
                 q.blocks = blocks
-            if q.generated >= (q.output_tokens if q.output_tokens > 0 else 1):  # target
+            left = (q.output_tokens if q.output_tokens > 0 else 1) - q.generated  # target
+            if left <= 0:
                 finished.append(q)
+                continue
+            total += c
+            if head < 0:
+                head = c
+            elif c != head:
+                uniform = False
+            if left < most:
+                most = left
+            if paged:
+                counts[c % block] += 1
+                if c > top:
+                    top = c
         self.started = []
         if self.free_blocks is not None:
             self.free_blocks -= grown
@@ -373,10 +410,12 @@ class Scheduler:
             self.running = [q for q in self.running if q not in done]
             for q in finished:
                 self._release(q)
+        self.carried = (total, head if uniform else -1, most, counts, top) if self.running else None
         return finished
 
     def complete(self, chunks: list[Chunk]) -> tuple[list[Sequence], list[Sequence]]:
         """Apply a finished step: (sequences that emitted a token, sequences now done)."""
+        self.carried = None
         emitted: list[Sequence] = []
         finished: list[Sequence] = []
         step = self.steps

@@ -1,4 +1,4 @@
-"""Merged decode runs (engine.py ``_decode_run``) are an optimisation only: booking a run of
+"""Merged decode runs (``merged_runs.RunBooker``) are an optimisation only: booking a run of
 pure decode steps in one go must give exactly what one scheduler pass and one event per step
 gives (``merge=False``), every field of the output bit for bit, over varied configs: mixed
 cards, CPU offload, several machines, llama.cpp slots, vLLM continuous batching with
@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from simulator import config as cfgmod
-from simulator.engine import SimOutput, simulate
+from simulator.engine import simulate
 from simulator.errors import CannotRun, ConfigError
 from simulator.metrics import summarize
+from simulator.records import SimOutput
 from tests.conftest import CONFIGS
 
 BASES = {
@@ -112,14 +113,14 @@ def test_merged_runs_are_taken_and_cut_at_arrivals() -> None:
 
     eng = Engine(cfg)
     calls = 0
-    run = eng._decode_run
+    book = eng.runs.book
 
     def counting(*a: Any) -> Any:
         nonlocal calls
         calls += 1
-        return run(*a)
+        return book(*a)
 
-    eng._decode_run = counting  # type: ignore[method-assign,assignment]
+    eng.runs.book = counting  # type: ignore[method-assign]
     got = eng.run()
     assert calls > 0 and got.iterations > calls  # runs of more than one step were booked
     assert fields(got) == fields(simulate(cfg, merge=False))

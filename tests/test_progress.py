@@ -13,8 +13,8 @@ import pytest
 
 from simulator import cli
 from simulator import config as cfgmod
-from simulator.engine import Span
 from simulator.progress import CappedSpans, RunProgress
+from simulator.records import Span
 from simulator.result import run
 from tests.conftest import CONFIGS
 
