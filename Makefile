@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/dual4090_pcie4.toml
 PY_DIRS := $(wildcard simulator tests calibration experiments benchmarks)
 
-.PHONY: run test check lint typecheck bench experiments clean
+.PHONY: run test check lint typecheck bench experiments clean bytecode
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,15 +26,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# compile the package once: where PYTHONDONTWRITEBYTECODE is set, every process (each `sim`,
+# each sweep worker, each CLI test) would otherwise compile every module it imports again
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q $(PY_DIRS) > /dev/null
+
+test: lint typecheck bytecode
 	$(BIN)/python -m pytest
 
-# the developer's fast loop: lint, types and every test not marked slow (CI runs `make test`)
-check: lint typecheck
-	$(BIN)/python -m pytest -m "not slow" -q
+# the developer's fast loop: lint, types and every test not marked slow (CI runs `make test`),
+# on CHECK_JOBS processes (pytest-xdist; CHECK_JOBS=0 runs them in this process)
+CHECK_JOBS ?= 2
+check: lint typecheck bytecode
+	$(BIN)/python -m pytest -m "not slow" -q -n $(CHECK_JOBS)
 
 # `make bench BENCH_FLAGS=--quick` leaves out the 100,000-request run
-bench: $(STAMP)
+bench: bytecode
 	$(BIN)/python -m benchmarks.run $(BENCH_FLAGS)
 
 # every experiments/<name>/run.py: its tables, plots and the numbers in its README

@@ -270,6 +270,45 @@ def sweep_1000() -> list[str]:
     return [*lines, ""]
 
 
+SWEEP_MEMORY_RUNS = (
+    (1_000, None),
+    (10_000, None),
+    (100_000, None),
+    (1_000_000, 20_000),
+    (10_000_000, 20_000),
+)
+
+
+def sweep_memory() -> list[str]:
+    """Peak RSS of a sweep's own machinery vs its points (``benchmarks/sweep_memory.py``)."""
+    lines = [
+        "## Sweep memory vs grid points (the sweep's machinery; each point a stub row)",
+        "",
+        "Each size in its own process (`python -m benchmarks.sweep_memory N [--stop K]`): the",
+        "plan, the journal, windowed submission and, for complete runs, the final rewrite in grid",
+        "order; each point's simulation is replaced by a stub row, so the growth is what the",
+        "sweep holds per point. The largest grids stop after K rows (a streamed plan: nothing",
+        "beyond the submission window is built). Peak RSS over the process before the plan.",
+        "",
+        "| grid points | rows written | wall (s) | peak RSS growth (MB) | bytes per point |"
+        " target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for points, stop in SWEEP_MEMORY_RUNS:
+        cmd = [sys.executable, "-m", "benchmarks.sweep_memory", str(points)]
+        if stop is not None:
+            cmd += ["--stop", str(stop)]
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        grow = max(r["rss_peak_bytes"] - r["rss_before_bytes"], 0)
+        flat = grow < 64e6
+        lines.append(
+            f"| {r['points']:,} | {r['rows']:,} | {r['wall_s']:.1f} | {grow / 1e6:.1f} |"
+            f" {grow / r['points']:.2f} | flat (< 64 MB): {mark(flat)} |"
+        )
+    return [*lines, ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run")
     ap.add_argument("--quick", action="store_true", help="leave out the 100,000-request run")
@@ -284,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         "below 1.",
         "",
     ]
-    out += serving(sizes) + process_time() + closed_form() + sweep_1000()
+    out += serving(sizes) + process_time() + closed_form() + sweep_1000() + sweep_memory()
     out += scaling_tokens() + scaling_gpus()
     text = "\n".join(out)
     print(text)

@@ -7,10 +7,18 @@ traceback.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
+
+# One BLAS thread unless told otherwise, set before anything imports numpy: a run never does
+# linear algebra big enough to gain from more, OpenBLAS starting a thread per core costs every
+# process start-up, and a sweep's workers would each start one per core. `sim calibrate` (the
+# least-squares fits) keeps the library's default.
+if sys.argv[1:2] != ["calibrate"]:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn

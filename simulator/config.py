@@ -347,6 +347,8 @@ def _check_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
                 sec[k] = v
             elif key.default is REQUIRED:
                 raise ConfigError(f"{path}: required key is missing")
+            elif isinstance(key.default, str | int | float | bool | None):
+                sec[k] = key.default  # immutable: nothing to copy
             else:
                 sec[k] = copy.deepcopy(key.default)
         out[section] = sec
@@ -591,7 +593,24 @@ def _with_backend(
                 f"engine.backend: {backend!r} cannot drive {g.id} ({g.vendor}); "
                 f"valid choices: {', '.join(valid)}"
             )
-    return tuple(replace(g, backend=backend) for g in gpus), backend
+    return tuple(_driven_by(g, backend) for g in gpus), backend
+
+
+# (id of a GPU spec, backend) -> (that spec, the spec driven by the backend): one object per
+# pair, so what is memoised by a spec's identity (placement, kernel rates) hits for every
+# config that names the same GPU and backend (a derived config spells the backend out)
+_DRIVEN: dict[tuple[int, str], tuple[hardware.GpuSpec, hardware.GpuSpec]] = {}
+
+
+def _driven_by(g: hardware.GpuSpec, backend: str) -> hardware.GpuSpec:
+    hit = _DRIVEN.get((id(g), backend))
+    if hit is not None and hit[0] is g:
+        return hit[1]
+    driven = replace(g, backend=backend)
+    if len(_DRIVEN) >= 1024:  # specs made per config (power limits, memory sizes): bounded
+        _DRIVEN.clear()
+    _DRIVEN[(id(g), backend)] = (g, driven)
+    return driven
 
 
 def large_gpu_defaults(profile: EngineProfile, first: GpuSpec) -> tuple[int, int] | None:

@@ -12,6 +12,7 @@ tok/s it would give at the config's workload (closed form, ``quick.stream``).
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Mapping
@@ -80,19 +81,120 @@ class Fix:
         return f"{self.change}{speed}{cost}"
 
 
+# Keys a memory plan does not read: configs differing only in them fit alike (the links
+# between GPUs and machines price transfers, never bytes held). A test holds this.
+LINK_KEYS = ("gpu_link", "node_link")
+MEMO_ENTRIES = 100_000  # the fit memos are cleared past this many entries
+
+# memory key of a base config -> its text (identity-checked: one entry per config object)
+_KEYS: dict[int, tuple[RunConfig, str]] = {}
+# (memory key of a base config, changes) -> whether the variant fits (False: it resolves but
+# does not fit, or cannot be planned). Only the memory plan is remembered: a variant is still
+# resolved before it is returned, since resolving can depend on the links.
+_FITS: dict[tuple[str, str], bool] = {}
+# (memory key, sequence limit) -> max_fitting_sequence_tokens
+_LONGEST: dict[tuple[str, int], int] = {}
+_FREE: dict[str, float] = {}  # memory key -> the tightest device's free GB
+
+
+def memory_key(cfg: RunConfig) -> str:
+    """What a config's memory plan depends on: its resolved mapping without its name and
+    :data:`LINK_KEYS`, as text. Two configs with the same key have the same memory plan, KV
+    pool and placement (placement reads no link either)."""
+    hit = _KEYS.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    raw = {k: v for k, v in cfg.resolved.items() if k != "name"}
+    raw["hardware"] = {k: v for k, v in raw["hardware"].items() if k not in LINK_KEYS}
+    key = json.dumps(raw, sort_keys=True, default=repr)
+    if len(_KEYS) >= 64:
+        _KEYS.clear()
+    _KEYS[id(cfg)] = (cfg, key)
+    return key
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= MEMO_ENTRIES:
+        memo.clear()
+    memo[key] = value
+
+
+def _fit_key(cfg: RunConfig, changes: Mapping[str, Any]) -> tuple[str, str]:
+    """The memo key of a variant's memory verdict: the base's memory key and the changes but
+    the links they set."""
+    memory_changes = {k: v for k, v in changes.items() if k.split(".")[-1] not in LINK_KEYS}
+    return memory_key(cfg), json.dumps(memory_changes, sort_keys=True, default=repr)
+
+
 def _try(cfg: RunConfig, changes: Mapping[str, Any]) -> RunConfig | None:
     """The variant if it resolves and can run (fits, and its KV pool holds the longest request:
-    what ``sim validate`` checks), else None: a hint must be runnable."""
+    what ``sim validate`` checks), else None: a hint must be runnable.
+
+    A sweep asks this of many configs that differ only in links: whether the variant fits is
+    remembered by the base config's :func:`memory_key` and the changes but the links they set
+    (the variant of a config differing only in links differs only in links, and memory plans
+    read none). A variant known not to fit is None whatever the links, so it is not resolved
+    again; one known to fit is resolved again (another link may not resolve)."""
     from simulator.placement import place
     from simulator.result import kv_pool_reason
 
+    key = _fit_key(cfg, changes)
+    known = _FITS.get(key)
+    if known is False:
+        return None
     try:
         new = derive(cfg, changes)
-        pl = place(new)
-        mem = plan(new, pl)
-        return new if mem.fits and kv_pool_reason(new, pl, mem) is None else None
     except SimError:
         return None
+    if known is None:
+        try:
+            pl = place(new)
+            mem = plan(new, pl)
+            known = mem.fits and kv_pool_reason(new, pl, mem) is None
+        except SimError:
+            known = False
+        _remember(_FITS, key, known)
+    return new if known else None
+
+
+# Keys whose change can make a link stop resolving with the GPUs (a bridge joins so many
+# cards of a kind): a change that sets none of them resolves alike on a config's every link.
+# A test holds this.
+LINKED_KEYS = ("hardware.gpus", "hardware.nodes", "hardware.gpu_link", "hardware.node_link")
+
+
+def _fits(cfg: RunConfig, changes: Mapping[str, Any]) -> bool:
+    """Whether :func:`_try` would give a variant, without resolving it when the answer is
+    known: the memory verdict of :func:`_try`'s memo, for changes that set none of
+    :data:`LINKED_KEYS` (``cfg`` itself resolved, so such a variant resolves on its links
+    whenever it resolved on another's). For bisections, which only need the answer."""
+    if not any(k in LINKED_KEYS for k in changes):
+        known = _FITS.get(_fit_key(cfg, changes))
+        if known is not None:
+            return known
+    return _try(cfg, changes) is not None
+
+
+def _longest_sequence(cfg: RunConfig) -> int:
+    """``max_fitting_sequence_tokens`` up to the run's own sequence, remembered by
+    :func:`memory_key` (a bisection of memory plans; links do not enter)."""
+    upper = max(cfg.max_sequence_tokens, 1)
+    key = (memory_key(cfg), upper)
+    hit = _LONGEST.get(key)
+    if hit is None:
+        hit = max_fitting_sequence_tokens(cfg, upper=upper)
+        _remember(_LONGEST, key, hit)
+    return hit
+
+
+def _free_gb(cfg: RunConfig) -> float:
+    """The tightest device's free memory in GB, remembered by :func:`memory_key`."""
+    key = memory_key(cfg)
+    hit = _FREE.get(key)
+    if hit is None:
+        hit = min(d.free_bytes for d in plan(cfg).devices) / units.GB
+        _remember(_FREE, key, hit)
+    return hit
 
 
 _BARE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
@@ -129,7 +231,7 @@ def _fix(
         s = stream(_single(cfg, cfg.prompt_tokens, cfg.output_tokens, cfg.context_tokens))
     except SimError:
         return None
-    free = min(d.free_bytes for d in plan(cfg).devices) / units.GB
+    free = _free_gb(cfg)
     return Fix(
         kind=kind,
         change=change or _words(changes),
@@ -162,7 +264,7 @@ def _fewest(cfg: RunConfig, key: str, most: int, extra: Mapping[str, Any]) -> Ru
     """The variant with the fewest ``key`` in 1..most that fits (fits grow with the count)."""
 
     def bad(n: int) -> bool:  # monotone: true while too few are moved off the GPUs
-        return _try(cfg, {**extra, key: n}) is None
+        return not _fits(cfg, {**extra, key: n})
 
     if most < 1 or bad(most):
         return None
@@ -255,7 +357,7 @@ def ranked(cfg: RunConfig) -> list[Fix]:
             break
     # 3. a smaller context (or prompt): the longest sequence that fits as configured
     fixed = cfg.prompt_tokens + cfg.output_tokens
-    seq = max_fitting_sequence_tokens(cfg, upper=max(cfg.max_sequence_tokens, 1))
+    seq = _longest_sequence(cfg)
     if cfg.context_size is not None:
         from simulator.fitting import slot_fit
 

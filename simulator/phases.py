@@ -13,7 +13,8 @@ detail add up to the same durations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections import OrderedDict
+from dataclasses import dataclass, fields, replace
 
 from simulator import costs, expert_offload, speculative, units
 from simulator import model as mm
@@ -98,15 +99,101 @@ class StageCost:
     head_s: float
 
 
+@dataclass
+class SharedCosts:
+    """What every config with the same stage-cost inputs shares: each stage's cost per
+    micro-batch and (``timeline.py``) each stage's phase built from it."""
+
+    stages: dict[tuple[object, ...], StageCost]
+    phases: dict[tuple[object, ...], object]
+    host_layers: dict[tuple[object, ...], float]  # offloaded layers' CPU time per micro-batch
+
+
+# Shared by every config with the same stage-cost inputs (a sweep's points that differ only in
+# workload, or in links when no stage runs a tensor-parallel ring): at most this many such
+# groups are kept, the least recently used dropped first.
+SHARED_COSTERS = 256
+_SHARED: OrderedDict[tuple[object, ...], tuple[object, SharedCosts]] = OrderedDict()
+
+
+def _gpu_key(g: GpuSpec) -> tuple[object, ...]:
+    """A GPU spec by value (it holds a dict; a derived config's specs are new objects), its
+    backend as the one driving it (unset means the vendor's default, which a derived config
+    spells out)."""
+    return tuple(
+        g.engine_backend
+        if f.name == "backend"
+        else tuple(sorted(v.items()))
+        if isinstance(v, dict)
+        else v
+        for f in fields(g)
+        for v in (getattr(g, f.name),)
+    )
+
+
+def shared_costs(cfg: RunConfig, placement: Placement) -> SharedCosts:
+    """The stage-cost memo of every config whose stage costs are the same function of
+    (stage, micro-batch): everything :meth:`StageCoster.stage` reads (model, quant, profile,
+    the GPU of each device name, the parallel degrees, flash attention, KV dtype, speculative
+    decoding, which layers keep their experts on the host) and, when tensor-parallel rings
+    exist, the links they run over. The workload, host memory and the links between stages
+    are not inputs. The profile holds a dict and is one object per id, so it is keyed by
+    identity (each entry keeps it, so an id cannot be reused while it is cached)."""
+    rings = (cfg.gpu_link, cfg.node_link, cfg.p2p) if cfg.tensor > 1 else None
+    key = (
+        id(cfg.profile),
+        tuple(_gpu_key(g) for g in cfg.gpus),
+        cfg.nodes,
+        cfg.pipeline,
+        cfg.replicas,
+        cfg.model,
+        cfg.quant,
+        cfg.tensor,
+        cfg.flash_attention,
+        cfg.kv_cache_dtype,
+        cfg.speculative,
+        placement.cpu_expert_layers,
+        rings,
+    )
+    hit = _SHARED.get(key)
+    if hit is not None and hit[0] is cfg.profile:
+        _SHARED.move_to_end(key)
+        return hit[1]
+    shared = SharedCosts({}, {}, {})
+    _SHARED[key] = (cfg.profile, shared)
+    if len(_SHARED) > SHARED_COSTERS:
+        _SHARED.popitem(last=False)
+    return shared
+
+
 class StageCoster:
     """Memoised per-stage costs for one config (costs depend only on shapes, not on time)."""
 
     def __init__(self, cfg: RunConfig, placement: Placement):
         self.cfg = cfg
         self.placement = placement
-        self._cache: dict[tuple[object, ...], StageCost] = {}
+        self.shared = shared_costs(cfg, placement)
+        self._cache = self.shared.stages
         self._draft: StageCoster | None = None  # the draft model's coster (method draft)
         self._rings: dict[tuple[str, ...], tuple[Route, ...]] = {}
+        self._stage_keys: dict[int, tuple[Stage, tuple[object, ...]]] = {}
+
+    def stage_key(self, stage: Stage) -> tuple[object, ...]:
+        """What identifies ``stage`` among the configs sharing :attr:`shared`: its actual
+        devices (replicas or ranks on different cards cost differently), layers, index and
+        whether it holds the output head. Kept per stage object (by identity, holding it)."""
+        hit = self._stage_keys.get(id(stage))
+        if hit is not None and hit[0] is stage:
+            return hit[1]
+        key = (
+            tuple(d.name for d in stage.devices),
+            stage.first_layer,
+            stage.last_layer,
+            stage.index,
+            stage.holds_output,
+        )
+        self._stage_keys[id(stage)] = (stage, key)
+        return key
 
     def _ring_routes(self, stage: Stage) -> tuple[Route, ...]:
         key = tuple(d.name for d in stage.devices)
@@ -120,14 +207,7 @@ class StageCoster:
 
         ``logits_tokens``: tokens whose logits the output head computes (if the stage has it).
         """
-        # the stage's actual devices: replicas or ranks on different cards cost differently
-        key = (
-            tuple(d.name for d in stage.devices),
-            stage.first_layer,
-            stage.last_layer,
-            parts,
-            logits_tokens,
-        )
+        key = (self.stage_key(stage), parts, logits_tokens)
         hit = self._cache.get(key)
         if hit is None:
             if self._speculating(parts):
@@ -145,15 +225,21 @@ class StageCoster:
 
     def _speculative_stage(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> StageCost:
         """A decode step's share of one draft-and-verify cycle: (k draft steps + the verify
-        pass of k + 1 tokens per sequence) / expected tokens per cycle."""
+        pass of k + 1 tokens per sequence + the draft's passes over the verify batch + the
+        per-drafted-token work) / expected tokens per cycle. Every sequence of the micro-batch
+        speculates together, as llama-server's slots do: one batched draft step per drafted
+        position, one verify batch of B x (k + 1) rows (profile source
+        ``llamacpp-server-speculative``)."""
         spec = self.cfg.speculative
         assert spec is not None
         k = spec.draft_tokens
-        verify = self._compute(
-            stage, speculative.verify_parts(parts, k), logits * (k + 1), verify=True
-        )
+        vparts = speculative.verify_parts(parts, k)
+        verify = self._compute(stage, vparts, logits * (k + 1), verify=True)
         draft_s = k * self._draft_step_s(stage, parts, logits)
-        small = self._small_batch_verify_s(stage, parts, logits, k)
+        mirror = float(self.cfg.profile.params.get("draft_mirror_passes", 0.0))
+        if mirror > 0:
+            draft_s += mirror * self._draft_step_s(stage, vparts, logits, verify=True)
+        small = self._drafted_tokens_s(stage, parts, logits, k)
         scale = 1.0 / spec.tokens_per_cycle
         return StageCost(
             compute_s=(verify.compute_s + draft_s + small) * scale,
@@ -169,27 +255,32 @@ class StageCoster:
             head_s=(verify.head_s + draft_s) * scale,
         )
 
-    def _small_batch_verify_s(
+    def _drafted_tokens_s(
         self, stage: Stage, parts: tuple[Part, ...], logits: int, k: int
     ) -> float:
-        """What the k drafted tokens per sequence add to a verify pass small enough for the
-        matrix-vector kernels (llama.cpp's MMVQ takes batches up to ``compute_tile_tokens``
-        columns and repeats the dot products per column): each extra token costs
-        ``verify_token_share`` of one plain decode step's memory-bound time on the stage
-        (fitted on published speed-ups by ``simulator.calibrate_speculative``; 0 for engines
-        without it). Larger verify batches go to the tiled GEMMs the roofline prices."""
-        prof = self.cfg.profile
-        share = float(prof.params.get("verify_token_share", 0.0))
-        seqs = part_tokens(parts)
-        if share <= 0 or seqs * (k + 1) > prof.num("compute_tile_tokens"):
+        """What the k drafted tokens of each of the micro-batch's sequences add to a verify
+        pass beyond the roofline: ``verify_token_share`` of one plain decode step's
+        memory-bound time per drafted token (fitted on one-user published speed-ups by
+        ``simulator.calibrate_speculative``; 0 for engines without it). It is charged for
+        every sequence: llama-server samples and checks each slot's k + 1 positions in turn
+        and keeps each slot's draft state, none of which a larger verify batch batches away
+        (before 2026-12 the term was dropped for verify batches above ``compute_tile_tokens``,
+        on the grounds that tiled GEMMs take over from the matrix-vector kernels, which made
+        llama.cpp's speculative gain grow with users where published runs see it vanish)."""
+        share = float(self.cfg.profile.params.get("verify_token_share", 0.0))
+        if share <= 0:
             return 0.0
         plain = self._compute(stage, parts, logits)
-        return share * k * seqs * plain.memory_bound_s
+        return share * k * part_tokens(parts) * plain.memory_bound_s
 
-    def _draft_step_s(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> float:
-        """One drafted token for the micro-batch's sequences on ``stage``: the draft model's
-        decode step on the same GPUs (method draft), or, on the stage with the output head,
-        one more decoder layer and the head (MTP module / EAGLE head)."""
+    def _draft_step_s(
+        self, stage: Stage, parts: tuple[Part, ...], logits: int, verify: bool = False
+    ) -> float:
+        """One draft pass over ``parts`` on ``stage`` (a drafted token for each sequence, or,
+        with ``verify``, the re-evaluation of a verify batch, a decode-like batch without the
+        prompt-only extras): the draft model's step on the same GPUs (method draft), or, on
+        the stage with the output head, one more decoder layer and the head (MTP module /
+        EAGLE head)."""
         spec = self.cfg.speculative
         assert spec is not None
         if spec.method == "draft":
@@ -198,11 +289,14 @@ class StageCoster:
                 dcfg = draft_config(self.cfg)
                 self._draft = StageCoster(dcfg, place(dcfg))
             dstage = self._draft.placement.stages(0)[stage.index]
-            c = self._draft.stage(dstage, parts, logits)
+            if verify:
+                c = self._draft._compute(dstage, parts, logits, verify=True)
+            else:
+                c = self._draft.stage(dstage, parts, logits)
             return c.compute_s + c.allreduce_s
         if not stage.holds_output:
             return 0.0
-        c = self._compute(stage, parts, logits)
+        c = self._compute(stage, parts, logits, verify=verify)
         last, _ = c.layer_costs[-1]
         return last.compute_s + last.allreduce_s + c.head_s
 
@@ -324,10 +418,27 @@ class StageCoster:
         )
 
     def host_layers_s(self, parts: tuple[Part, ...]) -> float:
-        """Offloaded layers run by the CPU at host-memory bandwidth (decode)."""
+        """Offloaded layers run by the CPU at host-memory bandwidth (decode). Shared like the
+        stage costs (it reads the same inputs) plus the layers and the host memory's speed."""
         cfg = self.cfg
-        if not self.placement.cpu_layers or cfg.host_memory is None:
+        pl = self.placement
+        if not pl.cpu_layers or cfg.host_memory is None:
             return 0.0
+        key = (
+            pl.cpu_layers.start,
+            pl.cpu_layers.stop,
+            pl.output_on_host,
+            cfg.host_memory.bandwidth_bytes_per_s,
+            parts,
+        )
+        hit = self.shared.host_layers.get(key)
+        if hit is None:
+            hit = self.shared.host_layers[key] = self._host_layers_s(parts)
+        return hit
+
+    def _host_layers_s(self, parts: tuple[Part, ...]) -> float:
+        cfg = self.cfg
+        assert cfg.host_memory is not None
         m, q = cfg.model, cfg.quant
         total = mm.Work()
         for i in self.placement.cpu_layers:

@@ -99,8 +99,41 @@ def _assign_layers(n_layers: int, offload: int, ratios: tuple[float, ...]) -> tu
     return tuple(out)
 
 
+# placements by what they are made of (see ``place``), at most this many
+_PLACED: dict[tuple[object, ...], tuple[tuple[object, ...], Placement]] = {}
+PLACEMENTS_KEPT = 1024
+
+
 def place(cfg: RunConfig) -> Placement:
-    """Map ``cfg``'s model onto its GPUs."""
+    """Map ``cfg``'s model onto its GPUs.
+
+    Memoised: a placement depends only on the GPU specs, machines, parallel degrees, layer
+    split, offloaded layers and experts, the model and whether the engine keeps the token
+    embedding on the host; the specs (GPU, model) are keyed by identity, each entry holding
+    them (one object per catalogue id and backend, so configs of one sweep share them)."""
+    objects = (*cfg.gpus, cfg.model)
+    key = (
+        tuple(id(o) for o in objects),
+        cfg.nodes,
+        cfg.tensor,
+        cfg.pipeline,
+        cfg.replicas,
+        cfg.layer_split,
+        cfg.offload_layers,
+        cfg.cpu_moe_layers,
+        cfg.profile.token_embedding_on_host,
+    )
+    hit = _PLACED.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], objects, strict=True)):
+        return hit[1]
+    placement = _place(cfg)
+    if len(_PLACED) >= PLACEMENTS_KEPT:
+        _PLACED.clear()
+    _PLACED[key] = (objects, placement)
+    return placement
+
+
+def _place(cfg: RunConfig) -> Placement:
     t, p, r = cfg.tensor, cfg.pipeline, cfg.replicas
     n = cfg.gpus_per_node
     devices = []

@@ -22,6 +22,7 @@ Pure of printing: progress goes to a callback (the CLI draws the bar).
 
 from __future__ import annotations
 
+import array
 import copy
 import csv
 import fcntl
@@ -48,6 +49,7 @@ from simulator import config as config_mod
 from simulator import executors, hardware, links, model, profiles
 from simulator.errors import CannotRun, ConfigError, choices_hint
 from simulator.result import METRIC_KEYS, evaluate
+from simulator.variants import copy_value
 
 # Every metric of the result object, in a fixed order (a test holds this equal to what
 # ``evaluate`` returns, so a new metric cannot silently miss the table).
@@ -193,11 +195,11 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
     node = raw
     for p in parts[:-1]:
         node = node.setdefault(p, {})
-    node[parts[-1]] = copy.deepcopy(value)
+    node[parts[-1]] = copy_value(value)
 
 
 def _without(raw: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(raw))
+    out: dict[str, Any] = copy_value(dict(raw))
     for key in keys:
         parts = key.split(".")
         node: Any = out
@@ -223,7 +225,7 @@ class Plan:
     def columns(self) -> tuple[str, ...]:
         return (*self.keys, *RESULT_COLUMNS, *METRIC_COLUMNS, *EXTRA_COLUMNS)
 
-    @property
+    @cached_property
     def base_sha256(self) -> str:
         """Hash of the base config without its name and the varied keys (what rows depend on)."""
         body = _without(self.base, (*self.keys, "name"))
@@ -305,7 +307,7 @@ def _check_values(plan: Plan) -> None:
     combine is judged when each point runs (rows with status ``invalid``)."""
     for axis in plan.axes:
         for value, text in zip(axis.values, axis.texts, strict=True):
-            raw = copy.deepcopy(plan.base)
+            raw = copy_value(plan.base)
             _set(raw, axis.key, value)
             try:
                 try:
@@ -318,7 +320,7 @@ def _check_values(plan: Plan) -> None:
                     check(value)
             except ConfigError as err:
                 raise ConfigError(f"--vary {axis.key}={text}: {err}") from err
-    first = copy.deepcopy(plan.base)
+    first = copy_value(plan.base)
     for axis in plan.axes:
         _set(first, axis.key, axis.values[0])
     config_mod.check_types(first)  # what is left wrong is the base config's own
@@ -332,7 +334,7 @@ def evaluate_point(
     base: Mapping[str, Any], keys: Sequence[str], values: Sequence[Any]
 ) -> dict[str, Any]:
     """Run one grid point; every outcome (ok, does not fit, cannot run, invalid) is a row."""
-    raw = copy.deepcopy(dict(base))
+    raw = copy_value(dict(base))
     for key, value in zip(keys, values, strict=True):
         _set(raw, key, value)
     row: dict[str, Any] = {k: value_text(v) for k, v in zip(keys, values, strict=True)}
@@ -492,7 +494,7 @@ class _Journal:
             os.close(self.fd)
 
 
-def _last_newline_end(fh: BinaryIO, size: int, block: int = 1 << 16) -> int:
+def _last_newline_end(fh: BinaryIO, size: int, block: int = 1 << 12) -> int:
     """Offset just past the last newline of a file of ``size`` bytes (0 if none)."""
     pos = size
     while pos > 0:
@@ -514,6 +516,7 @@ def _data_lines(
     columns = plan.columns
     n_keys = len(plan.keys)
     sha_col = columns.index("base_config_sha256")
+    sha = plan.base_sha256
     number = 1
     offset = fh.tell()
     while offset < size:
@@ -525,7 +528,7 @@ def _data_lines(
                 f"--out {path}: line {number} has {len(cells)} fields, expected "
                 f"{len(columns)}; not a file this sweep wrote"
             )
-        if cells[sha_col] != plan.base_sha256:
+        if cells[sha_col] != sha:
             raise ConfigError(
                 f"--out {path}: line {number} was computed from another base config "
                 f"(sha256 {cells[sha_col]}, now {plan.base_sha256}); use another --out "
@@ -655,34 +658,31 @@ def _finish_csv(out_path: Path, plan: Plan) -> None:
     """Rewrite the file in grid order: rows of this grid by index, then rows of points outside
     it (an earlier, wider sweep) in file order; a repeated point keeps its first row.
 
-    Only (order, offset, length) per row is held in memory; the rows are copied from the file.
+    Only one file offset per grid point is held (8 bytes; a numpy array, never a Python list),
+    plus one per row outside the grid; the rows are copied from the file.
     """
     size = out_path.stat().st_size
     with out_path.open("rb") as fh:
         header = fh.readline()
-        index_l, offset_l, length_l = [], [], []
-        outside = len(plan)
-        for _, index, offset, length in _data_lines(fh, plan, out_path, size):
+        at = np.full(len(plan), -1, dtype=np.int64)  # grid index -> offset of its first row
+        outside = array.array("q")  # offsets of rows outside this grid, in file order
+        for _, index, offset, _ in _data_lines(fh, plan, out_path, size):
             if index is None:
-                index = outside
-                outside += 1
-            index_l.append(index)
-            offset_l.append(offset)
-            length_l.append(length)
-        order = np.asarray(index_l, dtype=np.int64)
-        offsets = np.asarray(offset_l, dtype=np.int64)
-        lengths = np.asarray(length_l, dtype=np.int64)
-        del index_l, offset_l, length_l
-        rank = np.argsort(order, kind="stable")
-        first = np.ones(len(rank), dtype=bool)
-        first[1:] = order[rank][1:] != order[rank][:-1]
+                outside.append(offset)
+            elif at[index] < 0:
+                at[index] = offset
         tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
         try:
             with tmp.open("wb") as dst:
                 dst.write(header)
-                for i in rank[first]:
-                    fh.seek(int(offsets[i]))
-                    dst.write(fh.read(int(lengths[i])))
+                for chunk in range(0, len(at), 1 << 12):
+                    for offset in at[chunk : chunk + (1 << 12)].tolist():
+                        if offset >= 0:
+                            fh.seek(offset)
+                            dst.write(fh.readline())
+                for offset in outside:
+                    fh.seek(offset)
+                    dst.write(fh.readline())
                 dst.flush()
                 os.fsync(dst.fileno())
             os.replace(tmp, out_path)

@@ -113,6 +113,7 @@ class Timelines:
         # routes between this config's devices, built once (every step asks again)
         self._routes: dict[tuple[str, str], Route | None] = {}
         self._rings: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._copy_phases: dict[tuple[int, int, int], Phase] = {}
         # the actual devices of each replica (the cache key: shapes alone are not enough)
         self._devices = [
             tuple(tuple(d.name for d in st.devices) for st in placement.stages(r))
@@ -147,16 +148,25 @@ class Timelines:
                 out.append(
                     Phase((), (Step("offloaded layers", "host-memory-bandwidth", sec, cpu),))
                 )
-        size = tokens * cfg.model.hidden_size * ACTIVATION_BYTES
         for s, stage in enumerate(stages):
             out.append(self._stage(stage, parts, logits))
             if s + 1 < len(stages):
-                nxt = stages[s + 1]
-                copies: tuple[Step, ...] = ()
-                for a, b in zip(stage.devices, nxt.devices, strict=True):
-                    copies += self._transfer(self._route(a, b), size, "{}")
-                out.append(Phase((), copies, parallel=True))
+                out.append(self._copies(replica, s, tokens))
         return tuple(out)
+
+    def _copies(self, replica: int, s: int, tokens: int) -> Phase:
+        """Each tensor rank of stage ``s`` copying ``tokens`` activations to its peer in the
+        next stage, side by side (depends on the token count alone: built once per count)."""
+        key = (replica, s, tokens)
+        hit = self._copy_phases.get(key)
+        if hit is None:
+            stages = self.placement.stages(replica)
+            size = tokens * self.cfg.model.hidden_size * ACTIVATION_BYTES
+            copies: tuple[Step, ...] = ()
+            for a, b in zip(stages[s].devices, stages[s + 1].devices, strict=True):
+                copies += self._transfer(self._route(a, b), size, "{}")
+            hit = self._copy_phases[key] = Phase((), copies, parallel=True)
+        return hit
 
     def _route(self, a: Device, b: Device) -> Route | None:
         key = (a.name, b.name)
@@ -184,6 +194,17 @@ class Timelines:
         return (Step(label, "interconnect", sec, tracks, moved),)
 
     def _stage(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> Phase:
+        """The stage's phase: a pure function of its cost, devices and ring, so shared (like
+        the cost) by every config with the same stage-cost inputs (``phases.shared_costs``)."""
+        key = (self.coster.stage_key(stage), parts, logits, self.layers)
+        shared = self.coster.shared.phases
+        hit = shared.get(key)
+        if hit is None:
+            hit = shared[key] = self._build_stage(stage, parts, logits)
+        assert isinstance(hit, Phase)
+        return hit
+
+    def _build_stage(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> Phase:
         cost = self.coster.stage(stage, parts, logits)
         gpus = tuple(sorted(d.name for d in stage.devices))
         ring = self._ring(stage)

@@ -13,13 +13,30 @@ from typing import Any
 
 from simulator.config import RunConfig, resolve
 
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def copy_value(value: Any) -> Any:
+    """A copy of a config value: the dicts, lists and tuples TOML and configs are made of
+    rebuilt, scalars shared (they are immutable). What ``copy.deepcopy`` gives for such values,
+    several times faster; anything else still goes through ``deepcopy``."""
+    if isinstance(value, _IMMUTABLE):
+        return value
+    if isinstance(value, dict):
+        return {k: copy_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_value(v) for v in value]
+    if isinstance(value, tuple) and type(value) is tuple:
+        return tuple(copy_value(v) for v in value)
+    return copy.deepcopy(value)
+
 
 def raw_of(cfg: RunConfig) -> dict[str, Any]:
     """``cfg`` as a config mapping that resolves back to it (unset keys left out)."""
 
     def strip(d: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            k: strip(v) if isinstance(v, Mapping) else copy.deepcopy(v)
+            k: strip(v) if isinstance(v, Mapping) else copy_value(v)
             for k, v in d.items()
             if v is not None
         }
@@ -29,7 +46,7 @@ def raw_of(cfg: RunConfig) -> dict[str, Any]:
 
 def with_keys(raw: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``raw`` with each dotted key set (None removes the key)."""
-    out = copy.deepcopy(dict(raw))
+    out: dict[str, Any] = copy_value(dict(raw))
     for key, value in changes.items():
         parts = key.split(".")
         node = out
@@ -38,7 +55,7 @@ def with_keys(raw: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, A
         if value is None:
             node.pop(parts[-1], None)
         else:
-            node[parts[-1]] = copy.deepcopy(value)
+            node[parts[-1]] = copy_value(value)
     return out
 
 

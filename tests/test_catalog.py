@@ -185,7 +185,7 @@ def test_list_other_kinds(run_cli: Any, kind: str) -> None:
     assert rc == 0 and out.strip()
 
 
-# --- the parsed-TOML cache (start-up) ------------------------------------------------------
+# --- the checked-catalogue cache (start-up) ------------------------------------------------
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -196,36 +196,59 @@ def _folder(tmp_path: Path) -> Path:
     return folder
 
 
+def _fresh(folder: Path) -> Any:
+    from simulator.catalog import shelf
+
+    shelf.cache_clear()  # a new process: only the file cache is left
+    try:
+        return shelf("links", folder.parent)
+    finally:
+        shelf.cache_clear()
+
+
 def test_the_catalogue_cache_sees_every_edit_and_survives_a_broken_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from simulator.catalog import _cache_file, _parsed_folder
+    import simulator.catalog as catalog
 
     monkeypatch.setenv("SIM_CACHE_DIR", str(tmp_path / "cache"))
     folder = _folder(tmp_path)
-    assert _parsed_folder(folder)["a.toml"]["figures"]["x"]["value"] == 1
-    cache = _cache_file(folder)
+    assert _fresh(folder)["a"].value("x") == 1
+    cache = catalog._cache_file(folder)
     assert cache is not None and cache.is_file()
-    assert _parsed_folder(folder)["a.toml"]["figures"]["x"]["value"] == 1  # from the cache
+    with monkeypatch.context() as m:  # served from the cache: nothing is parsed
+        m.setattr(catalog.tomllib, "loads", lambda *_: pytest.fail("parsed despite the cache"))
+        assert _fresh(folder)["a"].value("x") == 1
     # same size, same second: only the bytes differ, and the cache must not serve the old ones
     (folder / "a.toml").write_text('id = "a"\n[figures]\nx = { value = 2, source = "s" }\n')
-    assert _parsed_folder(folder)["a.toml"]["figures"]["x"]["value"] == 2
+    assert _fresh(folder)["a"].value("x") == 2
     (folder / "b.toml").write_text('id = "b"\n')
-    assert set(_parsed_folder(folder)) == {"_sources.toml", "a.toml", "b.toml"}
-    cache.write_bytes(b"not marshal data")  # a damaged cache costs only the parse
-    assert _parsed_folder(folder)["a.toml"]["figures"]["x"]["value"] == 2
+    assert set(_fresh(folder)) == {"a", "b"}
+    (folder / "b.toml").unlink()
+    assert set(_fresh(folder)) == {"a"}
+    cache.write_bytes(b"not pickle data")  # a damaged cache costs only the parse
+    assert _fresh(folder)["a"].value("x") == 2
     (folder / "b.toml").write_text("id = \n")
     with pytest.raises(DataError, match=r"b\.toml: not valid TOML"):
-        _parsed_folder(folder)
+        _fresh(folder)
 
 
 def test_the_catalogue_cache_can_be_switched_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from simulator.catalog import _cache_file, _parsed_folder
+    from simulator.catalog import _cache_file
 
     monkeypatch.setenv("SIM_CACHE_DIR", "off")
     folder = _folder(tmp_path)
     assert _cache_file(folder) is None
-    assert _parsed_folder(folder)["a.toml"]["id"] == "a"
+    assert _fresh(folder)["a"].value("x") == 1
     assert not (tmp_path / "off").exists()
+
+
+def test_an_unwritable_cache_costs_only_the_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SIM_CACHE_DIR", str(blocker / "cache"))  # cannot be a directory
+    assert _fresh(_folder(tmp_path))["a"].value("x") == 1

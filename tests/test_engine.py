@@ -22,9 +22,15 @@ def _load(name: str, *sets: str) -> cfgmod.RunConfig:
     return cfgmod.load(CONFIGS / name, list(sets))
 
 
-@pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: p.stem)
-def test_never_above_the_ceiling_and_levels_agree(path: Path) -> None:
-    cfg = cfgmod.load(path)
+# The per-layer level runs a SimPy step per layer: on the serving configs (hundreds of
+# requests) it was most of the fast suite's time (~250 s of ~280). The fast test compares the
+# levels on the first LEVELS_REQUESTS requests, at most that many in flight (requests still
+# overlap, so batching and contention are exercised); the slow one on the whole workload of
+# the configs that have more.
+LEVELS_REQUESTS = 8
+
+
+def _levels_agree(cfg: cfgmod.RunConfig) -> None:
     stage = evaluate(cfg, "stage")
     layer = evaluate(cfg, "layer")
     dec = stage["metrics"]["decode_tok_s"]
@@ -33,6 +39,32 @@ def test_never_above_the_ceiling_and_levels_agree(path: Path) -> None:
     for key in ("decode_tok_s", "prefill_tok_s", "ttft_s", "e2e_s"):
         a, b = stage["metrics"][key], layer["metrics"][key]
         assert (a is None and b is None) or a == pytest.approx(b, rel=1e-9), key
+
+
+@pytest.mark.parametrize("path", RUNNABLE, ids=lambda p: p.stem)
+def test_never_above_the_ceiling_and_levels_agree(path: Path) -> None:
+    cfg = cfgmod.load(path)
+    if cfg.requests > LEVELS_REQUESTS:
+        cap = LEVELS_REQUESTS
+        concurrency = min(cfg.concurrency, cap)
+        cfg = cfgmod.load(path, [f"workload.requests={cap}", f"workload.concurrency={concurrency}"])
+    _levels_agree(cfg)
+
+
+LONG = [p for p in RUNNABLE if cfgmod.load(p).requests > LEVELS_REQUESTS]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", LONG, ids=lambda p: p.stem)
+def test_levels_agree_over_the_whole_workload(path: Path) -> None:
+    _levels_agree(cfgmod.load(path))
+
+
+def test_never_above_the_ceiling_over_the_whole_workload() -> None:
+    for path in LONG:
+        r = evaluate(cfgmod.load(path), "stage")
+        dec = r["metrics"]["decode_tok_s"]
+        assert dec is None or dec <= r["bound"]["ceiling_decode_tok_s"] * (1 + 1e-9), path.stem
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,19 @@ class _Tty(io.StringIO):
 
 
 def test_bar_with_eta_on_a_terminal_erased_at_the_end() -> None:
-    cfg = cfgmod.load(SERVING)
+    # 2,000 requests (~0.5 s) so that a loaded machine still draws frames after the first
+    # tokens: with the config's 32 (~0.09 s) the watcher could miss the whole run
+    cfg = cfgmod.load(SERVING, ["workload.requests=2000"])
     stream = _Tty()
-    with RunProgress(stream, cfg.name, delay_s=0.0, interval_s=0.005) as p:
-        result, _ = run(cfg, on_engine=p.attach)
+    # the run takes ~15 ms once the stage costs are cached: the watcher must look often, and
+    # the interpreter must let it (its default thread switch interval is 5 ms)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    try:
+        with RunProgress(stream, cfg.name, delay_s=0.0, interval_s=0.0002) as p:
+            result, _ = run(cfg, on_engine=p.attach)
+    finally:
+        sys.setswitchinterval(switch)
     text = stream.getvalue()
     assert result["fits"] and p.drawn
     frames = [f for f in text.split("\r") if f.startswith("sim: ")]
