@@ -31,18 +31,20 @@ changing a bit"). One SimPy time unit is one second.
 
 from __future__ import annotations
 
+import heapq
 from array import array
 from collections.abc import Generator
 from dataclasses import replace
 from typing import Any, Literal
 
 import simpy
+from simpy.events import NORMAL
 
 from simulator import workload
 from simulator.config import RunConfig
 from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
-from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, At, Op, RunBooker, compile_line, repeat
+from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, Op, RunBooker, compile_line, repeat
 from simulator.phases import Part
 from simulator.placement import Placement, place
 from simulator.records import RequestTable, SimOutput, Span
@@ -61,6 +63,18 @@ def virtual_engines(cfg: RunConfig) -> int:
     if not overlap:
         return 1
     return min(cfg.pipeline, cfg.max_num_seqs) if cfg.max_num_seqs else cfg.pipeline
+
+
+class At(simpy.Event):
+    """An event at the absolute time ``when``: the end of a run of steps, which the step by
+    step path reached by repeated ``now + delay`` and which ``now + (when - now)`` need not
+    reproduce bit for bit. Queued as ``Environment.schedule`` queues a timeout."""
+
+    def __init__(self, env: simpy.Environment, when: float):
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        heapq.heappush(env._queue, (when, NORMAL, next(env._eid), self))
 
 
 class Engine:

@@ -12,12 +12,8 @@ path adds them.
 
 from __future__ import annotations
 
-import heapq
 from array import array
 from collections.abc import Sequence
-
-import simpy
-from simpy.events import NORMAL
 
 from simulator.config import RunConfig
 from simulator.scheduler import DecodeRun, Scheduler
@@ -28,18 +24,6 @@ CONTEXT_BUCKET_TOKENS = 16  # mean decode context of a mixed batch, rounded (mem
 Op = tuple[dict[str, float], str, tuple[float, ...]]  # add the amounts to the counter's key
 # a decode step's booking: end-time increments, host overhead, counter additions
 Program = tuple[tuple[float, ...], float, tuple[Op, ...]]
-
-
-class At(simpy.Event):
-    """An event at the absolute time ``when``: the end of a run of steps, which the step by
-    step path reached by repeated ``now + delay`` and which ``now + (when - now)`` need not
-    reproduce bit for bit. Queued as ``Environment.schedule`` queues a timeout."""
-
-    def __init__(self, env: simpy.Environment, when: float):
-        super().__init__(env)
-        self._ok = True
-        self._value = None
-        heapq.heappush(env._queue, (when, NORMAL, next(env._eid), self))
 
 
 def repeat(ops: tuple[Op, ...], times: int) -> None:
