@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import math
 from array import array
 from collections.abc import Generator
@@ -48,7 +49,8 @@ from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
 from simulator.phases import Part
 from simulator.placement import Placement, place
-from simulator.scheduler import Chunk, DecodeRun, Scheduler, Sequence, Settings
+from simulator.prefix_cache import PrefixCache
+from simulator.scheduler import Chunk, DecodeRun, Scheduler, Sequence, Settings, run_alone
 from simulator.timeline import Phase, Step, Timeline, Timelines, step_overhead_s
 
 Detail = Literal["stage", "layer"]
@@ -191,7 +193,12 @@ class Engine:
         record_spans: bool = False,
         fast: bool = True,
         merge: bool = True,
+        prefix_state: PrefixState | None = None,
+        prefix_memo: dict[str, PrefixState] | None = None,
     ):
+        """``prefix_state``: the prefix caches (per replica, per virtual engine) a previous run
+        of the same server left; without it, ``workload.prior_runs`` are simulated first to
+        get them (``prefix_memo`` keeps them for a caller that runs a whole sweep)."""
         self.cfg = cfg
         self.placement = placement or place(cfg)
         self.detail = detail
@@ -239,6 +246,7 @@ class Engine:
                 block_size=cfg.block_size,
                 kv_capacity_tokens=(pool // per_ve) if paged and pool is not None else None,
                 merge_prefill=bool(prof.get("merge_prefill")),
+                prefix_caching=cfg.prefix_caching,
             )
             # max_num_seqs is shared by the virtual engines: their limits sum to it
             share = [
@@ -278,6 +286,19 @@ class Engine:
         self._done: dict[int, simpy.Event] = {}  # closed loop: the client waits on it
         self._routed = 0
         self._stream_delay_s = stream_delay_s(prof)
+        if prefix_state is None and cfg.prior_runs and cfg.prefix_caching:
+            prefix_state = prior_prefix_state(cfg, self.placement, prefix_memo)
+        if prefix_state is not None:
+            for ves, caches in zip(self.schedulers, prefix_state, strict=True):
+                for sched, cache in zip(ves, caches, strict=True):
+                    if cache is not None:
+                        assert sched.cache is not None and cache.free == cache.total_blocks
+                        assert cache.total_blocks == sched.total_blocks
+                        sched.cache = cache.copy()
+
+    def prefix_state(self) -> PrefixState:
+        """Each scheduler's prefix cache as the run left it (None without prefix caching)."""
+        return [[s.cache.copy() if s.cache else None for s in ves] for ves in self.schedulers]
 
     # -- resources -----------------------------------------------------------------------
 
@@ -683,6 +704,7 @@ class Engine:
                 prompt_tokens=spec.prompt_tokens,
                 output_tokens=spec.output_tokens,
                 context_tokens=cfg.context_tokens,
+                prompt_key=spec.prompt_id,
             )
         )
         wake = self._wake.pop((replica, ve), None)
@@ -706,6 +728,20 @@ class Engine:
     def run(self) -> SimOutput:
         cfg = self.cfg
         specs = workload.requests(cfg)
+        sched0 = self.schedulers[0][0]
+        if cfg.warmup_request and specs and sched0.cache is not None:
+            # benchmark_serving's test prompt (request 0, alone, unmeasured) warms the cache
+            s0 = specs[0]
+            run_alone(
+                sched0,
+                Sequence(
+                    -1,
+                    s0.prompt_tokens,
+                    s0.output_tokens,
+                    cfg.context_tokens,
+                    prompt_key=s0.prompt_id,
+                ),
+            )
         for r in range(cfg.replicas):
             for v in range(self.virtual_engines):
                 self.env.process(self._serve(r, v))
@@ -740,6 +776,46 @@ class Engine:
             kv_share=self.kv_share,
             batch_sequences=self.batch_sequences,
         )
+
+
+PrefixState = list[list[PrefixCache | None]]
+
+
+def run_key(cfg: RunConfig) -> str:
+    """What makes two configs the same run of one server (the name aside)."""
+    resolved = {k: v for k, v in cfg.resolved.items() if k not in ("name", "workload")}
+    resolved["workload"] = {
+        k: v
+        for k, v in cfg.resolved.get("workload", {}).items()
+        if k not in ("arrival_rate", "prior_runs")
+    }
+    return json.dumps(
+        [resolved, id(cfg.profile), cfg.length_spread, cfg.arrival_rate, cfg.prior_runs],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def prior_prefix_state(
+    cfg: RunConfig, placement: Placement, memo: dict[str, PrefixState] | None = None
+) -> PrefixState:
+    """The prefix caches ``cfg``'s server is left with after ``workload.prior_runs``: the
+    same requests sent at each earlier rate in turn, each run starting from the cache the
+    one before left (``memo``, by run, for a sweep simulated run after run)."""
+    state: PrefixState | None = None
+    for i, rate in enumerate(cfg.prior_runs):
+        run = replace(cfg, arrival_rate=rate, prior_runs=cfg.prior_runs[:i])
+        key = run_key(run)
+        hit = None if memo is None else memo.get(key)
+        if hit is None:
+            engine = Engine(run, placement, prefix_state=state)
+            engine.run()
+            hit = engine.prefix_state()
+            if memo is not None:
+                memo[key] = hit
+        state = hit
+    assert state is not None
+    return state
 
 
 def simulate(

@@ -39,6 +39,13 @@ class RequestSpec:
     prompt_tokens: int
     output_tokens: int
     arrival_s: float | None  # None: closed loop (sent when a client is free)
+    prompt_id: int = -1  # which prompt it sends (workload.distinct_prompts); -1: its id
+
+
+def prompt_id(cfg: RunConfig, i: int) -> int:
+    """The prompt request ``i`` sends: ``i mod distinct_prompts`` (0: its own)."""
+    n = cfg.distinct_prompts
+    return i % n if n else i
 
 
 def read_lengths_csv(path: Path) -> list[tuple[int, int]]:
@@ -125,15 +132,18 @@ def _draw(rng: np.random.Generator, mean: int, kind: str, spread: float, n: int)
 
 
 def lengths(cfg: RunConfig, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """(prompt, output) tokens of each of the run's requests."""
+    """(prompt, output) tokens of each of the run's requests; with ``distinct_prompts`` N
+    below the request count, N are drawn and request i repeats prompt i mod N's."""
     n = cfg.requests
     if cfg.lengths_csv is not None:
         pairs = read_lengths_csv(cfg.lengths_csv)
-        return [pairs[i % len(pairs)] for i in range(n)]
+        return [pairs[prompt_id(cfg, i) % len(pairs)] for i in range(n)]
     kind, spread = cfg.length_distribution, cfg.length_spread
-    prompts = _draw(rng, cfg.prompt_tokens, kind, spread, n)
-    outputs = _draw(rng, cfg.output_tokens, kind, spread, n)
-    return [(int(p), int(o)) for p, o in zip(prompts, outputs, strict=True)]
+    distinct = min(n, cfg.distinct_prompts or n)
+    prompts = _draw(rng, cfg.prompt_tokens, kind, spread, distinct)
+    outputs = _draw(rng, cfg.output_tokens, kind, spread, distinct)
+    drawn = [(int(p), int(o)) for p, o in zip(prompts, outputs, strict=True)]
+    return drawn if distinct == n else [drawn[i % distinct] for i in range(n)]
 
 
 def length_pairs(cfg: RunConfig) -> tuple[tuple[int, int], ...]:
@@ -147,6 +157,7 @@ def length_pairs(cfg: RunConfig) -> tuple[tuple[int, int], ...]:
         cfg.length_spread,
         cfg.seed,
         None if cfg.lengths_csv is None else str(cfg.lengths_csv),
+        cfg.distinct_prompts,
     )
     return _length_pairs(key, cfg)
 
@@ -199,5 +210,6 @@ def requests(cfg: RunConfig) -> list[RequestSpec]:
         gaps = rng.exponential(1.0 / cfg.arrival_rate, size=len(pairs))
         arrivals = list(first_request_arrivals(gaps))
     return [
-        RequestSpec(i, p, o, a) for i, ((p, o), a) in enumerate(zip(pairs, arrivals, strict=True))
+        RequestSpec(i, p, o, a, prompt_id(cfg, i))
+        for i, ((p, o), a) in enumerate(zip(pairs, arrivals, strict=True))
     ]
