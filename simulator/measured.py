@@ -31,6 +31,14 @@ DEFAULT_LINK = "pcie4-x16"
 # profile's ``sharegpt_length_sigma`` (fitted with the engine parameters; see DESIGN.md), this
 # when a profile does not give it.
 SHAREGPT_LENGTH_SIGMA = 0.6
+# The request-rate sweeps the serving rows come from, in the order they ran against one server
+# (the prefix cache one run leaves is where the next starts): run_benchmark.sh of
+# github:IOG-Foundation/llm-inference-benchmarks@4990a80 has QPS_VALUES=(32 16 8 4 1) and calls
+# benchmark_serving.py per rate against a server it never restarts (result timestamps 50-200 s
+# apart); benchmark_serving first sends request 0 alone ("initial single prompt test run").
+SERVING_SWEEPS_REQ_S = {
+    "github:IOG-Foundation/llm-inference-benchmarks@4990a80": (32.0, 16.0, 8.0, 4.0, 1.0),
+}
 
 
 def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
@@ -44,6 +52,13 @@ def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
 def is_serving(row: Any) -> bool:
     """A vLLM benchmark_serving row (open-loop arrivals) rather than a llama-bench one."""
     return not pd.isna(getattr(row, "arrival_rate", float("nan")))
+
+
+def prior_runs(row: Any) -> list[float]:
+    """The rates its sweep ran on the same server before a serving row's run."""
+    sweep = SERVING_SWEEPS_REQ_S.get(str(row.source).split()[0], ())
+    rate = float(row.arrival_rate)
+    return list(sweep[: sweep.index(rate)]) if rate in sweep else []
 
 
 def sharegpt_sigma(profile: EngineProfile | None = None) -> float:
@@ -95,6 +110,8 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
             "concurrency": int(row.requests),
             "length_distribution": "lognormal_stratified",
             "length_spread": sharegpt_sigma(profile),
+            "prior_runs": prior_runs(row),
+            "warmup_request": True,  # benchmark_serving's test prompt
         }
     cfg = cfgmod.resolve(raw)
     if profile is not None:

@@ -255,3 +255,24 @@ def test_vllm_kv_pool_does_not_depend_on_the_requests() -> None:
     assert pool(100) == pool(3000)
     sized_for_run = pool(100, "sequence")
     assert sized_for_run is not None and sized_for_run > (pool(100) or 0)
+
+
+def test_serving_rows_replay_their_sweep_and_the_fit_sees_what_sim_run_sees() -> None:
+    """run_benchmark.sh ran 32, 16, 8, 4, 1 req/s on one server: a row carries the rates
+    before its own and benchmark_serving's test prompt. The fit simulates a server's runs in
+    that order sharing one memo of prefix caches; each row's prediction equals its own run."""
+    from simulator.calibrate import ServingProblem
+    from simulator.measured import is_serving, load_rows, predict, row_config
+
+    rows = load_rows(fit_only=False)
+    rows = rows[[is_serving(r) for r in rows.itertuples()]]
+    one = rows[(rows["gpu"] == "h100-pcie") & (rows["output_tokens"] == 202)]
+    by_rate = {float(r.arrival_rate): row_config(r) for r in one.itertuples()}
+    assert by_rate[32.0].prior_runs == () and by_rate[4.0].prior_runs == (32.0, 16.0, 8.0)
+    assert all(c.warmup_request and c.prefix_caching for c in by_rate.values())
+    prob = ServingProblem("vllm", one.reset_index(drop=True))
+    mask = (prob.rows["arrival_rate"] >= 4.0).to_numpy()  # 4 runs; the 4 req/s one has 3 priors
+    fitted = prob.simulate(prob.x0(), mask)
+    base = prob.profile_at(prob.x0())
+    alone = [predict(r, base).simulated for r in prob.rows[mask].itertuples()]
+    assert fitted.tolist() == alone
