@@ -39,6 +39,13 @@ SHAREGPT_LENGTH_SIGMA = 0.6
 SERVING_SWEEPS_REQ_S = {
     "github:IOG-Foundation/llm-inference-benchmarks@4990a80": (32.0, 16.0, 8.0, 4.0, 1.0),
 }
+# Whether the serving rows are simulated with vLLM's prefix cache (replaying their sweep). Off
+# for now, so the committed fit stands: replayed faithfully, the H100's warm runs prefill
+# nothing, its only prefill signal is the 32 req/s run, whose TTFT excess (40 vs 28 ms, API
+# server load, not modelled) then lands in compute_efficiency, and the fit without the RTX 4090
+# predicts it at 277% TTFT / 37% TPOT error (DESIGN.md "Prefix caching and the benchmark's
+# sweep"). Turn on once that excess has its own parameter.
+SERVING_PREFIX_CACHE = False
 
 
 def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
@@ -81,6 +88,8 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
     if not pd.isna(row.power_limit_w):
         hw["power_limit_w"] = float(row.power_limit_w)
     engine: dict[str, Any] = {"profile": row.profile}
+    if is_serving(row):
+        engine["prefix_caching"] = SERVING_PREFIX_CACHE
     # rows of the 2026 llama-bench source say how they ran (empty for the first source)
     backend = getattr(row, "engine_backend", None)
     if isinstance(backend, str) and backend:
