@@ -283,3 +283,22 @@ def test_serving_rows_replay_their_sweep_and_the_fit_sees_what_sim_run_sees(
     base = prob.profile_at(prob.x0())
     alone = [predict(r, base).simulated for r in prob.rows[mask].itertuples()]
     assert fitted.tolist() == alone
+
+
+@pytest.mark.slow
+def test_serving_rows_without_the_cache_reproduce_the_committed_fit() -> None:
+    """The rows run as the committed fit ran them (no prefix cache): its residuals come back to
+    the digits calibrated/vllm.toml wrote."""
+    import tomllib
+
+    from simulator.calibrate import ServingProblem, load_fit_rows
+    from simulator.profiles import CALIBRATED_DIR
+
+    prob = ServingProblem("vllm", load_fit_rows("vllm"))
+    assert not any(c.prefix_caching for c in prob.cfgs)
+    prof = profile("vllm")
+    sim = prob.simulate(np.array([prof.num(n) for n in prob.names]))
+    err = pd.Series(np.abs(sim / prob.measured - 1)).groupby(np.array(prob.metrics)).mean()
+    committed = tomllib.loads((CALIBRATED_DIR / "vllm.toml").read_text())["residuals"]
+    for metric, entry in committed.items():
+        assert round(float(err[metric]), 4) == entry["mean_abs_rel_error"]
