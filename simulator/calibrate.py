@@ -33,7 +33,9 @@ from simulator.export import write_atomic
 from simulator.measured import MEASURED_CSV, is_serving, load_rows, row_config, sharegpt_sigma
 from simulator.metrics import summarize
 from simulator.placement import Placement, place
+from simulator.prefix_cache import PrefixState
 from simulator.profiles import CALIBRATED_DIR, EngineProfile, uncalibrated
+from simulator.server_history import run_key
 
 # parameter -> (lower, upper) bounds; the starting value is the profile file's
 FITTED: dict[str, dict[str, tuple[float, float]]] = {
@@ -286,9 +288,15 @@ class ServingProblem(Problem):
         m = np.ones(len(self.rows), bool) if mask is None else mask
         need = sorted({self.run_index[i] for i in range(len(self.rows)) if m[i]})
         runs: dict[int, dict[str, Any]] = {}
-        for k in need:
+        # a server's runs in the order its sweep ran them, each from the prefix cache the one
+        # before left: every run is simulated once per evaluation, as its own `sim run` has it
+        memo: dict[str, PrefixState] = {}
+        for k in sorted(need, key=lambda k: (len(self.cfgs[k].prior_runs), k)):
             cfg = replace(self.cfgs[k], profile=prof, length_spread=sigma)
-            runs[k] = summarize(Engine(cfg, self.placements[k]).run())
+            engine = Engine(cfg, self.placements[k], prefix_memo=memo)
+            runs[k] = summarize(engine.run())
+            if cfg.prefix_caching:
+                memo[run_key(cfg)] = engine.prefix_state()
         out = [
             float(runs[self.run_index[i]][self.metrics[i]]) for i in range(len(self.rows)) if m[i]
         ]

@@ -47,8 +47,9 @@ from simulator.memory import kv_pool_tokens, plan
 from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, Op, RunBooker, compile_line, repeat
 from simulator.phases import Part
 from simulator.placement import Placement, place
+from simulator.prefix_cache import PrefixState, install_prefix_state
 from simulator.records import RequestTable, SimOutput, Span
-from simulator.scheduler import Chunk, Scheduler, Sequence, Settings
+from simulator.scheduler import Chunk, Scheduler, Sequence, Settings, run_alone
 from simulator.timeline import Phase, Step, Timeline, Timelines, step_overhead_s
 
 Detail = Literal["stage", "layer"]
@@ -88,7 +89,12 @@ class Engine:
         record_spans: bool = False,
         fast: bool = True,
         merge: bool = True,
+        prefix_state: PrefixState | None = None,
+        prefix_memo: dict[str, PrefixState] | None = None,
     ):
+        """``prefix_state``: the prefix caches (per replica, per virtual engine) a previous run
+        of the same server left; without it, ``workload.prior_runs`` are simulated first to
+        get them (``prefix_memo`` keeps them for a caller that runs a whole sweep)."""
         self.cfg = cfg
         self.placement = placement or place(cfg)
         self.detail = detail
@@ -137,6 +143,7 @@ class Engine:
                 block_size=cfg.block_size,
                 kv_capacity_tokens=(pool // per_ve) if paged and pool is not None else None,
                 merge_prefill=bool(prof.get("merge_prefill")),
+                prefix_caching=cfg.prefix_caching,
             )
             # max_num_seqs is shared by the virtual engines: their limits sum to it
             share = [
@@ -203,6 +210,16 @@ class Engine:
                 self.kv_share,
             ),
         )
+        if prefix_state is None and cfg.prior_runs and cfg.prefix_caching:
+            from simulator.server_history import prior_prefix_state  # it runs Engines
+
+            prefix_state = prior_prefix_state(cfg, self.placement, prefix_memo)
+        if prefix_state is not None:
+            install_prefix_state(self.schedulers, prefix_state)
+
+    def prefix_state(self) -> PrefixState:
+        """Each scheduler's prefix cache as the run left it (None without prefix caching)."""
+        return [[s.cache.copy() if s.cache else None for s in ves] for ves in self.schedulers]
 
     # -- resources -----------------------------------------------------------------------
 
@@ -488,7 +505,15 @@ class Engine:
         done = None
         if not cfg.open_loop:
             done = self._done[i] = self.env.event()
-        ves[ve].add(Sequence(i, prompt, output, context_tokens=cfg.context_tokens))
+        ves[ve].add(
+            Sequence(
+                i,
+                prompt,
+                output,
+                context_tokens=cfg.context_tokens,
+                prompt_key=workload.prompt_id(cfg, i),
+            )
+        )
         wake = self._wake.pop((replica, ve), None)
         if wake is not None and not wake.triggered:
             wake.succeed()
@@ -512,6 +537,19 @@ class Engine:
     def run(self) -> SimOutput:
         cfg = self.cfg
         wl = self.workload
+        sched0 = self.schedulers[0][0]
+        if cfg.warmup_request and len(wl) and sched0.cache is not None:
+            # benchmark_serving's test prompt (request 0, alone, unmeasured) warms the cache
+            run_alone(
+                sched0,
+                Sequence(
+                    -1,
+                    int(wl.prompt_tokens[0]),
+                    int(wl.output_tokens[0]),
+                    cfg.context_tokens,
+                    prompt_key=workload.prompt_id(cfg, 0),
+                ),
+            )
         for r in range(cfg.replicas):
             for v in range(self.virtual_engines):
                 self.env.process(self._serve(r, v))

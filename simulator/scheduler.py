@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from simulator.errors import CannotRun
+from simulator.prefix_cache import PrefixCache
 
 Policy = Literal["continuous", "slots", "static"]
 POLICIES: tuple[Policy, ...] = ("continuous", "slots", "static")
@@ -52,6 +53,8 @@ class Sequence:
     preemptions: int = 0
     blocks: int = 0
     scheduled: bool = False  # has ever been scheduled
+    prompt_key: object = None  # prompt identity for the prefix cache (None: this request's own)
+    cached_blocks: int = 0  # its leading blocks the prefix cache holds under their hash
     # the steps of its scheduler in which it emitted a token, as flat [start, end) pairs
     token_steps: list[int] = field(default_factory=list)
 
@@ -127,6 +130,7 @@ class Settings:
     block_size: int
     kv_capacity_tokens: int | None  # paged pool for `continuous`; None: reserved per slot
     merge_prefill: bool = False
+    prefix_caching: bool = False  # vLLM's automatic prefix caching (continuous, paged only)
 
 
 @dataclass
@@ -147,6 +151,9 @@ class Scheduler:
         cap = s.kv_capacity_tokens
         self.total_blocks = None if cap is None else cap // s.block_size
         self.free_blocks = self.total_blocks
+        self.cache: PrefixCache | None = None
+        if s.prefix_caching and s.policy == "continuous" and self.total_blocks is not None:
+            self.cache = PrefixCache(self.total_blocks, s.block_size)
 
     # -- queue ----------------------------------------------------------------------------
 
@@ -181,10 +188,15 @@ class Scheduler:
         if need > 0:
             seq.blocks += need
             self.free_blocks -= need
+            if self.cache is not None:
+                self.cache.allocate(need)
 
     def _release(self, seq: Sequence) -> None:
         if self.free_blocks is not None:
-            self.free_blocks += seq.blocks
+            if self.cache is not None:  # blocks other sequences share stay in use
+                self.free_blocks += self.cache.release(seq)
+            else:
+                self.free_blocks += seq.blocks
         seq.blocks = 0
 
     def _preempt(self, seq: Sequence) -> None:
@@ -250,6 +262,8 @@ class Scheduler:
                 if need > 0:
                     seq.blocks += need
                     self.free_blocks -= need
+                    if self.cache is not None:
+                        self.cache.allocate(need)
             chunks.append(Chunk(seq, n, seq.computed, seq.prompt_left > 0))
             if not seq.scheduled:
                 seq.scheduled = True
@@ -261,15 +275,30 @@ class Scheduler:
             if s.max_num_seqs and len(self.running) >= s.max_num_seqs:
                 break
             seq = self.waiting[0]
-            if seq.prompt_left > 0:
-                n = int(min(seq.prompt_left, budget)) if s.chunked_prefill else seq.prompt_left
+            hits = queued = 0
+            left = seq.prompt_left
+            if self.cache is not None:  # its cached prefix is not prefilled again
+                hits, queued = self.cache.lookup(seq)
+                if hits:
+                    left -= hits * block - seq.computed
+            if left > 0:
+                n = int(min(left, budget)) if s.chunked_prefill else left
                 if not s.chunked_prefill and n > budget and chunks:
                     break
             else:
                 n = 1 if (s.policy != "static" or not any(c.prefill for c in chunks)) else 0
             if n <= 0 and s.policy != "static":
                 break
-            if not self._can_grow(seq, max(n, 1) if n else 0):
+            if hits:
+                assert self.cache is not None and self.free_blocks is not None
+                # vLLM's allocate_slots: new blocks plus the hits waiting in the free queue
+                if -(-(hits * block + n) // block) - hits + queued > self.free_blocks:
+                    break
+                self.free_blocks -= self.cache.acquire(seq, hits)
+                seq.blocks = hits
+                seq.computed = hits * block
+                seq.prompt_left = left
+            elif not self._can_grow(seq, max(n, 1) if n else 0):
                 if not self.running:
                     raise CannotRun(
                         f"KV cache of {self.total_blocks} blocks x {s.block_size} tokens cannot "
@@ -316,15 +345,24 @@ class Scheduler:
             # nothing may join: the admission loop must stop at the queue's head every step
             w = self.waiting[0]
             room = s.max_batched_tokens - n
-            if w.prompt_left > 0:
-                m = min(w.prompt_left, room) if s.chunked_prefill else w.prompt_left
+            hits = queued = 0
+            left = w.prompt_left
+            if self.cache is not None:
+                hits, queued = self.cache.lookup(w)
+                if hits:
+                    left -= hits * block - w.computed
+            if left > 0:
+                m = min(left, room) if s.chunked_prefill else left
                 blocked = m <= 0 or (not s.chunked_prefill and m > room)
             else:
                 m, blocked = 1, False
             if not blocked:
                 if free is None:
                     return None
-                need = -(-(w.computed + m) // block) - w.blocks
+                if hits:  # evictions during the run only take hits away: it stays out
+                    need = -(-(hits * block + m) // block) - hits + queued
+                else:
+                    need = -(-(w.computed + m) // block) - w.blocks
                 if need <= free - counts[0]:  # it would join at the first step
                     return None
                 # free blocks only shrink during the run: it stays out
@@ -405,6 +443,8 @@ class Scheduler:
         self.started = []
         if self.free_blocks is not None:
             self.free_blocks -= grown
+            if self.cache is not None:
+                self.cache.allocate(grown)
         if finished:
             done = set(finished)  # identity: Sequence compares by id
             self.running = [q for q in self.running if q not in done]
@@ -426,6 +466,8 @@ class Scheduler:
             if c.prefill:
                 emits = c.tokens == seq.prompt_left
                 seq.prompt_left -= c.tokens
+                if self.cache is not None:
+                    self.cache.register(seq)
             else:
                 emits = True
             if emits:
@@ -444,3 +486,15 @@ class Scheduler:
             for q in finished:
                 self._release(q)
         return emitted, finished
+
+
+def run_alone(sched: Scheduler, seq: Sequence) -> None:
+    """Run ``seq`` to its end with nothing else in ``sched`` and no record of it (a request
+    the measurement does not see, such as benchmark_serving's test prompt): only what it
+    leaves in the prefix cache remains."""
+    assert not sched.running and not sched.waiting
+    steps, preemptions = sched.steps, sched.preemptions
+    sched.add(seq)
+    while not seq.done:
+        sched.complete(sched.schedule())
+    sched.steps, sched.preemptions, sched.started = steps, preemptions, []

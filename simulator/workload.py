@@ -39,6 +39,13 @@ class RequestSpec:
     prompt_tokens: int
     output_tokens: int
     arrival_s: float | None  # None: closed loop (sent when a client is free)
+    prompt_id: int = -1  # which prompt it sends (workload.distinct_prompts); -1: its id
+
+
+def prompt_id(cfg: RunConfig, i: int) -> int:
+    """The prompt request ``i`` sends: ``i mod distinct_prompts`` (0: its own)."""
+    n = cfg.distinct_prompts
+    return i % n if n else i
 
 
 def read_lengths_csv(path: Path) -> list[tuple[int, int]]:
@@ -125,15 +132,21 @@ def _draw(rng: np.random.Generator, mean: int, kind: str, spread: float, n: int)
 
 
 def length_columns(cfg: RunConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(prompt, output) tokens of each of the run's requests, as two int64 arrays."""
+    """(prompt, output) tokens of each of the run's requests, as two int64 arrays; with
+    ``distinct_prompts`` N below the request count, N are drawn and request i repeats prompt
+    i mod N's."""
     n = cfg.requests
+    ids = np.arange(n) % cfg.distinct_prompts if cfg.distinct_prompts else np.arange(n)
     if cfg.lengths_csv is not None:
         pairs = np.asarray(read_lengths_csv(cfg.lengths_csv), dtype=np.int64).reshape(-1, 2)
-        rows = pairs[np.arange(n) % len(pairs)]
+        rows = pairs[ids % len(pairs)]
         return rows[:, 0].copy(), rows[:, 1].copy()
     kind, spread = cfg.length_distribution, cfg.length_spread
-    prompts = _draw(rng, cfg.prompt_tokens, kind, spread, n)
-    outputs = _draw(rng, cfg.output_tokens, kind, spread, n)
+    distinct = min(n, cfg.distinct_prompts or n)
+    prompts = _draw(rng, cfg.prompt_tokens, kind, spread, distinct)
+    outputs = _draw(rng, cfg.output_tokens, kind, spread, distinct)
+    if distinct < n:  # request i repeats prompt i mod distinct_prompts
+        prompts, outputs = prompts[ids], outputs[ids]
     return prompts.astype(np.int64, copy=False), outputs.astype(np.int64, copy=False)
 
 
@@ -154,6 +167,7 @@ def length_pairs(cfg: RunConfig) -> tuple[tuple[int, int], ...]:
         cfg.length_spread,
         cfg.seed,
         None if cfg.lengths_csv is None else str(cfg.lengths_csv),
+        cfg.distinct_prompts,
     )
     return _length_pairs(key, cfg)
 
@@ -230,4 +244,6 @@ def requests(cfg: RunConfig) -> list[RequestSpec]:
     if cols.arrival_s is not None:
         arrivals = list(cols.arrival_s.tolist())
     prompts, outputs = cols.prompt_tokens.tolist(), cols.output_tokens.tolist()
-    return [RequestSpec(i, prompts[i], outputs[i], arrivals[i]) for i in range(n)]
+    return [
+        RequestSpec(i, prompts[i], outputs[i], arrivals[i], prompt_id(cfg, i)) for i in range(n)
+    ]

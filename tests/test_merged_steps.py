@@ -77,6 +77,9 @@ def configs(draw: st.DrawFn) -> cfgmod.RunConfig:
             sets.append("engine.chunked_prefill=false")
         if draw(st.integers(0, 5)) == 0:
             sets.append('engine.scheduler="static"')
+        elif draw(st.booleans()):  # prefix caching: repeated prompts, preempted hits
+            sets.append("engine.prefix_caching=true")
+            sets.append(f"workload.distinct_prompts={draw(st.sampled_from([0, 1, 3]))}")
     elif base == "slots":
         sets.append(f"engine.max_num_seqs={draw(st.integers(1, 4))}")
     try:
@@ -161,6 +164,17 @@ FIXED = {
         "engine.max_num_seqs=32",
     ],
     "slots_queue": ["workload.requests=20", "workload.concurrency=6", "engine.max_num_seqs=3"],
+    # prefix cache: preempted requests hit their own blocks, repeated prompts each other's
+    "preempt_prefix_cache": [
+        *VLLM,
+        "workload.requests=60",
+        "workload.arrival_rate=30.0",
+        "workload.prompt_tokens=1024",
+        "workload.output_tokens=256",
+        "workload.distinct_prompts=20",
+        "engine.prefix_caching=true",
+        "engine.gpu_memory_utilization=0.235",
+    ],
 }
 
 
