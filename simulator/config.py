@@ -736,6 +736,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     flash = profile.flash_attention if eng["flash_attention"] is None else eng["flash_attention"]
     if flash == "auto":  # llama.cpp's -fa auto: on where every layer's backend has the kernel
         flash = flash_attention.resolve_auto([g.engine_backend for g in gpus], m, kv_dtype)
+    flash = bool(flash)
 
     if wl["prompt_tokens"] == 0 and wl["output_tokens"] == 0:
         raise ConfigError(

@@ -1,4 +1,4 @@
-"""llama.cpp's flash-attention "auto" default, resolved per backend (simulator/flash_attention.py)."""
+"""llama.cpp's flash-attention "auto" default, resolved per backend (flash_attention.py)."""
 
 from __future__ import annotations
 
@@ -45,5 +45,5 @@ def test_the_llama_cpp_profile_defaults_to_auto_and_the_config_resolves_it() -> 
 
 
 def test_flash_attention_key_refuses_other_strings() -> None:
-    with pytest.raises(config.ConfigError, match="engine.flash_attention"):
+    with pytest.raises(config.ConfigError, match=r"engine\.flash_attention"):
         config.resolve(minimal_config(engine={"flash_attention": "yes"}))
