@@ -734,6 +734,8 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     large = large_gpu_defaults(profile, gpus[0])
     ubatch = eng["ubatch_tokens"] or (large[0] if large else profile.ubatch_tokens)
     flash = profile.flash_attention if eng["flash_attention"] is None else eng["flash_attention"]
+    if flash == "auto" and profile.flash_attention != "auto":
+        flash = profile.flash_attention  # an engine without an auto mode: its own default
     if flash == "auto":  # llama.cpp's -fa auto: on where every layer's backend has the kernel
         flash = flash_attention.resolve_auto([g.engine_backend for g in gpus], m, kv_dtype)
     flash = bool(flash)

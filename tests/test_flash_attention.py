@@ -44,6 +44,17 @@ def test_the_llama_cpp_profile_defaults_to_auto_and_the_config_resolves_it() -> 
     assert auto.flash_attention is True
 
 
+def test_auto_on_an_engine_without_it_is_that_engines_default() -> None:
+    cfg = config.resolve(
+        minimal_config(
+            engine={"profile": "vllm", "flash_attention": "auto"},
+            parallel={"tensor": 2, "pipeline": 1},
+            model={"quant": "AWQ-INT4"},
+        )
+    )
+    assert cfg.flash_attention is True  # the vllm profile's value, not llama.cpp's kernel table
+
+
 def test_flash_attention_key_refuses_other_strings() -> None:
     with pytest.raises(config.ConfigError, match=r"engine\.flash_attention"):
         config.resolve(minimal_config(engine={"flash_attention": "yes"}))
