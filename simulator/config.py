@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from simulator import hardware, links, model, profiles, units
+from simulator import flash_attention, hardware, links, model, profiles, units
 from simulator.catalog import shelf
 from simulator.errors import CannotRun, ConfigError, choices_hint
 from simulator.hardware import GpuSpec, HostMemorySpec
@@ -142,7 +142,11 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
     "engine": {
         "profile": Key("str", "llama.cpp", doc="engine profile id"),
         "ubatch_tokens": Key("int", None, _min(1), "micro-batch size (llama.cpp n_ubatch)"),
-        "flash_attention": Key("bool", None, doc="fused attention (no score matrix)"),
+        "flash_attention": Key(
+            "bool|str",
+            None,
+            doc='fused attention (no score matrix): true, false or "auto" (on where supported)',
+        ),
         "kv_cache_dtype": Key("str", None, doc="f16, bf16, fp8, q8_0 or q4_0"),
         "backend": Key("str", None, doc="cuda, rocm, vulkan, metal or sycl (default: vendor's)"),
         "scheduler": Key("str", None, doc="continuous, slots or static (default: the profile's)"),
@@ -777,6 +781,11 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     large = large_gpu_defaults(profile, gpus[0])
     ubatch = eng["ubatch_tokens"] or (large[0] if large else profile.ubatch_tokens)
     flash = profile.flash_attention if eng["flash_attention"] is None else eng["flash_attention"]
+    if flash == "auto" and profile.flash_attention != "auto":
+        flash = profile.flash_attention  # an engine without an auto mode: its own default
+    if flash == "auto":  # llama.cpp's -fa auto: on where every layer's backend has the kernel
+        flash = flash_attention.resolve_auto([g.engine_backend for g in gpus], m, kv_dtype)
+    flash = bool(flash)
 
     if wl["prompt_tokens"] == 0 and wl["output_tokens"] == 0:
         raise ConfigError(

@@ -384,7 +384,6 @@ class StageCoster:
                     tokens,
                     extra_bytes=extra,
                     compute_share=1 / t,
-                    quantized=q.layer_bits_per_weight < 16,
                     weight_dtype=q.weight_dtype,
                     flash_attention=cfg.flash_attention,
                     expert_flops=expert_flops,

