@@ -6,8 +6,9 @@ The second source, ``calibration/data/llamabench_2026.csv`` (published llama-ben
 2024-2026 builds on the GPUs and machines of issue 12, one source per row), is appended with
 row ids ``n000``...; its rows already carry catalogue ids and say which engine backend (CUDA,
 ROCm, Vulkan) ran them, whether flash attention was on and the micro-batch size, which become
-``engine_backend``, ``flash_attention`` and ``ubatch_tokens`` (empty for the first source,
-whose rows keep exactly the mapping they had).
+``engine_backend``, ``flash_attention`` and ``ubatch_tokens`` (for the first source's
+llama-bench rows: backend and micro-batch empty, i.e. the profile's defaults, and
+``flash_attention`` false, the default of their May-2024 builds, which do not print it).
 
 Keeps every column of the source file (source, hardware, notes, ...) and adds how each row maps
 onto a simulator config: catalogue ids, the llama-bench test as prompt/output/depth tokens,
@@ -136,6 +137,9 @@ def build(src: Path) -> pd.DataFrame:
             out["context_tokens"] = int(r["context_depth"])
             out["metric_kind"] = kind
             out["measured"] = float(r["value"])
+            # fa was not printed: llama-bench's default of these May-2024 builds, fa=0 (the
+            # profile's default is now the current builds' -fa auto)
+            out["flash_attention"] = False
             out["fit_excluded_reason"] = (
                 "suspect: flagged ANOMALY in the source notes" if out["suspect"] else ""
             )

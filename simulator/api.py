@@ -35,9 +35,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from simulator.comparison import Column
-    from simulator.engine import SimOutput
     from simulator.fitting import FitReport
     from simulator.planner import Answer
+    from simulator.records import SimOutput
 
 ConfigLike = str | Path | Mapping[str, Any] | config_mod.RunConfig
 

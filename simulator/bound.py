@@ -144,12 +144,15 @@ def ceiling(cfg: RunConfig, placement: Placement | None = None) -> Ceiling:
     host_time += host_expert_floor_s(cfg, pl)
     step = gpu_time + host_time
     spec = cfg.speculative
-    if spec is not None:  # per token: (verify >= one step's bytes + k drafts) / E
+    if spec is not None:
+        # per token: (verify >= one step's bytes + k drafts + the draft's passes over the
+        # verify batch, each at least one draft step's bytes) / E
         from simulator.phases import draft_config
 
         draft = ceiling(draft_config(cfg)).step_time_s if spec.method == "draft" else 0.0
+        passes = spec.draft_tokens + float(cfg.profile.params.get("draft_mirror_passes", 0.0))
         scale = 1.0 / spec.tokens_per_cycle
-        step = (step + spec.draft_tokens * draft) * scale
+        step = (step + passes * draft) * scale
         gpu_time, host_time = gpu_time * scale, host_time * scale
     bottleneck = "host-memory-bandwidth" if host_time > gpu_time else "memory-bandwidth"
     return Ceiling(

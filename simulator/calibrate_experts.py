@@ -25,18 +25,22 @@ The result goes to ``calibration/params/llama.cpp.expert_offload.toml``, which
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from datetime import date
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from simulator import config as cfgmod
-from simulator import fit_scalar
 from simulator.analytic import single_stream
 from simulator.errors import CannotRun, ConfigError
-from simulator.fit_scalar import golden_section, leave_one_group_out, text
+from simulator.fit_scalar import (
+    ScalarFit,
+    fit_and_validate,
+    golden_section,
+    report_and_write,
+    text,
+)
 from simulator.profiles import CALIBRATED_DIR, EngineProfile, profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,29 +48,6 @@ DATA_CSV = ROOT / "calibration" / "data" / "expert_offload.csv"
 PARAMS_TOML = CALIBRATED_DIR / "llama.cpp.expert_offload.toml"
 FITTED = "expert_host_efficiency"
 BOUNDS = (0.05, 1.0)  # a share of the peak: <= 1 keeps the ceiling a bound
-
-
-@dataclass(frozen=True)
-class ExpertFit:
-    value: float | None  # None: no usable row, nothing fitted
-    rows: pd.DataFrame  # row_id, rig, measured, simulated, ratio (fitted rows, at ``value``)
-    skipped: dict[str, str]  # row_id -> why it could not be simulated
-    cross_validated: pd.DataFrame | None = None  # row_id, rig, measured, simulated, ratio
-    excluded: pd.DataFrame | None = None  # row_id, exclude, measured, simulated, ratio
-
-    @property
-    def mean_abs_rel_error(self) -> float | None:
-        if self.rows.empty:
-            return None
-        return float((self.rows["ratio"] - 1).abs().mean())
-
-    @property
-    def cv_mean_abs_rel_error(self) -> float | None:
-        """Leave-one-rig-out mean |sim/meas - 1| (None without two rigs)."""
-        cv = self.cross_validated
-        if cv is None or cv.empty:
-            return None
-        return float((cv["ratio"] - 1).abs().mean())
 
 
 def row_config(row: pd.Series) -> dict[str, Any]:
@@ -138,7 +119,7 @@ def _table(usable: list[Usable], sims: list[float]) -> pd.DataFrame:
     return rows
 
 
-def fit_expert_path(data: pd.DataFrame | None = None) -> ExpertFit:
+def fit_expert_path(data: pd.DataFrame | None = None) -> ScalarFit:
     """Fit ``expert_host_efficiency`` to the decode rows (golden-section search on the mean
     squared log error), then cross-validate it leaving one rig out at a time."""
     df = pd.read_csv(DATA_CSV) if data is None else data
@@ -154,60 +135,29 @@ def fit_expert_path(data: pd.DataFrame | None = None) -> ExpertFit:
             continue
         item = (rid, text(row, "rig") or rid, cfg, str(row["metric_kind"]), float(row["measured"]))
         why = text(row, "exclude")
-        if why:
-            controls.append((item, why))
-        else:
-            usable.append(item)
-
-    value = _golden_section(usable) if usable else None
-    rows = _table(usable, _simulate_at(usable, value) if value is not None else [])
-    out = leave_one_group_out(usable, lambda u: u[1], _golden_section, _simulate_at)
-    cv = None if out is None else _table(*out)
-    excluded: pd.DataFrame | None = None
-    if controls and value is not None:
-        items = [c[0] for c in controls]
-        excluded = _table(items, _simulate_at(items, value))
-        excluded.insert(1, "exclude", [c[1] for c in controls])
-    return ExpertFit(value, rows, skipped, cv, excluded)
-
-
-def params_toml(fit: ExpertFit, day: str) -> str:
-    assert fit.value is not None and fit.mean_abs_rel_error is not None
-    return fit_scalar.params_toml(
-        module="simulator.calibrate_experts",
-        data="calibration/data/expert_offload.csv",
-        day=day,
-        name=FITTED,
-        value=fit.value,
-        metric="decode_tok_s",
-        rows=len(fit.rows),
-        mean_abs_rel_error=fit.mean_abs_rel_error,
-        cv_mean_abs_rel_error=fit.cv_mean_abs_rel_error,
+        (controls.append((item, why)) if why else usable.append(item))
+    return fit_and_validate(
+        usable,
+        controls,
+        skipped,
+        group=lambda u: u[1],
+        fit=_golden_section,
+        predict=_simulate_at,
+        table=_table,
     )
 
 
 def main() -> int:
-    fit = fit_expert_path()
-    for rid, why in fit.skipped.items():
-        print(f"skipped {rid}: {why}")
-    if fit.value is None:
-        print("no usable row: expert_host_efficiency keeps its starting value; nothing written")
-        return 0
-    print(f"fitted rows ({len(fit.rows)}, at the fitted value):")
-    print(fit.rows.to_string(index=False))
-    print(f"{FITTED} = {fit.value:.4f}, mean |sim/meas - 1| = {fit.mean_abs_rel_error:.1%}")
-    if fit.cross_validated is not None:
-        print("leave-one-rig-out (each rig predicted by a fit on the others only):")
-        print(fit.cross_validated.to_string(index=False))
-        print(f"cross-validated decode mean |sim/meas - 1| = {fit.cv_mean_abs_rel_error:.1%}")
-    else:
-        print("cross-validation needs rows from two rigs or more")
-    if fit.excluded is not None:
-        print("excluded rows (not fitted), at the fitted value:")
-        print(fit.excluded.to_string(index=False))
-    PARAMS_TOML.write_text(params_toml(fit, date.today().isoformat()))
-    print(f"wrote {PARAMS_TOML.relative_to(ROOT)}")
-    return 0
+    return report_and_write(
+        fit_expert_path(),
+        name=FITTED,
+        metric="decode_tok_s",
+        metric_label="decode",
+        module="simulator.calibrate_experts",
+        data="calibration/data/expert_offload.csv",
+        params_path=PARAMS_TOML,
+        root=ROOT,
+    )
 
 
 if __name__ == "__main__":

@@ -22,18 +22,22 @@ the main fit by ``profiles.profile``; rerun after a refit of the main llama.cpp 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from datetime import date
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from simulator import config as cfgmod
-from simulator import fit_scalar
 from simulator.analytic import single_stream
 from simulator.errors import CannotRun, ConfigError
-from simulator.fit_scalar import golden_section, leave_one_group_out, text
+from simulator.fit_scalar import (
+    ScalarFit,
+    fit_and_validate,
+    golden_section,
+    report_and_write,
+    text,
+)
 from simulator.profiles import CALIBRATED_DIR, profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,35 +135,9 @@ def _table(usable: list[Usable], sims: list[float]) -> pd.DataFrame:
     return t
 
 
-@dataclass(frozen=True)
-class SpecFit:
-    value: float | None
-    rows: pd.DataFrame  # fitted rows at ``value``
-    before: pd.DataFrame  # the same rows at the profile's starting value (pure roofline)
-    cross_validated: pd.DataFrame | None
-    excluded: pd.DataFrame | None
-    skipped: dict[str, str]
-
-    @staticmethod
-    def _mare(t: pd.DataFrame | None) -> float | None:
-        if t is None or t.empty:
-            return None
-        return float((t["ratio"] - 1).abs().mean())
-
-    @property
-    def mean_abs_rel_error(self) -> float | None:
-        return self._mare(self.rows)
-
-    @property
-    def before_mean_abs_rel_error(self) -> float | None:
-        return self._mare(self.before)
-
-    @property
-    def cv_mean_abs_rel_error(self) -> float | None:
-        return self._mare(self.cross_validated)
-
-
-def fit_speculative(data: pd.DataFrame | None = None) -> SpecFit:
+def fit_speculative(data: pd.DataFrame | None = None) -> ScalarFit:
+    """Fit ``verify_token_share`` to the speed-ups (golden-section search on the squared log
+    error), cross-validated leaving one rig out; ``before`` holds the pure roofline (0)."""
     df = pd.read_csv(DATA_CSV) if data is None else data
     usable: list[Usable] = []
     controls: list[tuple[Usable, str]] = []
@@ -176,57 +154,30 @@ def fit_speculative(data: pd.DataFrame | None = None) -> SpecFit:
         item = (rid, text(row, "rig") or rid, plain, spec, x)
         why = text(row, "exclude")
         (controls.append((item, why)) if why else usable.append(item))
-    value = _golden_section(usable) if usable else None
-    before = _table(usable, _speedups(usable, 0.0))
-    rows = _table(usable, _speedups(usable, value) if value is not None else [])
-    out = leave_one_group_out(usable, lambda u: u[1], _golden_section, _speedups)
-    cv = None if out is None else _table(*out)
-    excluded: pd.DataFrame | None = None
-    if controls and value is not None:
-        items = [c[0] for c in controls]
-        excluded = _table(items, _speedups(items, value))
-        excluded.insert(1, "exclude", [c[1] for c in controls])
-    return SpecFit(value, rows, before, cv, excluded, skipped)
-
-
-def params_toml(fit: SpecFit, day: str) -> str:
-    assert fit.value is not None and fit.mean_abs_rel_error is not None
-    return fit_scalar.params_toml(
-        module="simulator.calibrate_speculative",
-        data="calibration/data/speculative.csv",
-        day=day,
-        name=FITTED,
-        value=fit.value,
-        metric="speedup",
-        rows=len(fit.rows),
-        mean_abs_rel_error=fit.mean_abs_rel_error,
-        cv_mean_abs_rel_error=fit.cv_mean_abs_rel_error,
+    return fit_and_validate(
+        usable,
+        controls,
+        skipped,
+        group=lambda u: u[1],
+        fit=_golden_section,
+        predict=_speedups,
+        table=_table,
+        start=0.0,
     )
 
 
 def main() -> int:
-    fit = fit_speculative()
-    for rid, why in fit.skipped.items():
-        print(f"skipped {rid}: {why}")
-    if fit.value is None:
-        print("no usable row: nothing fitted, nothing written")
-        return 0
-    print(f"before the fit ({FITTED} = 0, the pure roofline):")
-    print(fit.before.to_string(index=False))
-    print(f"mean |sim/meas - 1| of the speed-up = {fit.before_mean_abs_rel_error:.1%}")
-    print(f"fitted rows ({len(fit.rows)}), {FITTED} = {fit.value:.4f}:")
-    print(fit.rows.to_string(index=False))
-    print(f"in-sample mean |sim/meas - 1| = {fit.mean_abs_rel_error:.1%}")
-    if fit.cross_validated is not None:
-        print("leave-one-rig-out (each rig predicted by a fit on the others only):")
-        print(fit.cross_validated.to_string(index=False))
-        print(f"cross-validated speed-up mean |sim/meas - 1| = {fit.cv_mean_abs_rel_error:.1%}")
-    if fit.excluded is not None:
-        print("excluded rows (not fitted):")
-        print(fit.excluded.to_string(index=False))
-    PARAMS_TOML.write_text(params_toml(fit, date.today().isoformat()))
-    print(f"wrote {PARAMS_TOML.relative_to(ROOT)}")
-    return 0
+    return report_and_write(
+        fit_speculative(),
+        name=FITTED,
+        metric="speedup",
+        metric_label="speed-up",
+        module="simulator.calibrate_speculative",
+        data="calibration/data/speculative.csv",
+        params_path=PARAMS_TOML,
+        root=ROOT,
+        before_label=f"{FITTED} = 0, the pure roofline",
+    )
 
 
 if __name__ == "__main__":

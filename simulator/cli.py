@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 from simulator import cli_answers
 from simulator import config as config_mod
 from simulator.catalog import shelf
-from simulator.engine import Engine, SimOutput
+from simulator.engine import Engine
 from simulator.errors import CannotRun, ConfigError, SimError, worse
 from simulator.export import (
     MAX_TRACE_BYTES,
@@ -37,6 +37,7 @@ from simulator.export import (
     write_trace,
 )
 from simulator.progress import CappedSpans, RunProgress
+from simulator.records import SimOutput
 from simulator.result import check, refused, run, strict_json, table
 from simulator.strategies import registry
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from simulator import hardware, links, model, profiles, units
+from simulator import flash_attention, hardware, links, model, profiles, units
 from simulator.catalog import shelf
 from simulator.errors import CannotRun, ConfigError, choices_hint
 from simulator.hardware import GpuSpec, HostMemorySpec
@@ -142,7 +142,11 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
     "engine": {
         "profile": Key("str", "llama.cpp", doc="engine profile id"),
         "ubatch_tokens": Key("int", None, _min(1), "micro-batch size (llama.cpp n_ubatch)"),
-        "flash_attention": Key("bool", None, doc="fused attention (no score matrix)"),
+        "flash_attention": Key(
+            "bool|str",
+            None,
+            doc='fused attention (no score matrix): true, false or "auto" (on where supported)',
+        ),
         "kv_cache_dtype": Key("str", None, doc="f16, bf16, fp8, q8_0 or q4_0"),
         "backend": Key("str", None, doc="cuda, rocm, vulkan, metal or sycl (default: vendor's)"),
         "scheduler": Key("str", None, doc="continuous, slots or static (default: the profile's)"),
@@ -152,6 +156,12 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         "max_num_batched_tokens": Key("int", None, _min(1), "token budget of one step (n_batch)"),
         "block_size": Key("int", None, _min(1), "paged KV cache block, tokens"),
         "chunked_prefill": Key("bool", None, doc="split long prompts across steps"),
+        "prefix_caching": Key(
+            "bool",
+            None,
+            doc="vLLM automatic prefix caching: cached full KV blocks skip prefill "
+            "(continuous scheduler; default from the profile)",
+        ),
         "router": Key("str", "round_robin", doc="replica router: round_robin or least_loaded"),
         "speculative": Key("table", None, doc="speculative decoding: [engine.speculative]"),
         "gpu_memory_utilization": Key(
@@ -191,6 +201,24 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
             "float", None, _min(0), "uniform: half-width as a fraction; lognormal*: sigma"
         ),
         "lengths_csv": Key("str", None, doc="CSV of prompt_tokens,output_tokens per request"),
+        "distinct_prompts": Key(
+            "int",
+            0,
+            _min(0),
+            "request i sends prompt i mod N (its lengths too); 0: every request its own prompt",
+        ),
+        "prior_runs": Key(
+            "list[float]",
+            [],
+            _positive,
+            "request rates at which the same requests were sent before to the same server, "
+            "in order (a benchmark_serving sweep): the prefix cache they leave",
+        ),
+        "warmup_request": Key(
+            "bool",
+            False,
+            doc="send request 0 alone before the run, unmeasured (benchmark_serving's test prompt)",
+        ),
     },
 }
 
@@ -441,6 +469,10 @@ class RunConfig:
     cpu_moe_layers: int = 0
     speculative: SpeculativeSpec | None = None  # [engine.speculative]
     context_size: int | None = None  # llama.cpp -c (all slots together) / vLLM max_model_len
+    prefix_caching: bool = False  # vLLM automatic prefix caching (continuous scheduler)
+    distinct_prompts: int = 0  # request i sends prompt i mod N; 0: all distinct
+    prior_runs: tuple[float, ...] = ()  # earlier runs of the same requests on this server
+    warmup_request: bool = False  # request 0 sent alone first (benchmark_serving's test)
 
     @property
     def slot_context_tokens(self) -> int | None:
@@ -749,6 +781,11 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     large = large_gpu_defaults(profile, gpus[0])
     ubatch = eng["ubatch_tokens"] or (large[0] if large else profile.ubatch_tokens)
     flash = profile.flash_attention if eng["flash_attention"] is None else eng["flash_attention"]
+    if flash == "auto" and profile.flash_attention != "auto":
+        flash = profile.flash_attention  # an engine without an auto mode: its own default
+    if flash == "auto":  # llama.cpp's -fa auto: on where every layer's backend has the kernel
+        flash = flash_attention.resolve_auto([g.engine_backend for g in gpus], m, kv_dtype)
+    flash = bool(flash)
 
     if wl["prompt_tokens"] == 0 and wl["output_tokens"] == 0:
         raise ConfigError(
@@ -783,6 +820,15 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         if eng["chunked_prefill"] is None
         else eng["chunked_prefill"]
     )
+    if eng["prefix_caching"] is None:  # the profile's default, where it can apply
+        prefix = bool(profile.params.get("prefix_caching", False)) and scheduler == "continuous"
+    else:
+        prefix = eng["prefix_caching"]
+        if prefix and scheduler != "continuous":
+            raise ConfigError(
+                f"engine.prefix_caching: true needs the paged KV cache of scheduler = "
+                f"'continuous' (got {scheduler!r}); valid: false, or scheduler = 'continuous'"
+            )
     mem_util = eng["gpu_memory_utilization"]
     if mem_util is None:
         mem_util = profile.num("gpu_memory_utilization")
@@ -848,6 +894,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
             "max_num_batched_tokens": batched,
             "block_size": block,
             "chunked_prefill": chunked,
+            "prefix_caching": prefix,
             "gpu_memory_utilization": mem_util,
         },
         "workload": {**wl, "requests": requests},
@@ -893,6 +940,10 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         speculative=_speculative(eng["speculative"], q, t),
         context_size=wl["context_size"],
         gpu_memory_utilization=mem_util,
+        prefix_caching=prefix,
+        distinct_prompts=wl["distinct_prompts"],
+        prior_runs=tuple(wl["prior_runs"]),
+        warmup_request=wl["warmup_request"],
     )
     check_runnable(cfg)
     return cfg

@@ -154,25 +154,28 @@ def extra_prefill_bytes(
     return scores + dequant * weight_params
 
 
-def achieved_bandwidth(gpu: GpuSpec, profile: EngineProfile, quantized: bool) -> float:
+def achieved_bandwidth(gpu: GpuSpec, profile: EngineProfile) -> float:
     """Bytes/s a memory-bound kernel streams: peak x efficiency, capped by how fast the SMs
     issue loads (Little's law: bytes in flight per SM-cycle x SMs x clock).
 
     Fast-memory GPUs with few, slow-clocked SMs (A100/H100 with HBM, the M1 Max) hit the cap
-    with llama.cpp's GEMV kernels; GeForce cards with GDDR do not. Dequantizing costs
-    instructions per byte, so quantized weights have their own, lower rate. NVIDIA SMs and
+    with llama.cpp's GEMV kernels; GeForce cards with GDDR do not. One cap for every weight
+    type (``stream_bytes_per_sm_cycle``): fitted separately, F16 and Q4_K_M weights streamed
+    6.6 and 7.3 bytes per SM-cycle (std. errors 0.2 and 0.6), no sign of the quantized kernels'
+    dequantizing instructions lowering it, and with two values the F16 one was set only by the
+    F16 rows of one model (leaving Llama 3 8B out left it to the prompt rows). NVIDIA SMs and
     Apple GPU cores (both 128 FP32 lanes wide) count as SMs; other vendors have no cap.
     """
     peak = gpu.memory_bandwidth_bytes_per_s * backend_num(profile, gpu, "memory_efficiency")
     cycles = gpu.sm_cycles_per_s
-    key = "stream_bytes_per_sm_cycle_quant" if quantized else "stream_bytes_per_sm_cycle_f16"
+    key = "stream_bytes_per_sm_cycle"
     if cycles is None or key not in profile.params or profile.num(key) <= 0:
         return peak
     return min(peak, cycles * profile.num(key))
 
 
-_RateKey = tuple[int, int, str | None, bool, bool]
-_RATES: dict[_RateKey, tuple[GpuSpec, EngineProfile, tuple[float, float, float, float, float]]]
+_RateKey = tuple[int, int, str | None, bool]
+_RATES: dict[_RateKey, tuple[GpuSpec, EngineProfile, tuple[float, float, float, float]]]
 _RATES = {}
 
 
@@ -180,15 +183,14 @@ def _rates(
     gpu: GpuSpec,
     profile: EngineProfile,
     weight_dtype: str | None,
-    quantized: bool,
     flash_attention: bool,
-) -> tuple[float, float, float, float, float]:
+) -> tuple[float, float, float, float]:
     """The rates :func:`kernel_time` needs that depend only on the GPU and the profile
-    (attention and GEMM FLOP/s, weight and other bandwidth, KV read passes), memoised: they
+    (attention and GEMM FLOP/s, bandwidth, KV read passes), memoised: they
     are asked for every layer kind of every step. Keyed by the objects' identity, each entry
     holding the objects so an id is never reused while cached (specs and profiles are
     frozen; no code changes ``EngineProfile.params`` in place)."""
-    key = (id(gpu), id(profile), weight_dtype, quantized, flash_attention)
+    key = (id(gpu), id(profile), weight_dtype, flash_attention)
     hit = _RATES.get(key)
     if hit is not None and hit[0] is gpu and hit[1] is profile:
         return hit[2]
@@ -196,8 +198,7 @@ def _rates(
     rates = (
         sustained_flops(gpu, profile),
         sustained_flops(gpu, profile, weight_dtype),
-        achieved_bandwidth(gpu, profile, quantized),
-        achieved_bandwidth(gpu, profile, False),
+        achieved_bandwidth(gpu, profile),
         backend_num(profile, gpu, kv_key, 1.0),
     )
     if len(_RATES) >= 1024:  # a long sweep resolves new specs per point: stay bounded
@@ -214,7 +215,6 @@ def kernel_time(
     extra_bytes: float = 0.0,
     layers: float = 1.0,
     compute_share: float = 1.0,
-    quantized: bool = False,
     weight_dtype: str | None = None,
     flash_attention: bool = False,
     expert_flops: float = 0.0,
@@ -223,7 +223,7 @@ def kernel_time(
     """Time for ``work`` (``layers`` decoder layers' worth) on ``gpu`` for a ``tokens``-row batch.
 
     The layer's kernels run one after another, so their times add: the weight matmuls (a
-    roofline over the weights, streamed at the quantized rate if ``quantized``), attention (a
+    roofline over the weights), attention (a
     roofline over the KV cache, read ``kv_read_passes`` times) and the memory-bound kernels
     moving ``extra_bytes`` (score matrix, dequantization).
     ``compute_share`` is the fraction of the work's FLOPs and bytes this device does (1/t
@@ -247,9 +247,7 @@ def kernel_time(
     tile = profile.num("compute_tile_tokens")
     padded = cuda_graph_tokens(profile, tokens)
     padding = max(1.0, tile / tokens, padded / tokens) if tokens > 0 else 1.0
-    _, gemm_flops, bw_weights, bw, kv_passes = _rates(
-        gpu, profile, weight_dtype, quantized, flash_attention
-    )
+    _, gemm_flops, bw, kv_passes = _rates(gpu, profile, weight_dtype, flash_attention)
     gemm_rate = gemm_flops / padding
     share = compute_share
     # attention's QK^T and PV FLOPs share the GEMMs' compute roofline (as they always have:
@@ -261,7 +259,7 @@ def kernel_time(
         n_half = backend_num(profile, gpu, "expert_half_rate_rows", 0.0)
         slow = 1.0 + n_half / expert_tokens if tokens > tile and expert_tokens > 0 else 1.0
         gemm_c += expert_flops * share / gemm_rate * slow
-    gemm_m = (work.weight_bytes + work.activation_bytes) * share / bw_weights
+    gemm_m = (work.weight_bytes + work.activation_bytes) * share / bw
     attn_m = (work.kv_read_bytes * kv_passes + work.kv_write_bytes) * share / bw
     aux_m = extra_bytes / bw
     overhead_s = layer_overhead_s(profile, tokens) * layers

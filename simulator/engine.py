@@ -25,18 +25,16 @@ iteration of one micro-batch on a replica nobody else can touch (one virtual eng
 contend, so at stage detail it is one timeout whose busy periods are booked arithmetically:
 the same numbers, a tenth of the events. Where that replica's loop is the only scheduler, a
 run of pure decode steps (between arrivals, completions and KV block shortages) is booked as
-one event with the same arithmetic step by step (``_decode_run``; DESIGN.md "Speed without
+one event with the same arithmetic step by step (``merged_runs.py``; DESIGN.md "Speed without
 changing a bit"). One SimPy time unit is one second.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
-import math
 from array import array
 from collections.abc import Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import simpy
@@ -46,16 +44,16 @@ from simulator import workload
 from simulator.config import RunConfig
 from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
+from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, Op, RunBooker, compile_line, repeat
 from simulator.phases import Part
 from simulator.placement import Placement, place
-from simulator.scheduler import Chunk, DecodeRun, Scheduler, Sequence, Settings
+from simulator.prefix_cache import PrefixState, install_prefix_state
+from simulator.records import RequestTable, SimOutput, Span
+from simulator.scheduler import Chunk, Scheduler, Sequence, Settings, run_alone
 from simulator.timeline import Phase, Step, Timeline, Timelines, step_overhead_s
 
 Detail = Literal["stage", "layer"]
 Proc = Generator[simpy.Event, Any, Any]
-_Op = tuple[dict[str, float], str, tuple[float, ...]]  # add the amounts to the counter's key
-_Program = tuple[tuple[float, ...], tuple[_Op, ...]]  # a decode step's booking
-CONTEXT_BUCKET_TOKENS = 16  # mean decode context of a mixed batch, rounded (memoised costs)
 
 
 def virtual_engines(cfg: RunConfig) -> int:
@@ -68,107 +66,7 @@ def virtual_engines(cfg: RunConfig) -> int:
     return min(cfg.pipeline, cfg.max_num_seqs) if cfg.max_num_seqs else cfg.pipeline
 
 
-@dataclass(slots=True)
-class RequestRecord:
-    """What happened to one request (times in seconds from the start of the run).
-
-    Its token times are not stored one float per token: ``segments`` holds [start, end)
-    pairs of step indices of its scheduler, whose client-side time of every step is the
-    shared ``step_times`` array (a sequence emits one token in each step it is scheduled in,
-    except the prompt chunks before its last one)."""
-
-    id: int
-    replica: int
-    arrival_s: float
-    prefill_start_s: float = math.nan  # first scheduled
-    first_token_s: float = math.nan
-    end_s: float = math.nan
-    prompt_tokens: int = 0
-    output_tokens: int = 0
-    preemptions: int = 0
-    step_times: array[float] = field(default_factory=lambda: array("d"))
-    segments: list[int] = field(default_factory=list)  # flat [start, end) step indices
-    # (the scheduler's Sequence.token_steps, taken over when the request ends)
-
-    @property
-    def tokens(self) -> int:
-        seg = self.segments
-        return sum(seg[i + 1] - seg[i] for i in range(0, len(seg), 2))
-
-    @property
-    def token_times_s(self) -> list[float]:
-        """When the client received each token."""
-        seg, times = self.segments, self.step_times
-        out: list[float] = []
-        for i in range(0, len(seg), 2):
-            out.extend(times[seg[i] : seg[i + 1]])
-        return out
-
-    @property
-    def ttft_s(self) -> float:
-        return self.first_token_s - self.arrival_s
-
-    @property
-    def e2e_s(self) -> float:
-        return self.end_s - self.arrival_s
-
-    @property
-    def queue_wait_s(self) -> float:
-        return self.prefill_start_s - self.arrival_s
-
-    @property
-    def itl_s(self) -> list[float]:
-        """Gaps between tokens a decode step produced (a prompt-less request's first token
-        comes from a decode step, timed from when it was first scheduled)."""
-        times = self.token_times_s
-        if self.prompt_tokens == 0 and times:
-            times = [self.prefill_start_s, *times]
-        return [b - a for a, b in itertools.pairwise(times)]
-
-    @property
-    def tpot_s(self) -> float:
-        n = self.tokens
-        return (self.end_s - self.first_token_s) / (n - 1) if n > 1 else math.nan
-
-
-@dataclass(frozen=True)
-class Span:
-    """A resource busy from ``start_s`` to ``end_s`` (for utilisation and the trace)."""
-
-    track: str
-    name: str
-    start_s: float
-    end_s: float
-
-
-@dataclass
-class SimOutput:
-    requests: list[RequestRecord]
-    makespan_s: float
-    busy_s: dict[str, float]
-    link_bytes: dict[str, float]
-    spans: list[Span]
-    events: int
-    prefill_time_s: list[float]  # per request: first scheduled -> first token
-    decode_step_s: array[float]  # every iteration without prompt work
-    stage_bound_s: dict[str, float]  # time in compute- vs memory-bound kernels and overheads
-    critical_s: dict[str, float]  # replica 0's decode critical path by kind
-    iterations: int = 0
-    preemptions: int = 0
-    kv_pool_tokens: list[int | None] = field(default_factory=list)  # per replica
-    # after every iteration, as columns: its end, its replica, the share of the KV cache in use
-    kv_time_s: array[float] = field(default_factory=lambda: array("d"))
-    kv_replica: array[int] = field(default_factory=lambda: array("i"))
-    kv_share: array[float] = field(default_factory=lambda: array("d"))
-    batch_sequences: array[int] = field(default_factory=lambda: array("i"))  # per iteration
-
-    @property
-    def kv_occupancy(self) -> list[tuple[float, int, float]]:
-        """(time, replica, share of the KV cache in use) after every iteration."""
-        return list(zip(self.kv_time_s, self.kv_replica, self.kv_share, strict=True))
-
-
-class _At(simpy.Event):
+class At(simpy.Event):
     """An event at the absolute time ``when``: the end of a run of steps, which the step by
     step path reached by repeated ``now + delay`` and which ``now + (when - now)`` need not
     reproduce bit for bit. Queued as ``Environment.schedule`` queues a timeout."""
@@ -191,7 +89,12 @@ class Engine:
         record_spans: bool = False,
         fast: bool = True,
         merge: bool = True,
+        prefix_state: PrefixState | None = None,
+        prefix_memo: dict[str, PrefixState] | None = None,
     ):
+        """``prefix_state``: the prefix caches (per replica, per virtual engine) a previous run
+        of the same server left; without it, ``workload.prior_runs`` are simulated first to
+        get them (``prefix_memo`` keeps them for a caller that runs a whole sweep)."""
         self.cfg = cfg
         self.placement = placement or place(cfg)
         self.detail = detail
@@ -204,7 +107,7 @@ class Engine:
         self.link_bytes: dict[str, float] = {}
         self.spans: list[Span] = []
         self.events = 0
-        self.prefill_time_s: list[float] = []
+        self.prefill_time_s: array[float] = array("d")
         self.decode_step_s: array[float] = array("d")
         self.bound_s = {"compute": 0.0, "memory-bandwidth": 0.0, "overhead": 0.0}
         # time on the critical path of replica 0's decode steps, by kind
@@ -216,9 +119,10 @@ class Engine:
         }
         self.iterations = 0
         self.kv_time_s: array[float] = array("d")
-        self.kv_replica: array[int] = array("i")
+        # the narrowest unsigned type that holds any replica index and any batch size
+        self.kv_replica: array[int] = array("B" if cfg.replicas <= 256 else "H")
         self.kv_share: array[float] = array("d")
-        self.batch_sequences: array[int] = array("i")
+        self.batch_sequences: array[int] = array("H" if cfg.requests < 1 << 16 else "I")
         for d in self.placement.devices:
             self._resource(d.name)
         prof = cfg.profile
@@ -239,6 +143,7 @@ class Engine:
                 block_size=cfg.block_size,
                 kv_capacity_tokens=(pool // per_ve) if paged and pool is not None else None,
                 merge_prefill=bool(prof.get("merge_prefill")),
+                prefix_caching=cfg.prefix_caching,
             )
             # max_num_seqs is shared by the virtual engines: their limits sum to it
             share = [
@@ -250,9 +155,16 @@ class Engine:
             self.schedulers.append(
                 [Scheduler(replace(settings, max_num_seqs=share[v])) for v in range(per_ve)]
             )
-        # client-side time of every step of each scheduler (the records index into it)
-        self._step_times = [
-            [array("d") for _ in range(self.virtual_engines)] for _ in range(cfg.replicas)
+        # when every step of each scheduler ended (the records index into it; a client
+        # receives the step's tokens ``stream_delay_s`` later); with one scheduler that is
+        # the series of iteration ends, kept once
+        self._one_scheduler = cfg.replicas == 1 and self.virtual_engines == 1
+        self._step_ends = [
+            [
+                self.kv_time_s if self._one_scheduler else array("d")
+                for _ in range(self.virtual_engines)
+            ]
+            for _ in range(cfg.replicas)
         ]
         pl = self.placement
         # replicas of one machine that run host-side work share its CPU: they must queue
@@ -271,13 +183,43 @@ class Engine:
             and self.virtual_engines == 1
             and not self._shared_cpu
         )
-        self._programs: dict[tuple[int, int, int], _Program] = {}
-        self._overheads: dict[int, float] = {}  # a decode step's host time by batch size
+        # one micro-batch on a replica nobody else can touch: booked without events
+        self._booked = (
+            self.virtual_engines == 1 and detail == "stage" and fast and not self._shared_cpu
+        )
+        self._compiled: dict[tuple[int, bool], tuple[tuple[float, ...], tuple[Op, ...]]] = {}
+        self._overheads: dict[tuple[int, bool], float] = {}  # host time by batch and kind
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
-        self._records: dict[int, RequestRecord] = {}
+        self.workload = workload.columns(cfg)  # the requests, as arrays
+        self._stream_delay_s = stream_delay_s(prof)
+        self.records = RequestTable(
+            [t for ves in self._step_ends for t in ves], self._stream_delay_s
+        )
+        self._next = 0  # closed loop: the next request a free client sends
         self._done: dict[int, simpy.Event] = {}  # closed loop: the client waits on it
         self._routed = 0
-        self._stream_delay_s = stream_delay_s(prof)
+        self.runs = RunBooker(
+            cfg,
+            self.timelines,
+            (self.bound_s, self.critical_s, self.link_bytes, self.busy_s),
+            (
+                self.decode_step_s,
+                self.batch_sequences,
+                self.kv_time_s,
+                self.kv_replica,
+                self.kv_share,
+            ),
+        )
+        if prefix_state is None and cfg.prior_runs and cfg.prefix_caching:
+            from simulator.server_history import prior_prefix_state  # it runs Engines
+
+            prefix_state = prior_prefix_state(cfg, self.placement, prefix_memo)
+        if prefix_state is not None:
+            install_prefix_state(self.schedulers, prefix_state)
+
+    def prefix_state(self) -> PrefixState:
+        """Each scheduler's prefix cache as the run left it (None without prefix caching)."""
+        return [[s.cache.copy() if s.cache else None for s in ves] for ves in self.schedulers]
 
     # -- resources -----------------------------------------------------------------------
 
@@ -438,22 +380,33 @@ class Engine:
         decode_only = not any(c.prefill for c in chunks)
         critical = replica == 0 and ve == 0 and decode_only
         batches = self._micro_batches(chunks)
-        label = f"r{replica} step {self.iterations}"
-        overhead = step_overhead_s(self.cfg, len(chunks), decode_only)
+        key = (len(chunks), decode_only)
+        overhead = self._overheads.get(key)
+        if overhead is None:
+            overhead = self._overheads[key] = step_overhead_s(self.cfg, *key)
         if critical:
             self.critical_s["host-overhead"] += overhead
         lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
-        if (
-            len(lines) == 1
-            and self.virtual_engines == 1
-            and self.detail == "stage"
-            and self.fast
-            and not self._shared_cpu
-        ):
-            seconds = self._booked_micro_batch(lines[0], label, critical)
+        if len(lines) == 1 and self._booked:
+            if self.record_spans:
+                label = f"r{replica} step {self.iterations}"
+                seconds = self._booked_micro_batch(lines[0], label, critical)
+            else:  # the same booking, compiled once per timeline
+                ref = (id(lines[0]), critical)  # timelines are cached: their ids are stable
+                prog = self._compiled.get(ref)
+                if prog is None:
+                    counters = (self.bound_s, self.critical_s, self.link_bytes, self.busy_s)
+                    prog = self._compiled[ref] = compile_line(lines[0], critical, counters)
+                incs, ops = prog
+                t = start
+                for inc in incs:
+                    t += inc
+                seconds = t - start
+                repeat(ops, 1)
             yield self.env.timeout(seconds + overhead)
             self.events += 1
         else:
+            label = f"r{replica} step {self.iterations}"
             procs = [
                 self.env.process(self._micro_batch(line, f"{label} ub{k}", critical))
                 for k, line in enumerate(lines)
@@ -469,13 +422,20 @@ class Engine:
         """One scheduler's loop: schedule, run, book the tokens; sleep when idle."""
         sched = self.schedulers[replica][ve]
         key = (replica, ve)
-        times = self._step_times[replica][ve]
-        records = self._records
+        ends = None if self._one_scheduler else self._step_ends[replica][ve]
+        delay = self._stream_delay_s
+        prefill_start, first_token = self.records.prefill_start_s, self.records.first_token_s
         while True:
             if self.merge_steps:
                 run = sched.decode_run()
-                if run is not None:
-                    yield from self._decode_run(replica, sched, run)
+                if run is not None:  # booked in one go, waited for as one event
+                    now = self.env.now
+                    end, k = self.runs.book(replica, sched, run, now, self.env.peek())
+                    self.events += k
+                    self.iterations += k
+                    yield At(self.env, end) if k > 1 else self.env.timeout(end - now)
+                    self._finish(sched.advance(k), end + delay)
+                    self._book_occupancy(end, replica, sched)
                     continue
             chunks = sched.schedule()
             if not chunks:
@@ -487,29 +447,26 @@ class Engine:
                 continue
             now = self.env.now
             for seq in sched.started:
-                records[seq.id].prefill_start_s = now
+                prefill_start[seq.id] = now
             yield from self._iteration(replica, ve, chunks)
             self.iterations += 1
             self.batch_sequences.append(len(chunks))
             now = self.env.now
-            seen = now + self._stream_delay_s  # when the client receives the tokens
-            times.append(seen)
+            seen = now + delay  # when the client receives the tokens
+            if ends is not None:  # (else the occupancy series below records ``now``)
+                ends.append(now)
             emitted, finished = sched.complete(chunks)
             for seq in emitted:
                 if seq.generated == 1:  # its first token (a preempted one keeps its count)
-                    rec = records[seq.id]
-                    rec.first_token_s = seen
-                    if rec.prompt_tokens > 0:
-                        self.prefill_time_s.append(now - rec.prefill_start_s)
+                    first_token[seq.id] = seen
+                    if seq.prompt_tokens > 0:
+                        self.prefill_time_s.append(now - prefill_start[seq.id])
             self._finish(finished, seen)
             self._book_occupancy(now, replica, sched)
 
     def _finish(self, finished: list[Sequence], seen: float) -> None:
         for seq in finished:
-            rec = self._records[seq.id]
-            rec.end_s = seen
-            rec.preemptions = seq.preemptions
-            rec.segments = seq.token_steps
+            self.records.finish(seq.id, seen, seq.preemptions, seq.token_steps)
             done = self._done.pop(seq.id, None)
             if done is not None:
                 done.succeed()
@@ -523,131 +480,6 @@ class Engine:
         self.kv_replica.append(replica)
         self.kv_share.append(occ)
 
-    def _program(self, replica: int, ctx: int, n: int) -> _Program:
-        """A decode micro-batch of ``n`` sequences at context ``ctx``, compiled: the
-        increments of its end time, and per counter key the amounts added to it, in the
-        order :meth:`_booked_micro_batch` adds them on the critical path (the same float
-        operations, so the same bits)."""
-        key = (replica, ctx, n)
-        hit = self._programs.get(key)
-        if hit is not None:
-            return hit
-        line = self.timelines.micro_batch(replica, ((1, ctx, n),), n)
-        incs: list[float] = []
-        adds: dict[tuple[int, str], list[float]] = {}
-        counters = [self.bound_s, self.critical_s, self.link_bytes, self.busy_s]
-
-        def add(which: int, name: str, amount: float) -> None:
-            adds.setdefault((which, name), []).append(amount)
-
-        for ph in line:
-            for st in ph.steps:
-                if st.kind == "gpu":
-                    if st.compute_bound_s > st.memory_bound_s:
-                        add(0, "compute", st.compute_bound_s)
-                    else:
-                        add(0, "memory-bandwidth", st.memory_bound_s)
-                    add(0, "overhead", st.overhead_s)
-            for kind, sec in ph.critical:
-                add(1, kind, sec)
-            longest = 0.0
-            for st in ph.steps:
-                for name, size in st.link_bytes:
-                    add(2, name, size)
-                if st.seconds > 0:
-                    for t in st.tracks:
-                        add(3, t, st.seconds)
-                    if ph.parallel:
-                        longest = max(longest, st.seconds)
-                    else:
-                        incs.append(st.seconds)
-            if longest:
-                incs.append(longest)
-        ops = tuple((counters[w], name, tuple(vs)) for (w, name), vs in adds.items())
-        prog = self._programs[key] = (tuple(incs), ops)
-        return prog
-
-    @staticmethod
-    def _repeat(ops: tuple[_Op, ...], times: int) -> None:
-        """Book ``times`` identical steps' additions: per key in step order, as adding them
-        one step at a time would (keys are independent; only each key's order matters)."""
-        for d, name, amounts in ops:
-            x = d.get(name, 0.0)
-            for _ in range(times):
-                for v in amounts:
-                    x += v
-            d[name] = x
-
-    def _decode_run(self, replica: int, sched: Scheduler, run: DecodeRun) -> Proc:
-        """Book a run of pure decode steps as one event: step by step the same arithmetic
-        as :meth:`_iteration` on its fast path, stopping before the first step another event
-        could precede (an arrival, a client's next request) and before the first that needs
-        more KV blocks than are free, or after the one that finishes a sequence."""
-        env = self.env
-        n = run.sequences
-        overhead = self._overheads.get(n)
-        if overhead is None:
-            overhead = self._overheads[n] = step_overhead_s(self.cfg, n, True)
-        delay = self._stream_delay_s
-        times = self._step_times[replica][0]
-        horizon = env.peek()  # nothing else happens before it
-        start = now0 = env.now
-        free, total = run.free_blocks, sched.total_blocks or 0
-        slots = sched.settings.max_num_seqs or 1
-        bucket = CONTEXT_BUCKET_TOKENS
-        uniform, csum, steps = run.uniform_context, run.context_sum, run.steps
-        durations: list[float] = []
-        ends: list[float] = []
-        shares: list[float] = []
-        counts = run.block_counts  # paged: step k needs counts[-k % block] new blocks
-        block = len(counts)
-        incs: tuple[float, ...] = ()
-        ops: tuple[_Op, ...] = ()
-        last_ctx, reps = -1, 0
-        end = start
-        k = 0
-        while True:
-            if free is not None:
-                free -= counts[-k % block]  # fits: checked before the step
-            ctx = uniform + k if uniform >= 0 else round((csum + k * n) / n / bucket) * bucket
-            if ctx != last_ctx:
-                if reps:
-                    self._repeat(ops, reps)
-                incs, ops = self._program(replica, ctx, n)
-                last_ctx, reps = ctx, 0
-            reps += 1
-            t = start
-            for inc in incs:
-                t += inc
-            end = start + ((t - start) + overhead)
-            durations.append(end - start)
-            ends.append(end)
-            k += 1
-            if k == steps or horizon <= end:
-                break
-            if free is not None:
-                if counts[-k % block] > free:
-                    break  # the next step preempts: the general path decides it
-                # (the last step's share is booked after its finishes)
-                shares.append(1.0 - free / total if total else 0.0)
-            else:
-                shares.append(float(n) / slots)
-            start = end
-        self._repeat(ops, reps)
-        self._repeat(((self.critical_s, "host-overhead", (overhead,)),), k)
-        self.events += k
-        self.iterations += k
-        self.decode_step_s.extend(durations)
-        self.batch_sequences.extend([n] * k)
-        times.extend([e + delay for e in ends])
-        self.kv_time_s.extend(ends[:-1])
-        self.kv_replica.extend([replica] * (k - 1))
-        self.kv_share.extend(shares)
-        yield _At(env, end) if k > 1 else env.timeout(end - now0)
-        finished = sched.advance(k)
-        self._finish(finished, times[-1])
-        self._book_occupancy(end, replica, sched)
-
     def _route(self) -> int:
         cfg = self.cfg
         if cfg.replicas == 1:
@@ -660,29 +492,26 @@ class Engine:
         self._routed += 1
         return r
 
-    def _submit(self, spec: workload.RequestSpec) -> simpy.Event:
-        cfg = self.cfg
+    def _submit(self, i: int) -> simpy.Event | None:
+        """Request ``i`` arrives now: its record row, its sequence in a scheduler's queue
+        (closed loop: the event its client waits on)."""
+        cfg, wl = self.cfg, self.workload
         replica = self._route()
         ves = self.schedulers[replica]
-        ve = min(range(len(ves)), key=lambda v: (ves[v].unfinished, v))
-        rec = RequestRecord(
-            id=spec.id,
-            replica=replica,
-            arrival_s=self.env.now,
-            prompt_tokens=spec.prompt_tokens,
-            output_tokens=spec.output_tokens,
-            step_times=self._step_times[replica][ve],
-        )
-        self._records[spec.id] = rec
-        done = self.env.event()
+        ve = 0 if len(ves) == 1 else min(range(len(ves)), key=lambda v: (ves[v].unfinished, v))
+        prompt, output = int(wl.prompt_tokens[i]), int(wl.output_tokens[i])
+        rid = self.records.add(replica, replica * len(ves) + ve, self.env.now, prompt, output)
+        assert rid == i, (rid, i)  # requests arrive in id order
+        done = None
         if not cfg.open_loop:
-            self._done[spec.id] = done
+            done = self._done[i] = self.env.event()
         ves[ve].add(
             Sequence(
-                id=spec.id,
-                prompt_tokens=spec.prompt_tokens,
-                output_tokens=spec.output_tokens,
+                i,
+                prompt,
+                output,
                 context_tokens=cfg.context_tokens,
+                prompt_key=workload.prompt_id(cfg, i),
             )
         )
         wake = self._wake.pop((replica, ve), None)
@@ -690,39 +519,54 @@ class Engine:
             wake.succeed()
         return done
 
-    def _open_loop(self, specs: list[workload.RequestSpec]) -> Proc:
-        for spec in specs:
-            assert spec.arrival_s is not None
-            if spec.arrival_s > self.env.now:
-                yield self.env.timeout(spec.arrival_s - self.env.now)
-            self._submit(spec)
+    def _open_loop(self, arrivals: array[float]) -> Proc:
+        env = self.env
+        for i, at in enumerate(arrivals):
+            if at > env.now:
+                yield env.timeout(at - env.now)
+            self._submit(i)
 
-    def _client(self, queue: list[workload.RequestSpec]) -> Proc:
-        """A closed-loop user: send a request, wait for its end, send the next."""
-        while queue:
-            spec = queue.pop(0)
-            yield self._submit(spec)
+    def _client(self) -> Proc:
+        """A closed-loop user: send the next request, wait for its end, send the next."""
+        while self._next < len(self.workload):
+            i, self._next = self._next, self._next + 1
+            done = self._submit(i)
+            assert done is not None
+            yield done
 
     def run(self) -> SimOutput:
         cfg = self.cfg
-        specs = workload.requests(cfg)
+        wl = self.workload
+        sched0 = self.schedulers[0][0]
+        if cfg.warmup_request and len(wl) and sched0.cache is not None:
+            # benchmark_serving's test prompt (request 0, alone, unmeasured) warms the cache
+            run_alone(
+                sched0,
+                Sequence(
+                    -1,
+                    int(wl.prompt_tokens[0]),
+                    int(wl.output_tokens[0]),
+                    cfg.context_tokens,
+                    prompt_key=workload.prompt_id(cfg, 0),
+                ),
+            )
         for r in range(cfg.replicas):
             for v in range(self.virtual_engines):
                 self.env.process(self._serve(r, v))
-        if cfg.open_loop:
-            self.env.process(self._open_loop(specs))
+        if wl.arrival_s is not None:
+            sends = array("d")
+            sends.frombytes(wl.arrival_s.tobytes())  # Python floats one at a time
+            self.env.process(self._open_loop(sends))
         else:
-            queue = list(specs)
-            for _ in range(min(cfg.concurrency, len(specs))):
-                self.env.process(self._client(queue))
+            for _ in range(min(cfg.concurrency, len(wl))):
+                self.env.process(self._client())
         self.env.run()
         for ves in self.schedulers:  # requests a run left unfinished keep their tokens
             for sched in ves:
                 for seq in (*sched.running, *sched.waiting):
-                    self._records[seq.id].segments = seq.token_steps
-        requests = [self._records[s.id] for s in specs if s.id in self._records]
+                    self.records.set_steps(seq.id, seq.token_steps)
         return SimOutput(
-            requests=requests,
+            requests=self.records,
             makespan_s=self.env.now,
             busy_s=dict(self.busy_s),
             link_bytes=dict(self.link_bytes),

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from simulator.config import RunConfig
-from simulator.engine import SimOutput
 from simulator.errors import ConfigError
+from simulator.records import SimOutput
 
 REQUEST_COLUMNS = (
     "request_id",

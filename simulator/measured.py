@@ -31,6 +31,21 @@ DEFAULT_LINK = "pcie4-x16"
 # profile's ``sharegpt_length_sigma`` (fitted with the engine parameters; see DESIGN.md), this
 # when a profile does not give it.
 SHAREGPT_LENGTH_SIGMA = 0.6
+# The request-rate sweeps the serving rows come from, in the order they ran against one server
+# (the prefix cache one run leaves is where the next starts): run_benchmark.sh of
+# github:IOG-Foundation/llm-inference-benchmarks@4990a80 has QPS_VALUES=(32 16 8 4 1) and calls
+# benchmark_serving.py per rate against a server it never restarts (result timestamps 50-200 s
+# apart); benchmark_serving first sends request 0 alone ("initial single prompt test run").
+SERVING_SWEEPS_REQ_S = {
+    "github:IOG-Foundation/llm-inference-benchmarks@4990a80": (32.0, 16.0, 8.0, 4.0, 1.0),
+}
+# Whether the serving rows are simulated with vLLM's prefix cache (replaying their sweep). Off
+# for now, so the committed fit stands: replayed faithfully, the H100's warm runs prefill
+# nothing, its only prefill signal is the 32 req/s run, whose TTFT excess (40 vs 28 ms, API
+# server load, not modelled) then lands in compute_efficiency, and the fit without the RTX 4090
+# predicts it at 277% TTFT / 37% TPOT error (DESIGN.md "Prefix caching and the benchmark's
+# sweep"). Turn on once that excess has its own parameter.
+SERVING_PREFIX_CACHE = False
 
 
 def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
@@ -44,6 +59,13 @@ def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
 def is_serving(row: Any) -> bool:
     """A vLLM benchmark_serving row (open-loop arrivals) rather than a llama-bench one."""
     return not pd.isna(getattr(row, "arrival_rate", float("nan")))
+
+
+def prior_runs(row: Any) -> list[float]:
+    """The rates its sweep ran on the same server before a serving row's run."""
+    sweep = SERVING_SWEEPS_REQ_S.get(str(row.source).split()[0], ())
+    rate = float(row.arrival_rate)
+    return list(sweep[: sweep.index(rate)]) if rate in sweep else []
 
 
 def sharegpt_sigma(profile: EngineProfile | None = None) -> float:
@@ -66,6 +88,8 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
     if not pd.isna(row.power_limit_w):
         hw["power_limit_w"] = float(row.power_limit_w)
     engine: dict[str, Any] = {"profile": row.profile}
+    if is_serving(row):
+        engine["prefix_caching"] = SERVING_PREFIX_CACHE
     # rows of the 2026 llama-bench source say how they ran (empty for the first source)
     backend = getattr(row, "engine_backend", None)
     if isinstance(backend, str) and backend:
@@ -95,6 +119,8 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
             "concurrency": int(row.requests),
             "length_distribution": "lognormal_stratified",
             "length_spread": sharegpt_sigma(profile),
+            "prior_runs": prior_runs(row),
+            "warmup_request": True,  # benchmark_serving's test prompt
         }
     cfg = cfgmod.resolve(raw)
     if profile is not None:

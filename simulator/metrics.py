@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 
-from simulator.engine import RequestRecord, SimOutput
+from simulator.records import F64, I64, RequestRecord, RequestTable, SimOutput
 
-Floats = list[float] | np.ndarray[Any, np.dtype[np.float64]]
+Floats: TypeAlias = "list[float] | F64 | array[float]"
 
 
 def _mean(xs: Floats) -> float | None:
@@ -31,43 +33,44 @@ class Gaps:
     * :meth:`percentile` is ``np.percentile`` (linear interpolation) bit for bit, from the
       distinct gaps and their counts: within one step every sequence in the batch gets the
       same gap, so (step gap, how many sequences had it) pairs are an exact histogram.
+
+    ``reqs``: the run's :class:`RequestTable` (with ``rows``, the finished requests in id
+    order) or a list of records (all of them).
     """
 
     CHUNK = 1 << 16
+    DIGIT = 8  # key bits per selection pass (2^DIGIT-bucket histograms: little fixed memory)
 
-    def __init__(self, reqs: list[RequestRecord]):
-        self._reqs: list[RequestRecord] = []
-        counts: list[int] = []
-        for r in reqs:
-            seg = r.segments
-            n = sum(seg[i + 1] - seg[i] for i in range(0, len(seg), 2))
-            n += 1 if r.prompt_tokens == 0 and n else 0
-            if n > 1:
-                self._reqs.append(r)
-                counts.append(n - 1)
-        self._ends = np.cumsum(np.asarray(counts, dtype=np.int64))
-        self.size = int(self._ends[-1]) if counts else 0
-        self._views: dict[int, np.ndarray[Any, np.dtype[np.float64]]] = {}
-        self._hist: tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, Any]] | None
-        self._hist = None
+    def __init__(
+        self, reqs: RequestTable | Sequence[RequestRecord], rows: I64 | None = None
+    ) -> None:
+        table = reqs if isinstance(reqs, RequestTable) else RequestTable.of(reqs)
+        if rows is None:
+            rows = np.arange(len(table), dtype=np.int64)
+        self._table = table
+        n = table.tokens()[rows]
+        no_prompt = table.column("prompt_tokens")[rows] == 0
+        n = n + (no_prompt & (n > 0))  # a prompt-less request's first gap: from its start
+        keep = n > 1
+        self._rows = rows[keep]
+        self._ends = np.cumsum(n[keep] - 1, dtype=np.int64)
+        self.size = int(self._ends[-1]) if len(self._ends) else 0
+        self._prepared: tuple[dict[int, np.ndarray[Any, Any]], F64] | None = None
 
     def __len__(self) -> int:
         return self.size
 
-    def _times(self, r: RequestRecord) -> np.ndarray[Any, np.dtype[np.float64]]:
-        view = self._views.get(id(r.step_times))
-        if view is None:
-            view = self._views[id(r.step_times)] = np.frombuffer(r.step_times, dtype=np.float64)
-        return view
-
-    def _token_times(self, r: RequestRecord) -> np.ndarray[Any, np.dtype[np.float64]]:
-        times, seg = self._times(r), r.segments
-        parts = [times[seg[i] : seg[i + 1]] for i in range(0, len(seg), 2)]
-        if r.prompt_tokens == 0:
-            parts.insert(0, np.array([r.prefill_start_s]))
+    def _token_times(self, i: int) -> F64:
+        t = self._table
+        k = t.sched[i]
+        at, n = t.seg_at[i], t.seg_len[i]
+        seg = t.segments[at : at + n]
+        parts = [t.client_times(k, slice(seg[j], seg[j + 1])) for j in range(0, n, 2)]
+        if t.prompt_tokens[i] == 0:
+            parts.insert(0, np.array([t.prefill_start_s[i]]))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def array(self, lo: int = 0, hi: int | None = None) -> np.ndarray[Any, np.dtype[np.float64]]:
+    def array(self, lo: int = 0, hi: int | None = None) -> F64:
         """Gaps ``lo`` to ``hi`` of the concatenation (all of them by default)."""
         hi = self.size if hi is None else hi
         if hi <= lo:
@@ -75,9 +78,36 @@ class Gaps:
         first = int(np.searchsorted(self._ends, lo, side="right"))
         last = int(np.searchsorted(self._ends, hi - 1, side="right"))
         base = int(self._ends[first - 1]) if first else 0
-        pieces = [np.diff(self._token_times(self._reqs[i])) for i in range(first, last + 1)]
-        out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        rows = self._rows[first : last + 1]
+        out = self._simple_gaps(rows)
+        if out is None:
+            pieces = [np.diff(self._token_times(i)) for i in rows.tolist()]
+            out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         return out[lo - base : hi - base]
+
+    def _simple_gaps(self, rows: I64) -> F64 | None:
+        """The gaps of ``rows`` at once when each emitted in one unbroken run of steps of one
+        scheduler, after its prompt (what ``np.diff`` of each row's token times gives: the
+        same subtractions); None otherwise."""
+        t = self._table
+        if len(rows) == 0:
+            return None
+        if (t.column("seg_len")[rows] != 2).any() or (t.column("prompt_tokens")[rows] == 0).any():
+            return None
+        sched = t.column("sched")[rows]
+        if (sched != sched[0]).any():
+            return None
+        at = t.column("seg_at")[rows].astype(np.int64)
+        seg = t.column("segments")
+        lo, hi = seg[at], seg[at + 1]
+        lens = hi - lo - 1  # gaps of each row
+        offsets = np.cumsum(lens) - lens
+        idx = np.repeat(lo - offsets, lens) + np.arange(int(lens.sum()), dtype=np.int64)
+        base = int(lo.min())
+        times = t.client_times(int(sched[0]), slice(base, int(hi.max())))
+        idx -= base
+        gaps: F64 = times[idx + 1] - times[idx]
+        return gaps
 
     def _sum(self, lo: int, n: int) -> float:
         if n <= max(self.CHUNK, 128):  # numpy splits only above 128
@@ -89,69 +119,158 @@ class Gaps:
     def mean(self) -> float | None:
         return self._sum(0, self.size) / self.size if self.size else None
 
-    def _histogram(self) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, Any]]:
-        """Distinct gaps (sorted) and the cumulative count of gaps up to each."""
-        if self._hist is not None:
-            return self._hist
-        values: list[Any] = []
-        weights: list[Any] = []
-        singles: list[float] = []
-        by_times: dict[int, list[RequestRecord]] = {}
-        for r in self._reqs:
-            by_times.setdefault(id(r.step_times), []).append(r)
-        for group in by_times.values():
-            times = self._times(group[0])
-            starts: list[int] = []
-            ends: list[int] = []
-            for r in group:
-                seg = r.segments
-                if r.prompt_tokens == 0 and seg:
-                    singles.append(float(times[seg[0]]) - r.prefill_start_s)
-                for i in range(0, len(seg), 2):
-                    if i:  # across a gap in its steps (it was preempted or not scheduled)
-                        singles.append(float(times[seg[i]]) - float(times[seg[i - 1] - 1]))
-                    if seg[i + 1] - seg[i] > 1:
-                        starts.append(seg[i])
-                        ends.append(seg[i + 1] - 1)
-            # sequences emitting in both step i and step i + 1 all see gap i
-            step_gaps = np.diff(times)
-            cover = np.zeros(len(times) + 1, dtype=np.int64)
-            np.add.at(cover, np.asarray(starts, dtype=np.int64), 1)
-            np.add.at(cover, np.asarray(ends, dtype=np.int64), -1)
-            cover = np.cumsum(cover)[: len(step_gaps)]
-            used = cover > 0
-            values.append(step_gaps[used])
-            weights.append(cover[used])
-        values.append(np.asarray(singles, dtype=np.float64))
-        weights.append(np.ones(len(singles), dtype=np.int64))
-        v = np.concatenate(values)
-        order = np.argsort(v, kind="stable")
-        cum = np.cumsum(np.concatenate(weights)[order])
-        assert int(cum[-1]) == self.size, (int(cum[-1]), self.size)
-        self._hist = (v[order], cum)
-        return self._hist
+    def _prepare(self) -> tuple[dict[int, np.ndarray[Any, Any]], F64]:
+        """Per scheduler, how many requests see each step gap (int32: sequences emitting in
+        both step i and step i + 1 all see gap i), and the single gaps: across a break in a
+        request's steps, and a prompt-less request's first (from when it was scheduled)."""
+        t, rows = self._table, self._rows
+        count = t.column("seg_len")[rows].astype(np.int64) // 2  # pairs per request
+        first = np.cumsum(count) - count  # each request's first pair among them
+        rank = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(first, count)
+        where = np.repeat(t.column("seg_at")[rows].astype(np.int64) // 2, count) + rank
+        seg = t.column("segments").astype(np.int64, copy=False)
+        lo, hi = seg[2 * where], seg[2 * where + 1]
+        del where, first
+        sched = np.repeat(t.column("sched")[rows].astype(np.int64), count)
+        no_prompt = np.repeat(t.column("prompt_tokens")[rows] == 0, count) & (rank == 0)
+        starts = np.repeat(t.column("prefill_start_s")[rows], count)[no_prompt]
+        covers: dict[int, np.ndarray[Any, Any]] = {}
+        singles: list[F64] = []
+        for k in np.unique(sched).tolist():
+            mine = sched == k
+            klo, khi, krank = lo[mine], hi[mine], rank[mine]
+            singles.append(t.client_times(k, klo[no_prompt[mine]]) - starts[mine[no_prompt]])
+            later = krank > 0  # the previous pair is the same request's
+            prev_hi = np.roll(khi, 1)[later]
+            singles.append(t.client_times(k, klo[later]) - t.client_times(k, prev_hi - 1))
+            long = khi - klo > 1
+            cover = np.zeros(len(t.step_ends[k]) + 1, dtype=np.int32)  # batches fit in int32
+            np.add.at(cover, klo[long], 1)
+            np.add.at(cover, khi[long] - 1, -1)
+            np.cumsum(cover, out=cover)
+            covers[k] = cover
+        return covers, (np.concatenate(singles) if singles else np.zeros(0))
+
+    def _weighted(self) -> Iterator[tuple[F64, np.ndarray[Any, Any]]]:
+        """The multiset of gaps as (distinct step gaps, how many requests saw each), a chunk
+        of at most ``CHUNK`` steps at a time, then the single gaps (weight 1)."""
+        if self._prepared is None:
+            self._prepared = self._prepare()
+        covers, singles = self._prepared
+        t = self._table
+        for k, cover in covers.items():
+            steps = len(t.step_ends[k])
+            for a in range(0, steps - 1, self.CHUNK):
+                b = min(a + self.CHUNK, steps - 1)
+                w = cover[a:b]
+                used = w > 0
+                yield np.diff(t.client_times(k, slice(a, b + 1)))[used], w[used]
+        if len(singles):
+            yield singles, np.ones(len(singles), dtype=np.int32)
+
+    def _order_stats(self, ranks: Iterable[int]) -> dict[int, float]:
+        """The ``j``-th smallest gap for each ``j`` in ``ranks``, exactly, without sorting or
+        holding every gap: the gaps' order-preserving 64-bit keys are narrowed ``DIGIT`` bits per
+        pass (a weighted histogram of the next digit among the gaps sharing the target's
+        prefix) until the target's bucket is small enough to sort or its key is complete."""
+        todo = {j: (0, 0, j) for j in sorted(set(ranks))}  # j: (prefix, bits, rank within)
+        found: dict[int, float] = {}
+        limit = self.CHUNK
+        while todo:
+            groups = sorted({(p, bits) for p, bits, _ in todo.values()})
+            size, step = 1 << self.DIGIT, self.DIGIT
+            weight = {g: np.zeros(size) for g in groups}
+            entries = {g: np.zeros(size, dtype=np.int64) for g in groups}
+            for v, w in self._weighted():
+                key = _keys(v)
+                for g in groups:
+                    p, bits = g
+                    m = (key >> np.uint64(64 - bits)) == p if bits else slice(None)
+                    shift = np.uint64(64 - step - bits)
+                    digit = ((key[m] >> shift) & np.uint64(size - 1)).astype(np.intp)
+                    weight[g] += np.bincount(digit, weights=w[m], minlength=size)
+                    entries[g] += np.bincount(digit, minlength=size)
+            sort: dict[tuple[int, int], list[int]] = {}
+            for j, (p, bits, r) in list(todo.items()):
+                cum = np.cumsum(weight[(p, bits)])
+                d = int(np.searchsorted(cum, r, side="right"))
+                r -= int(cum[d - 1]) if d else 0
+                p, bits = (p << step) | d, bits + step
+                if bits == 64:  # every gap in the bucket is this one value
+                    found[j] = _value(p)
+                    del todo[j]
+                elif entries[(p >> step, bits - step)][d] <= limit:
+                    sort.setdefault((p, bits), []).append(j)
+                    todo[j] = (p, bits, r)
+                else:
+                    todo[j] = (p, bits, r)
+            if sort:  # the small buckets: gather their gaps in one more pass and sort them
+                got: dict[tuple[int, int], tuple[list[F64], list[Any]]] = {
+                    g: ([], []) for g in sort
+                }
+                for v, w in self._weighted():
+                    key = _keys(v)
+                    for g in sort:
+                        m = (key >> np.uint64(64 - g[1])) == g[0]
+                        got[g][0].append(v[m])
+                        got[g][1].append(w[m])
+                for g, js in sort.items():
+                    vals = np.concatenate(got[g][0])
+                    order = np.argsort(vals, kind="stable")
+                    cum = np.cumsum(np.concatenate(got[g][1])[order], dtype=np.int64)
+                    for j in js:
+                        r = todo.pop(j)[2]
+                        found[j] = float(vals[order][int(np.searchsorted(cum, r, side="right"))])
+        return found
+
+    def percentiles(self, qs: Sequence[float]) -> list[float | None]:
+        """``np.percentile`` of the concatenation (method "linear") at each of ``qs``, bit for
+        bit (the order statistics they need, found in shared passes)."""
+        n = self.size
+        if not n:
+            return [None] * len(qs)
+        plans = []
+        for q in qs:
+            virtual = (n - 1) * (q / 100)
+            if virtual >= n - 1:
+                plans.append((n - 1, n - 1, 0.0))
+            else:
+                below = math.floor(virtual)
+                plans.append((below, below + 1, virtual - below))
+        nth = self._order_stats(j for lo, hi, _ in plans for j in (lo, hi))
+        self._prepared = None  # the coverage counts: 4 bytes per step, not kept
+        out: list[float | None] = []
+        for lo, hi, gamma in plans:
+            if lo == hi:
+                out.append(nth[lo])
+                continue
+            a, b = nth[lo], nth[hi]
+            diff = b - a
+            out.append(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
+        return out
 
     def percentile(self, q: float) -> float | None:
         """``np.percentile`` of the concatenation (method "linear"), bit for bit."""
-        n = self.size
-        if not n:
-            return None
-        values, cum = self._histogram()
-
-        def nth(j: int) -> float:  # the j-th smallest gap
-            return float(values[int(np.searchsorted(cum, j, side="right"))])
-
-        virtual = (n - 1) * (q / 100)
-        if virtual >= n - 1:
-            return nth(n - 1)
-        below = math.floor(virtual)
-        gamma = virtual - below
-        a, b = nth(below), nth(below + 1)
-        diff = b - a
-        return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+        return self.percentiles([q])[0]
 
 
-def itl_gaps(reqs: list[RequestRecord]) -> np.ndarray[Any, np.dtype[np.float64]]:
+def _keys(v: F64) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """Order-preserving unsigned keys of float64 values (IEEE bits, negatives flipped)."""
+    b = v.view(np.int64)
+    key: np.ndarray[Any, np.dtype[np.uint64]] = np.where(b < 0, ~b, b | np.int64(-(2**63))).view(
+        np.uint64
+    )
+    return key
+
+
+def _value(key: int) -> float:
+    """The float64 whose :func:`_keys` key is ``key``."""
+    b = np.array([key], dtype=np.uint64).view(np.int64)
+    bits = np.where(b < 0, b & np.int64(2**63 - 1), ~b)  # the sign bit was set for positives
+    return float(bits.view(np.float64)[0])
+
+
+def itl_gaps(reqs: Sequence[RequestRecord]) -> F64:
     """Every request's inter-token gaps, concatenated in request order (materialised: for
     the per-request export and tests; :func:`summarize` uses :class:`Gaps`)."""
     return Gaps(reqs).array()
@@ -176,32 +295,40 @@ def summarize(out: SimOutput) -> dict[str, Any]:
     stream, output tokens / decode time as llama-bench's tg reports it); ``prefill_tok_s``
     is per request: prompt tokens / (first token - first scheduled).
     """
-    reqs = [r for r in out.requests if not math.isnan(r.end_s)]
-    ttft = [r.ttft_s for r in reqs if not math.isnan(r.first_token_s)]
-    tpot = [r.tpot_s for r in reqs if r.tokens > 1]
-    itl = Gaps(reqs)
-    e2e = [r.e2e_s for r in reqs]
-    wait = [r.queue_wait_s for r in reqs]
+    t = out.requests
+    end, first = t.column("end_s"), t.column("first_token_s")
+    arrival, start = t.column("arrival_s"), t.column("prefill_start_s")
+    rows = np.flatnonzero(~np.isnan(end))  # the finished requests, in id order
+    end, first, arrival, start = end[rows], first[rows], arrival[rows], start[rows]
+    tokens = t.tokens()[rows]
+    prompts, outputs_col = t.column("prompt_tokens")[rows], t.column("output_tokens")[rows]
+    ttft = (first - arrival)[~np.isnan(first)]
+    many = tokens > 1
+    tpot = (end[many] - first[many]) / (tokens[many] - 1)
+    itl = Gaps(t, rows)
+    e2e = end - arrival
+    wait = start - arrival
     prefill_tok_s = None
-    with_prompt = [r.prompt_tokens for r in reqs if r.prompt_tokens]
-    if out.prefill_time_s and with_prompt:
+    with_prompt = prompts[prompts != 0]
+    if out.prefill_time_s and len(with_prompt):
         prefill_tok_s = float(np.mean(with_prompt) / np.mean(out.prefill_time_s))
     itl_mean = itl.mean()
+    itl_pct = itl.percentiles((50, 90, 99))
     decode_tok_s = 1.0 / itl_mean if itl_mean is not None else None
-    outputs = sum(r.output_tokens for r in reqs)
+    outputs = int(outputs_col.sum())
     makespan = out.makespan_s
     occupancy = np.frombuffer(out.kv_share, dtype=np.float64) if out.kv_share else np.zeros(0)
+    b = out.batch_sequences
+    batch = np.frombuffer(b, dtype=np.dtype(b.typecode)) if len(b) else np.zeros(0)
     return {
         "prefill_tok_s": prefill_tok_s,
         "decode_tok_s": decode_tok_s,
         "output_throughput_tok_s": outputs / makespan if makespan > 0 else None,
-        "request_throughput_rps": len(reqs) / makespan if makespan > 0 else None,
+        "request_throughput_rps": len(rows) / makespan if makespan > 0 else None,
         **_stats("ttft_s", ttft),
         **_stats("tpot_s", tpot),
         "itl_s": itl_mean,
-        "itl_s_p50": itl.percentile(50),
-        "itl_s_p90": itl.percentile(90),
-        "itl_s_p99": itl.percentile(99),
+        **dict(zip(("itl_s_p50", "itl_s_p90", "itl_s_p99"), itl_pct, strict=True)),
         **_stats("e2e_s", e2e),
         **_stats("queue_wait_s", wait),
         "energy_j_per_token": None,
@@ -209,14 +336,15 @@ def summarize(out: SimOutput) -> dict[str, Any]:
         "makespan_s": makespan,
         "prefill_time_s": _mean(out.prefill_time_s),
         "decode_time_s": float(np.sum(np.frombuffer(out.decode_step_s, dtype=np.float64)))
-        / max(len(reqs), 1)
+        / max(len(rows), 1)
         if out.decode_step_s
         else None,
-        "requests_completed": len(reqs),
+        "requests_completed": len(rows),
         "output_tokens_total": outputs,
-        "prompt_tokens_total": sum(r.prompt_tokens for r in reqs),
+        "prompt_tokens_total": int(prompts.sum()),
         "preemptions": out.preemptions,
-        "mean_batch_sequences": _mean(np.asarray(out.batch_sequences, dtype=np.float64)),
+        # integer sums are exact in float64 in any order: no float64 copy of the column
+        "mean_batch_sequences": float(np.mean(batch, dtype=np.float64)) if len(batch) else None,
         "kv_cache_occupancy_mean": _mean(occupancy),
         "kv_cache_occupancy_max": float(np.max(occupancy)) if len(occupancy) else None,
         "kv_pool_tokens": None if not out.kv_pool_tokens else out.kv_pool_tokens[0],

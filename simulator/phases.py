@@ -228,15 +228,21 @@ class StageCoster:
 
     def _speculative_stage(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> StageCost:
         """A decode step's share of one draft-and-verify cycle: (k draft steps + the verify
-        pass of k + 1 tokens per sequence) / expected tokens per cycle."""
+        pass of k + 1 tokens per sequence + the draft's passes over the verify batch + the
+        per-drafted-token work) / expected tokens per cycle. Every sequence of the micro-batch
+        speculates together, as llama-server's slots do: one batched draft step per drafted
+        position, one verify batch of B x (k + 1) rows (profile source
+        ``llamacpp-server-speculative``)."""
         spec = self.cfg.speculative
         assert spec is not None
         k = spec.draft_tokens
-        verify = self._compute(
-            stage, speculative.verify_parts(parts, k), logits * (k + 1), verify=True
-        )
+        vparts = speculative.verify_parts(parts, k)
+        verify = self._compute(stage, vparts, logits * (k + 1), verify=True)
         draft_s = k * self._draft_step_s(stage, parts, logits)
-        small = self._small_batch_verify_s(stage, parts, logits, k)
+        mirror = float(self.cfg.profile.params.get("draft_mirror_passes", 0.0))
+        if mirror > 0:
+            draft_s += mirror * self._draft_step_s(stage, vparts, logits, verify=True)
+        small = self._drafted_tokens_s(stage, parts, logits, k)
         scale = 1.0 / spec.tokens_per_cycle
         return StageCost(
             compute_s=(verify.compute_s + draft_s + small) * scale,
@@ -252,27 +258,32 @@ class StageCoster:
             head_s=(verify.head_s + draft_s) * scale,
         )
 
-    def _small_batch_verify_s(
+    def _drafted_tokens_s(
         self, stage: Stage, parts: tuple[Part, ...], logits: int, k: int
     ) -> float:
-        """What the k drafted tokens per sequence add to a verify pass small enough for the
-        matrix-vector kernels (llama.cpp's MMVQ takes batches up to ``compute_tile_tokens``
-        columns and repeats the dot products per column): each extra token costs
-        ``verify_token_share`` of one plain decode step's memory-bound time on the stage
-        (fitted on published speed-ups by ``simulator.calibrate_speculative``; 0 for engines
-        without it). Larger verify batches go to the tiled GEMMs the roofline prices."""
-        prof = self.cfg.profile
-        share = float(prof.params.get("verify_token_share", 0.0))
-        seqs = part_tokens(parts)
-        if share <= 0 or seqs * (k + 1) > prof.num("compute_tile_tokens"):
+        """What the k drafted tokens of each of the micro-batch's sequences add to a verify
+        pass beyond the roofline: ``verify_token_share`` of one plain decode step's
+        memory-bound time per drafted token (fitted on one-user published speed-ups by
+        ``simulator.calibrate_speculative``; 0 for engines without it). It is charged for
+        every sequence: llama-server samples and checks each slot's k + 1 positions in turn
+        and keeps each slot's draft state, none of which a larger verify batch batches away
+        (before 2026-12 the term was dropped for verify batches above ``compute_tile_tokens``,
+        on the grounds that tiled GEMMs take over from the matrix-vector kernels, which made
+        llama.cpp's speculative gain grow with users where published runs see it vanish)."""
+        share = float(self.cfg.profile.params.get("verify_token_share", 0.0))
+        if share <= 0:
             return 0.0
         plain = self._compute(stage, parts, logits)
-        return share * k * seqs * plain.memory_bound_s
+        return share * k * part_tokens(parts) * plain.memory_bound_s
 
-    def _draft_step_s(self, stage: Stage, parts: tuple[Part, ...], logits: int) -> float:
-        """One drafted token for the micro-batch's sequences on ``stage``: the draft model's
-        decode step on the same GPUs (method draft), or, on the stage with the output head,
-        one more decoder layer and the head (MTP module / EAGLE head)."""
+    def _draft_step_s(
+        self, stage: Stage, parts: tuple[Part, ...], logits: int, verify: bool = False
+    ) -> float:
+        """One draft pass over ``parts`` on ``stage`` (a drafted token for each sequence, or,
+        with ``verify``, the re-evaluation of a verify batch, a decode-like batch without the
+        prompt-only extras): the draft model's step on the same GPUs (method draft), or, on
+        the stage with the output head, one more decoder layer and the head (MTP module /
+        EAGLE head)."""
         spec = self.cfg.speculative
         assert spec is not None
         if spec.method == "draft":
@@ -281,11 +292,14 @@ class StageCoster:
                 dcfg = draft_config(self.cfg)
                 self._draft = StageCoster(dcfg, place(dcfg))
             dstage = self._draft.placement.stages(0)[stage.index]
-            c = self._draft.stage(dstage, parts, logits)
+            if verify:
+                c = self._draft._compute(dstage, parts, logits, verify=True)
+            else:
+                c = self._draft.stage(dstage, parts, logits)
             return c.compute_s + c.allreduce_s
         if not stage.holds_output:
             return 0.0
-        c = self._compute(stage, parts, logits)
+        c = self._compute(stage, parts, logits, verify=verify)
         last, _ = c.layer_costs[-1]
         return last.compute_s + last.allreduce_s + c.head_s
 
@@ -373,7 +387,6 @@ class StageCoster:
                     tokens,
                     extra_bytes=extra,
                     compute_share=1 / t,
-                    quantized=q.layer_bits_per_weight < 16,
                     weight_dtype=q.weight_dtype,
                     flash_attention=cfg.flash_attention,
                     expert_flops=expert_flops,

@@ -47,8 +47,10 @@ class EngineProfile:
         return int(self.get("ubatch_tokens"))
 
     @property
-    def flash_attention(self) -> bool:
-        return bool(self.get("flash_attention"))
+    def flash_attention(self) -> bool | str:
+        """``true``, ``false`` or ``"auto"`` (resolved per backend by the config)."""
+        v = self.get("flash_attention")
+        return "auto" if v == "auto" else bool(v)
 
     @property
     def default_kv_cache_dtype(self) -> str:

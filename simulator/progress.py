@@ -11,13 +11,13 @@ produce is known before it starts); the ETA assumes the rest goes at the rate so
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from simulator import workload
-from simulator.engine import Span
+import numpy as np
+
+from simulator.records import Span
 
 if TYPE_CHECKING:
     from simulator.engine import Engine
@@ -46,8 +46,8 @@ def tokens_emitted(engine: Engine) -> int:
     and those of the sequences still running (their schedulers' counts). Read from another
     thread: copies of the lists are taken under the GIL; a merged run of decode steps counts
     when it is booked, so the count moves in steps."""
-    records = list(getattr(engine, "_records", {}).values())
-    done = sum(r.tokens for r in records if not math.isnan(r.end_s))
+    records = getattr(engine, "records", None)
+    done = records.tokens_finished if records is not None else 0
     for per_replica in list(getattr(engine, "schedulers", [])):
         for sched in list(per_replica):
             done += sum(seq.generated for seq in list(sched.running))
@@ -87,7 +87,7 @@ class RunProgress:
         """Start watching ``engine`` (called by ``result.run`` before the simulation)."""
         if not self.enabled:
             return
-        total = sum(max(s.output_tokens, 1) for s in workload.requests(engine.cfg))
+        total = int(np.maximum(engine.workload.output_tokens, 1).sum())
         self._thread = threading.Thread(
             target=self._watch, args=(engine, max(total, 1)), daemon=True
         )

@@ -9,12 +9,13 @@ from typing import Any
 from simulator import hardware, links, units
 from simulator.bound import Ceiling, ceiling
 from simulator.config import RunConfig
-from simulator.engine import Detail, Engine, SimOutput, virtual_engines
+from simulator.engine import Detail, Engine, virtual_engines
 from simulator.errors import CannotRun
 from simulator.memory import MemoryPlan, kv_pool_tokens, not_fit_kind, not_fit_reason, plan
 from simulator.metrics import bottleneck, summarize, utilization
 from simulator.placement import Placement, place
 from simulator.power import RunPower, run_power
+from simulator.records import SimOutput
 from simulator.strategies import strategies_of
 
 METRIC_KEYS = (
@@ -161,7 +162,7 @@ def strict_json(value: Any) -> Any:
 
 def power_of(pl: Placement, out: SimOutput) -> RunPower | None:
     """Average power and energy of a run from each GPU's busy time (see ``power.py``)."""
-    outputs = sum(r.output_tokens for r in out.requests)
+    outputs = int(out.requests.column("output_tokens").sum())
     return run_power([(d.name, d.gpu) for d in pl.devices], out.busy_s, out.makespan_s, outputs)
 
 

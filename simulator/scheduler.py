@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from simulator.errors import CannotRun
+from simulator.prefix_cache import PrefixCache
 
 Policy = Literal["continuous", "slots", "static"]
 POLICIES: tuple[Policy, ...] = ("continuous", "slots", "static")
@@ -52,6 +53,8 @@ class Sequence:
     preemptions: int = 0
     blocks: int = 0
     scheduled: bool = False  # has ever been scheduled
+    prompt_key: object = None  # prompt identity for the prefix cache (None: this request's own)
+    cached_blocks: int = 0  # its leading blocks the prefix cache holds under their hash
     # the steps of its scheduler in which it emitted a token, as flat [start, end) pairs
     token_steps: list[int] = field(default_factory=list)
 
@@ -112,6 +115,12 @@ class DecodeRun:
         return counts[-k % len(counts)] if counts else 0
 
 
+# the running batch for decode_run: its cached tokens' sum, their common value (else -1), the
+# fewest tokens any sequence has left, sequences by tokens past a block boundary (paged), the
+# most tokens any sequence holds (paged)
+Batch = tuple[int, int, int, list[int], int]
+
+
 @dataclass(frozen=True)
 class Settings:
     policy: Policy
@@ -121,6 +130,7 @@ class Settings:
     block_size: int
     kv_capacity_tokens: int | None  # paged pool for `continuous`; None: reserved per slot
     merge_prefill: bool = False
+    prefix_caching: bool = False  # vLLM's automatic prefix caching (continuous, paged only)
 
 
 @dataclass
@@ -133,12 +143,17 @@ class Scheduler:
     preemptions: int = 0
     started: list[Sequence] = field(default_factory=list)  # first scheduled in the last step
     steps: int = 0  # steps completed (schedule/complete pairs, plus those advanced in bulk)
+    # the running batch's aggregates as advance left them (None: scan): see decode_run
+    carried: Batch | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
         cap = s.kv_capacity_tokens
         self.total_blocks = None if cap is None else cap // s.block_size
         self.free_blocks = self.total_blocks
+        self.cache: PrefixCache | None = None
+        if s.prefix_caching and s.policy == "continuous" and self.total_blocks is not None:
+            self.cache = PrefixCache(self.total_blocks, s.block_size)
 
     # -- queue ----------------------------------------------------------------------------
 
@@ -173,10 +188,15 @@ class Scheduler:
         if need > 0:
             seq.blocks += need
             self.free_blocks -= need
+            if self.cache is not None:
+                self.cache.allocate(need)
 
     def _release(self, seq: Sequence) -> None:
         if self.free_blocks is not None:
-            self.free_blocks += seq.blocks
+            if self.cache is not None:  # blocks other sequences share stay in use
+                self.free_blocks += self.cache.release(seq)
+            else:
+                self.free_blocks += seq.blocks
         seq.blocks = 0
 
     def _preempt(self, seq: Sequence) -> None:
@@ -193,6 +213,7 @@ class Scheduler:
 
     def schedule(self) -> list[Chunk]:
         """The next step's chunks (empty when there is nothing to run)."""
+        self.carried = None
         s = self.settings
         budget: float = s.max_batched_tokens
         if (
@@ -241,6 +262,8 @@ class Scheduler:
                 if need > 0:
                     seq.blocks += need
                     self.free_blocks -= need
+                    if self.cache is not None:
+                        self.cache.allocate(need)
             chunks.append(Chunk(seq, n, seq.computed, seq.prompt_left > 0))
             if not seq.scheduled:
                 seq.scheduled = True
@@ -252,15 +275,30 @@ class Scheduler:
             if s.max_num_seqs and len(self.running) >= s.max_num_seqs:
                 break
             seq = self.waiting[0]
-            if seq.prompt_left > 0:
-                n = int(min(seq.prompt_left, budget)) if s.chunked_prefill else seq.prompt_left
+            hits = queued = 0
+            left = seq.prompt_left
+            if self.cache is not None:  # its cached prefix is not prefilled again
+                hits, queued = self.cache.lookup(seq)
+                if hits:
+                    left -= hits * block - seq.computed
+            if left > 0:
+                n = int(min(left, budget)) if s.chunked_prefill else left
                 if not s.chunked_prefill and n > budget and chunks:
                     break
             else:
                 n = 1 if (s.policy != "static" or not any(c.prefill for c in chunks)) else 0
             if n <= 0 and s.policy != "static":
                 break
-            if not self._can_grow(seq, max(n, 1) if n else 0):
+            if hits:
+                assert self.cache is not None and self.free_blocks is not None
+                # vLLM's allocate_slots: new blocks plus the hits waiting in the free queue
+                if -(-(hits * block + n) // block) - hits + queued > self.free_blocks:
+                    break
+                self.free_blocks -= self.cache.acquire(seq, hits)
+                seq.blocks = hits
+                seq.computed = hits * block
+                seq.prompt_left = left
+            elif not self._can_grow(seq, max(n, 1) if n else 0):
                 if not self.running:
                     raise CannotRun(
                         f"KV cache of {self.total_blocks} blocks x {s.block_size} tokens cannot "
@@ -284,13 +322,57 @@ class Scheduler:
         sequence one decode token, in the same order, admitting and finishing nothing before
         the last (while :meth:`DecodeRun.blocks_needed` fit the free blocks). The caller
         books them with :meth:`advance` or falls back to :meth:`schedule`; nothing changes
-        here."""
+        here. The running batch's aggregates come from :meth:`advance` when it was the last
+        to change the batch (``carried``), else from a scan."""
         s = self.settings
-        running = self.running
-        n = len(running)
+        n = len(self.running)
         if not n or s.policy == "static" or n > s.max_batched_tokens:
             return None
+        batch = self.carried if self.carried is not None else self.scan()
+        if batch is None:
+            return None
+        total, first, steps, counts, top = batch
         block = s.block_size
+        free = self.free_blocks
+        if free is not None:
+            assert self.total_blocks is not None
+            steps = min(steps, self.total_blocks * block - top)  # past it: CannotRun
+            if counts[0] > free:
+                return None  # the first step preempts
+        if steps < 1:
+            return None
+        if self.waiting and not (s.max_num_seqs and n >= s.max_num_seqs):
+            # nothing may join: the admission loop must stop at the queue's head every step
+            w = self.waiting[0]
+            room = s.max_batched_tokens - n
+            hits = queued = 0
+            left = w.prompt_left
+            if self.cache is not None:
+                hits, queued = self.cache.lookup(w)
+                if hits:
+                    left -= hits * block - w.computed
+            if left > 0:
+                m = min(left, room) if s.chunked_prefill else left
+                blocked = m <= 0 or (not s.chunked_prefill and m > room)
+            else:
+                m, blocked = 1, False
+            if not blocked:
+                if free is None:
+                    return None
+                if hits:  # evictions during the run only take hits away: it stays out
+                    need = -(-(hits * block + m) // block) - hits + queued
+                else:
+                    need = -(-(w.computed + m) // block) - w.blocks
+                if need <= free - counts[0]:  # it would join at the first step
+                    return None
+                # free blocks only shrink during the run: it stays out
+        return DecodeRun(n, steps, total, first, free, counts)
+
+    def scan(self) -> Batch | None:
+        """The running batch's aggregates for :meth:`decode_run`, from scratch (None: some
+        sequence is not decoding, or holds other blocks than its tokens need)."""
+        running = self.running
+        block = self.settings.block_size
         first = running[0].computed
         total = 0
         uniform = True
@@ -316,43 +398,23 @@ class Scheduler:
                 counts[c % block] += 1
                 if c > top:
                     top = c
-        free = self.free_blocks
-        if free is not None:
-            assert self.total_blocks is not None
-            steps = min(steps, self.total_blocks * block - top)  # past it: CannotRun
-            if counts[0] > free:
-                return None  # the first step preempts
-        if steps < 1:
-            return None
-        if self.waiting and not (s.max_num_seqs and n >= s.max_num_seqs):
-            # nothing may join: the admission loop must stop at the queue's head every step
-            w = self.waiting[0]
-            room = s.max_batched_tokens - n
-            if w.prompt_left > 0:
-                m = min(w.prompt_left, room) if s.chunked_prefill else w.prompt_left
-                blocked = m <= 0 or (not s.chunked_prefill and m > room)
-            else:
-                m, blocked = 1, False
-            if not blocked:
-                if free is None:
-                    return None
-                need = -(-(w.computed + m) // block) - w.blocks
-                if need <= free - counts[0]:  # it would join at the first step
-                    return None
-                # free blocks only shrink during the run: it stays out
-        return DecodeRun(n, steps, total, first if uniform else -1, free, counts)
+        return (total, first if uniform else -1, steps, counts, top)
 
     def advance(self, steps: int) -> list[Sequence]:
         """Apply ``steps`` pure decode steps of a :meth:`decode_run` at once (what as many
-        schedule/complete pairs would do); the sequences finished by the last one."""
+        schedule/complete pairs would do); the sequences finished by the last one. The
+        survivors' aggregates are carried to the next :meth:`decode_run` (all of them are
+        decoding, and hold the blocks their tokens need)."""
         block = self.settings.block_size
         paged = self.free_blocks is not None
         finished: list[Sequence] = []
         grown = 0
         first = self.steps
         self.steps = last = first + steps
+        total, head, uniform, most, top = 0, -1, True, 1 << 62, 0
+        counts = [0] * block if paged else []
         for q in self.running:
-            q.computed += steps
+            c = q.computed = q.computed + steps
             q.generated += steps
             seg = q.token_steps
             if seg and seg[-1] == first:
@@ -360,23 +422,40 @@ class Scheduler:
             else:
                 seg += (first, last)
             if paged:
-                blocks = -(-q.computed // block)
+                blocks = -(-c // block)
                 grown += blocks - q.blocks
                 q.blocks = blocks
-            if q.generated >= (q.output_tokens if q.output_tokens > 0 else 1):  # target
+            left = (q.output_tokens if q.output_tokens > 0 else 1) - q.generated  # target
+            if left <= 0:
                 finished.append(q)
+                continue
+            total += c
+            if head < 0:
+                head = c
+            elif c != head:
+                uniform = False
+            if left < most:
+                most = left
+            if paged:
+                counts[c % block] += 1
+                if c > top:
+                    top = c
         self.started = []
         if self.free_blocks is not None:
             self.free_blocks -= grown
+            if self.cache is not None:
+                self.cache.allocate(grown)
         if finished:
             done = set(finished)  # identity: Sequence compares by id
             self.running = [q for q in self.running if q not in done]
             for q in finished:
                 self._release(q)
+        self.carried = (total, head if uniform else -1, most, counts, top) if self.running else None
         return finished
 
     def complete(self, chunks: list[Chunk]) -> tuple[list[Sequence], list[Sequence]]:
         """Apply a finished step: (sequences that emitted a token, sequences now done)."""
+        self.carried = None
         emitted: list[Sequence] = []
         finished: list[Sequence] = []
         step = self.steps
@@ -387,6 +466,8 @@ class Scheduler:
             if c.prefill:
                 emits = c.tokens == seq.prompt_left
                 seq.prompt_left -= c.tokens
+                if self.cache is not None:
+                    self.cache.register(seq)
             else:
                 emits = True
             if emits:
@@ -405,3 +486,15 @@ class Scheduler:
             for q in finished:
                 self._release(q)
         return emitted, finished
+
+
+def run_alone(sched: Scheduler, seq: Sequence) -> None:
+    """Run ``seq`` to its end with nothing else in ``sched`` and no record of it (a request
+    the measurement does not see, such as benchmark_serving's test prompt): only what it
+    leaves in the prefix cache remains."""
+    assert not sched.running and not sched.waiting
+    steps, preemptions = sched.steps, sched.preemptions
+    sched.add(seq)
+    while not seq.done:
+        sched.complete(sched.schedule())
+    sched.steps, sched.preemptions, sched.started = steps, preemptions, []

@@ -39,6 +39,13 @@ class RequestSpec:
     prompt_tokens: int
     output_tokens: int
     arrival_s: float | None  # None: closed loop (sent when a client is free)
+    prompt_id: int = -1  # which prompt it sends (workload.distinct_prompts); -1: its id
+
+
+def prompt_id(cfg: RunConfig, i: int) -> int:
+    """The prompt request ``i`` sends: ``i mod distinct_prompts`` (0: its own)."""
+    n = cfg.distinct_prompts
+    return i % n if n else i
 
 
 def read_lengths_csv(path: Path) -> list[tuple[int, int]]:
@@ -124,16 +131,29 @@ def _draw(rng: np.random.Generator, mean: int, kind: str, spread: float, n: int)
     return np.maximum(1, np.rint(rng.lognormal(mu, spread, size=n))).astype(np.int64)
 
 
+def length_columns(cfg: RunConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt, output) tokens of each of the run's requests, as two int64 arrays; with
+    ``distinct_prompts`` N below the request count, N are drawn and request i repeats prompt
+    i mod N's."""
+    n = cfg.requests
+    ids = np.arange(n) % cfg.distinct_prompts if cfg.distinct_prompts else np.arange(n)
+    if cfg.lengths_csv is not None:
+        pairs = np.asarray(read_lengths_csv(cfg.lengths_csv), dtype=np.int64).reshape(-1, 2)
+        rows = pairs[ids % len(pairs)]
+        return rows[:, 0].copy(), rows[:, 1].copy()
+    kind, spread = cfg.length_distribution, cfg.length_spread
+    distinct = min(n, cfg.distinct_prompts or n)
+    prompts = _draw(rng, cfg.prompt_tokens, kind, spread, distinct)
+    outputs = _draw(rng, cfg.output_tokens, kind, spread, distinct)
+    if distinct < n:  # request i repeats prompt i mod distinct_prompts
+        prompts, outputs = prompts[ids], outputs[ids]
+    return prompts.astype(np.int64, copy=False), outputs.astype(np.int64, copy=False)
+
+
 def lengths(cfg: RunConfig, rng: np.random.Generator) -> list[tuple[int, int]]:
     """(prompt, output) tokens of each of the run's requests."""
-    n = cfg.requests
-    if cfg.lengths_csv is not None:
-        pairs = read_lengths_csv(cfg.lengths_csv)
-        return [pairs[i % len(pairs)] for i in range(n)]
-    kind, spread = cfg.length_distribution, cfg.length_spread
-    prompts = _draw(rng, cfg.prompt_tokens, kind, spread, n)
-    outputs = _draw(rng, cfg.output_tokens, kind, spread, n)
-    return [(int(p), int(o)) for p, o in zip(prompts, outputs, strict=True)]
+    prompts, outputs = length_columns(cfg, rng)
+    return list(zip(prompts.tolist(), outputs.tolist(), strict=True))
 
 
 def length_pairs(cfg: RunConfig) -> tuple[tuple[int, int], ...]:
@@ -147,6 +167,7 @@ def length_pairs(cfg: RunConfig) -> tuple[tuple[int, int], ...]:
         cfg.length_spread,
         cfg.seed,
         None if cfg.lengths_csv is None else str(cfg.lengths_csv),
+        cfg.distinct_prompts,
     )
     return _length_pairs(key, cfg)
 
@@ -190,14 +211,39 @@ def first_request_arrivals(gaps: np.ndarray) -> list[float]:
     return [0.0, *(float(t) for t in np.cumsum(gaps[:-1]))] if len(gaps) else []
 
 
+@dataclass(frozen=True)
+class Columns:
+    """The run's requests as arrays, row ``i`` request ``i`` (the engine creates a request
+    object when it arrives and drops it when it ends)."""
+
+    prompt_tokens: np.ndarray  # int64
+    output_tokens: np.ndarray  # int64
+    arrival_s: np.ndarray | None  # float64 send times; None: closed loop
+
+    def __len__(self) -> int:
+        return len(self.prompt_tokens)
+
+
+def columns(cfg: RunConfig) -> Columns:
+    """The run's requests in id order, as columns."""
+    rng = np.random.default_rng(cfg.seed)
+    prompts, outputs = length_columns(cfg, rng)
+    arrivals = None
+    if cfg.arrival_rate > 0:
+        gaps = rng.exponential(1.0 / cfg.arrival_rate, size=len(prompts))
+        # first_request_arrivals as an array (the same floats)
+        arrivals = np.concatenate((np.zeros(min(len(gaps), 1)), np.cumsum(gaps[:-1])))
+    return Columns(prompts, outputs, arrivals)
+
+
 def requests(cfg: RunConfig) -> list[RequestSpec]:
     """The run's requests in id order."""
-    rng = np.random.default_rng(cfg.seed)
-    pairs = lengths(cfg, rng)
-    arrivals: list[float | None] = [None] * len(pairs)
-    if cfg.arrival_rate > 0:
-        gaps = rng.exponential(1.0 / cfg.arrival_rate, size=len(pairs))
-        arrivals = list(first_request_arrivals(gaps))
+    cols = columns(cfg)
+    n = len(cols)
+    arrivals: list[float | None] = [None] * n
+    if cols.arrival_s is not None:
+        arrivals = list(cols.arrival_s.tolist())
+    prompts, outputs = cols.prompt_tokens.tolist(), cols.output_tokens.tolist()
     return [
-        RequestSpec(i, p, o, a) for i, ((p, o), a) in enumerate(zip(pairs, arrivals, strict=True))
+        RequestSpec(i, prompts[i], outputs[i], arrivals[i], prompt_id(cfg, i)) for i in range(n)
     ]

@@ -77,7 +77,9 @@ def test_fit_plan_and_compare() -> None:
     import simulator as sim
 
     f = sim.fit(CFG, quants=False)
-    assert 13_000 < f.max_context_tokens < 16_000
+    # flash attention (llama.cpp's -fa auto, on for the 3090s) keeps no score matrix, so the
+    # compute buffer does not grow with the context: 25k tokens fit (13-16k with fa=0)
+    assert 23_000 < f.max_context_tokens < 27_000
     a = sim.plan("llama-3.3-70b", min_decode_tok_s=15, budget_usd=2000, max_nodes=1)
     assert a.front and a.front[0].usd <= 2000
     assert callable(sim.plan)  # still the function after simulator.planner was imported

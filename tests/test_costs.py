@@ -80,22 +80,18 @@ def test_power_cap_scales_compute_by_the_cube_root() -> None:
 def test_sm_issue_rate_caps_bandwidth_on_hbm_parts_only() -> None:
     p = profile("llama.cpp").with_params(
         memory_efficiency=0.8,
-        stream_bytes_per_sm_cycle_f16=6.0,
-        stream_bytes_per_sm_cycle_quant=4.0,
+        stream_bytes_per_sm_cycle=6.0,
         memory_efficiency_rocm=0.7,
     )
     a100 = hardware.gpu("a100-80g-sxm")  # 108 SM x 1.41 GHz: 6 B/cycle -> 913.7 GB/s cap
-    assert costs.achieved_bandwidth(a100, p, quantized=False) == pytest.approx(108 * 1.41e9 * 6)
-    assert costs.achieved_bandwidth(a100, p, quantized=True) == pytest.approx(108 * 1.41e9 * 4)
+    assert costs.achieved_bandwidth(a100, p) == pytest.approx(108 * 1.41e9 * 6)
     g4090 = hardware.gpu("rtx4090")  # 128 x 2.52 GHz x 6 = 1.94 TB/s > 0.8 x 1008 GB/s
-    assert costs.achieved_bandwidth(g4090, p, quantized=False) == pytest.approx(0.8 * 1008e9)
+    assert costs.achieved_bandwidth(g4090, p) == pytest.approx(0.8 * 1008e9)
     # Apple GPU cores are 128 lanes wide like an SM: the M1 Max's 32 cores x 1.27 GHz x 6 B
     # = 243.8 GB/s cap its 400 GB/s; the M3 Max's 40 x 1.398 GHz x 6 = 335.5 GB/s do not
-    assert costs.achieved_bandwidth(hardware.gpu("m1-max"), p, False) == pytest.approx(
-        32 * 1.27e9 * 6
-    )
-    assert costs.achieved_bandwidth(hardware.gpu("m3-max"), p, False) == pytest.approx(0.8 * 400e9)
-    assert costs.achieved_bandwidth(hardware.gpu("rx7900xtx"), p, False) == pytest.approx(
+    assert costs.achieved_bandwidth(hardware.gpu("m1-max"), p) == pytest.approx(32 * 1.27e9 * 6)
+    assert costs.achieved_bandwidth(hardware.gpu("m3-max"), p) == pytest.approx(0.8 * 400e9)
+    assert costs.achieved_bandwidth(hardware.gpu("rx7900xtx"), p) == pytest.approx(
         0.7 * 960e9
     )  # no SM model for AMD compute units; the ROCm backend's own memory efficiency
 

@@ -1,4 +1,4 @@
-"""Merged decode runs (engine.py ``_decode_run``) are an optimisation only: booking a run of
+"""Merged decode runs (``merged_runs.RunBooker``) are an optimisation only: booking a run of
 pure decode steps in one go must give exactly what one scheduler pass and one event per step
 gives (``merge=False``), every field of the output bit for bit, over varied configs: mixed
 cards, CPU offload, several machines, llama.cpp slots, vLLM continuous batching with
@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from simulator import config as cfgmod
-from simulator.engine import SimOutput, simulate
+from simulator.engine import simulate
 from simulator.errors import CannotRun, ConfigError
 from simulator.metrics import summarize
+from simulator.records import SimOutput
 from tests.conftest import CONFIGS
 
 BASES = {
@@ -76,6 +77,9 @@ def configs(draw: st.DrawFn) -> cfgmod.RunConfig:
             sets.append("engine.chunked_prefill=false")
         if draw(st.integers(0, 5)) == 0:
             sets.append('engine.scheduler="static"')
+        elif draw(st.booleans()):  # prefix caching: repeated prompts, preempted hits
+            sets.append("engine.prefix_caching=true")
+            sets.append(f"workload.distinct_prompts={draw(st.sampled_from([0, 1, 3]))}")
     elif base == "slots":
         sets.append(f"engine.max_num_seqs={draw(st.integers(1, 4))}")
     try:
@@ -112,14 +116,14 @@ def test_merged_runs_are_taken_and_cut_at_arrivals() -> None:
 
     eng = Engine(cfg)
     calls = 0
-    run = eng._decode_run
+    book = eng.runs.book
 
     def counting(*a: Any) -> Any:
         nonlocal calls
         calls += 1
-        return run(*a)
+        return book(*a)
 
-    eng._decode_run = counting  # type: ignore[method-assign,assignment]
+    eng.runs.book = counting  # type: ignore[method-assign]
     got = eng.run()
     assert calls > 0 and got.iterations > calls  # runs of more than one step were booked
     assert fields(got) == fields(simulate(cfg, merge=False))
@@ -160,6 +164,17 @@ FIXED = {
         "engine.max_num_seqs=32",
     ],
     "slots_queue": ["workload.requests=20", "workload.concurrency=6", "engine.max_num_seqs=3"],
+    # prefix cache: preempted requests hit their own blocks, repeated prompts each other's
+    "preempt_prefix_cache": [
+        *VLLM,
+        "workload.requests=60",
+        "workload.arrival_rate=30.0",
+        "workload.prompt_tokens=1024",
+        "workload.output_tokens=256",
+        "workload.distinct_prompts=20",
+        "engine.prefix_caching=true",
+        "engine.gpu_memory_utilization=0.235",
+    ],
 }
 
 

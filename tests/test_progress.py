@@ -13,8 +13,8 @@ import pytest
 
 from simulator import cli
 from simulator import config as cfgmod
-from simulator.engine import Span
 from simulator.progress import CappedSpans, RunProgress
+from simulator.records import Span
 from simulator.result import run
 from tests.conftest import CONFIGS
 
@@ -27,7 +27,9 @@ class _Tty(io.StringIO):
 
 
 def test_bar_with_eta_on_a_terminal_erased_at_the_end() -> None:
-    cfg = cfgmod.load(SERVING)
+    # 2,000 requests (~0.5 s) so that a loaded machine still draws frames after the first
+    # tokens: with the config's 32 (~0.09 s) the watcher could miss the whole run
+    cfg = cfgmod.load(SERVING, ["workload.requests=2000"])
     stream = _Tty()
     # the run takes ~15 ms once the stage costs are cached: the watcher must look often, and
     # the interpreter must let it (its default thread switch interval is 5 ms)

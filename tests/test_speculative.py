@@ -72,30 +72,61 @@ def test_acceptance_one_gives_k_plus_one_tokens_per_cycle_bounded_by_the_verify_
     one = plain.stage(st, ((1, 300, 1),), 1)
     last, _ = one.layer_costs[-1]
     mtp_token = last.compute_s + one.head_s  # the MTP head: one more layer and the head
-    # k + 1 <= 8 tokens run the matrix-vector kernels: each drafted token adds a fitted share
-    # of a plain step's memory-bound time
+    # llama-server's draft context re-evaluates the verify batch: the head once more over it
+    mirrored = plain._compute(st, ((k + 1, 300, 1),), 1, verify=True)
+    mlast, _ = mirrored.layer_costs[-1]
+    mirror = cfg.profile.num("draft_mirror_passes") * (mlast.compute_s + mirrored.head_s)
+    # each drafted token adds a fitted share of a plain step's memory-bound time
     share = cfg.profile.num("verify_token_share")
     assert share > 0
     small = share * k * one.memory_bound_s
-    assert spec_step * (k + 1) == pytest.approx(verify.compute_s + k * mtp_token + small, rel=1e-12)
+    assert spec_step * (k + 1) == pytest.approx(
+        verify.compute_s + k * mtp_token + mirror + small, rel=1e-12
+    )
     assert verify.compute_s > one.compute_s  # k + 1 tokens cost more than one
 
 
-def test_the_small_batch_verify_term_only_covers_matrix_vector_batches() -> None:
+def test_the_drafted_token_term_is_charged_for_every_sequence() -> None:
     k = 4
     cfg = spec_cfg({"method": "mtp", "acceptance_rate": 0.8, "draft_tokens": k})
     pl = place(cfg)
     st = pl.stages(0)[0]
     coster = StageCoster(cfg, pl)
-    one = coster._compute(st, ((1, 300, 1),), 1)
     share = cfg.profile.num("verify_token_share")
-    # one sequence: 5 tokens, in MMVQ's range; two sequences: 10 tokens, tiled GEMMs instead
-    assert coster._small_batch_verify_s(st, ((1, 300, 1),), 1, k) == pytest.approx(
-        share * k * one.memory_bound_s
-    )
-    assert coster._small_batch_verify_s(st, ((1, 300, 2),), 2, k) == 0.0
+    for seqs in (1, 2, 8):  # 5, 10 and 40 verified tokens: no batch size waives it
+        plain = coster._compute(st, ((1, 300, seqs),), seqs)
+        assert coster._drafted_tokens_s(st, ((1, 300, seqs),), seqs, k) == pytest.approx(
+            share * k * seqs * plain.memory_bound_s
+        )
     off = dataclasses.replace(cfg, profile=cfg.profile.with_params(verify_token_share=0.0))
-    assert StageCoster(off, pl)._small_batch_verify_s(st, ((1, 300, 1),), 1, k) == 0.0
+    assert StageCoster(off, pl)._drafted_tokens_s(st, ((1, 300, 1),), 1, k) == 0.0
+
+
+@pytest.mark.parametrize("method", ["draft", "mtp"])
+def test_llama_cpp_speculation_gains_less_with_more_slots(method: str) -> None:
+    """llama-server verifies every slot's drafts in one batch but samples and checks each
+    slot's drafted tokens in turn: the gain at 1 user must exceed the gain at 8 (published:
+    1.70x at one stream, none left by --parallel 4, sudoingX/qwen38-mtp sweeps/multi-gpu.md)."""
+    spec: dict[str, Any] = {"method": "mtp", "acceptance_rate": 0.7}
+    mdl = {"name": "qwen2.5-14b", "quant": "Q4_K_M"}
+    if method == "draft":  # the d01 pair of calibration/data/speculative.csv
+        spec = {"method": "draft", "draft_model": "llama-3.2-1b", "acceptance_rate": 0.85}
+        mdl = {"name": "llama-3.1-8b", "quant": "Q8_0"}
+
+    def gain(users: int) -> float:
+        wl = {"concurrency": users, "requests": users}
+        on, off = spec_cfg(spec, workload=wl, model=mdl), spec_cfg(None, workload=wl, model=mdl)
+        res_on, res_off = evaluate(on), evaluate(off)
+        # the ceiling (k + draft_mirror_passes draft steps per cycle) stays a bound
+        assert res_on["metrics"]["decode_tok_s"] <= res_on["bound"]["ceiling_decode_tok_s"]
+        return float(
+            res_on["metrics"]["output_throughput_tok_s"]
+            / res_off["metrics"]["output_throughput_tok_s"]
+        )
+
+    g1, g8 = gain(1), gain(8)
+    assert g1 > g8
+    assert g1 > 1.1 and g8 < 1.0  # one user gains; eight lose
 
 
 def test_gain_shrinks_as_batches_grow() -> None:
@@ -161,7 +192,9 @@ def test_speculation_with_experts_in_host_ram_pays_the_verify_pass_there() -> No
             out.append(float(res["metrics"]["output_throughput_tok_s"]))
         return out[0] / out[1]
 
-    assert gain(0, 1) > 1.2  # a 5-token verify hits ~4.6x the experts of one token
+    # a 5-token verify hits ~4.6x the experts of one token, yet pays the step's fixed costs
+    # once: 1.19 with the issue-12 llama.cpp fit (its per-step overheads set how much)
+    assert gain(0, 1) > 1.1
     assert gain(48, 1) < gain(0, 1)
     assert gain(48, 8) < 1.0  # 40-token verify passes copy every expert over PCIe
 

@@ -61,6 +61,8 @@ MEASURED_SETUPS: dict[str, dict[str, Any]] = {
         "hardware.host_memory": "ddr4-3200-2ch"},
     "gpt-oss-120b, RX 6900 XT + 2ch DDR5-5600 (e005)": {
         **GPTOSS, "hardware.gpus": ["rx6900xt"], "hardware.host_memory": "ddr5-5600-2ch"},
+    "gpt-oss-120b, RTX 5090 + 2ch DDR5-5600 (e006-e008)": {
+        **GPTOSS, "hardware.gpus": ["rtx5090"], "hardware.host_memory": "ddr5-5600-2ch"},
 }  # fmt: skip
 # --tensor-split for the two-card setup: the first layers lose their experts first, so the
 # first card can take more layers (llama.cpp's default splits by VRAM, 1:1 here)
@@ -175,19 +177,38 @@ def numbers(tables: dict[str, pd.DataFrame]) -> str:
     m = tables["measured.csv"]
     have = m[m["simulated"].notna()]
     fitted = have[have["exclude"].isna()]
+    held = have[have["exclude"].fillna("").str.startswith("held out")]
+    prompt = have[have["metric_kind"] == "prefill_tok_s"]
     if have.empty:
         out.append(
             f"* **Measured:** {len(m)} published row(s) in `calibration/data/expert_offload.csv`"
             ", none on hardware the catalogue has"
         )
     else:
-        err = (fitted["simulated"] / fitted["measured"] - 1).abs().mean()
+
+        def mare(t: pd.DataFrame) -> float:
+            return float((t["simulated"] / t["measured"] - 1).abs().mean())
+
+        extra = ""
+        if not held.empty:
+            extra += (
+                f" Held out (never fitted, the outside check's stand-in): "
+                f"{len(held)} row(s) on {held['rig'].nunique()} other machine(s), off by "
+                f"{mare(held):.0%} ("
+                + ", ".join(
+                    f"{r.row_id}: {r.simulated:.1f} simulated vs {r.measured:.1f} measured"
+                    for r in held.itertuples()
+                )
+                + ")."
+            )
+        if not prompt.empty:
+            extra += f" Prompt rows (the PCIe copy path, not fitted): off by {mare(prompt):.0%}."
         out.append(
             f"* **Measured** (`measured.csv`, crosses in the bottom row of the plot): "
-            f"{len(fitted)} published --n-cpu-moe rows on {fitted['rig'].nunique()} machines, "
-            f"simulated at the fitted `expert_host_efficiency` with mean |sim/meas - 1| = "
-            f"{err:.0%} in-sample (leave-one-machine-out: see `python -m "
-            "simulator.calibrate_experts`); the N = 0 control is printed apart:"
+            f"{len(fitted)} published --n-cpu-moe decode rows on {fitted['rig'].nunique()} "
+            f"machines, simulated at the fitted `expert_host_efficiency` with mean "
+            f"|sim/meas - 1| = {mare(fitted):.0%} in-sample (leave-one-machine-out: see `python "
+            "-m simulator.calibrate_experts`)." + extra + " The N = 0 control is printed apart:"
         )
         out.append("")
         t = have.copy()
@@ -195,8 +216,8 @@ def numbers(tables: dict[str, pd.DataFrame]) -> str:
         t["measured"] = t["measured"].map(lambda x: f"{x:.1f}")
         t["simulated"] = t["simulated"].map(lambda x: f"{x:.1f}")
         t["note"] = t["exclude"].fillna("")
-        cols = ["row_id", "gpu", "host_memory", "model_id", "cpu_moe_layers", "measured",
-                "simulated", "sim/meas", "note"]  # fmt: skip
+        cols = ["row_id", "gpu", "host_memory", "model_id", "cpu_moe_layers", "metric_kind",
+                "measured", "simulated", "sim/meas", "note"]  # fmt: skip
         out.append(md_table(t[cols]))
     out.append("")
     out.append("Decode / prompt tok/s by cpu_moe_layers (`-`: does not fit), ddr5-6000-2ch:")
@@ -242,7 +263,8 @@ def plots(tables: dict[str, pd.DataFrame]) -> None:
         ax.plot(s["cpu_moe_layers"], s["decode_tok_s"].where(fits), "o-", ms=3, color="C2",
                 label="simulated")  # fmt: skip
         rows = m[
-            (m["gpu"] == changes["hardware.gpus"][0])
+            (m["metric_kind"] == "decode_tok_s")
+            & (m["gpu"] == changes["hardware.gpus"][0])
             & (m["model_id"] == changes["model.name"])
             & (m["host_memory"] == changes["hardware.host_memory"])
         ]

@@ -1,0 +1,93 @@
+"""The running batch's aggregates that ``Scheduler.advance`` carries to the next
+``decode_run`` (sum of cached tokens, their common value, the fewest tokens left, the block
+histogram, the longest sequence) equal a fresh scan of the batch, after random sequences of
+arrivals, schedule/complete pairs and merged decode runs, under every policy that merges."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.errors import CannotRun
+from simulator.scheduler import Scheduler, Sequence, Settings
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[Settings, list[tuple[int, int]], list[int]]:
+    paged = draw(st.booleans())
+    cfg = Settings(
+        policy="continuous" if paged else "slots",
+        max_num_seqs=draw(st.sampled_from([0, 2, 5])) if paged else draw(st.integers(1, 5)),
+        max_batched_tokens=draw(st.sampled_from([8, 64, 2048])),
+        chunked_prefill=draw(st.booleans()),
+        block_size=draw(st.sampled_from([1, 4, 16])),
+        kv_capacity_tokens=draw(st.sampled_from([256, 4096])) if paged else None,
+    )
+    lengths = draw(
+        st.lists(st.tuples(st.integers(0, 40), st.integers(0, 30)), min_size=1, max_size=12)
+    )
+    lengths = [(p, o) if p + o else (1, o) for p, o in lengths]
+    choices = draw(st.lists(st.integers(0, 99), min_size=1, max_size=200))
+    return cfg, lengths, choices
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_carried_batch_equals_a_fresh_scan(
+    history: tuple[Settings, list[tuple[int, int]], list[int]],
+) -> None:
+    cfg, lengths, choices = history
+    sched = Scheduler(cfg)
+    pending = list(enumerate(lengths))
+    merged = 0
+    try:
+        for c in choices:
+            if pending and c < 20:  # an arrival
+                i, (p, o) = pending.pop(0)
+                sched.add(Sequence(i, p, o))
+                continue
+            run = sched.decode_run()
+            if run is not None:
+                # as the engine books it: stop before a step whose blocks are not free
+                k, free = 0, run.free_blocks
+                limit = 1 + c % run.steps
+                while k < limit:
+                    if free is not None:
+                        if run.blocks_needed(k) > free:
+                            break
+                        free -= run.blocks_needed(k)
+                    k += 1
+                if k == 0:
+                    chunks = sched.schedule()
+                    sched.complete(chunks)
+                    continue
+                sched.advance(k)
+                merged += 1
+                if sched.running:
+                    assert sched.carried is not None
+                    assert sched.carried == sched.scan()
+                continue
+            chunks = sched.schedule()
+            if not chunks:
+                if not pending:
+                    break
+                continue
+            sched.complete(chunks)
+            assert sched.carried is None  # a schedule/complete pair leaves nothing carried
+    except CannotRun:
+        return
+
+
+def test_carried_batch_is_used_and_right() -> None:
+    """A concrete history: after a merged run the carried state is the scan's."""
+    cfg = Settings("continuous", 0, 2048, True, 16, 4096)
+    sched = Scheduler(cfg)
+    for i, (p, o) in enumerate([(30, 50), (7, 20), (100, 90)]):
+        sched.add(Sequence(i, p, o))
+    sched.complete(sched.schedule())  # prompts in, first tokens out
+    run = sched.decode_run()
+    assert run is not None and run.steps == 19  # the 20-token request ends first
+    sched.advance(run.steps)
+    assert sched.carried is not None and sched.carried == sched.scan()
+    assert sched.carried[0] == sum(q.computed for q in sched.running)
+    assert sched.carried[2] == 50 - 20  # fewest tokens left: the first request's
