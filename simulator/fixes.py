@@ -92,8 +92,10 @@ _KEYS: dict[int, tuple[RunConfig, str]] = {}
 # does not fit, or cannot be planned). Only the memory plan is remembered: a variant is still
 # resolved before it is returned, since resolving can depend on the links.
 _FITS: dict[tuple[str, str], bool] = {}
-# (memory key, sequence limit) -> max_fitting_sequence_tokens
-_LONGEST: dict[tuple[str, int], int] = {}
+# (memory key, sequence limit) -> (profile, GPU specs, max_fitting_sequence_tokens): computed
+# on the config itself, not on a variant resolved from its mapping, so a config whose profile
+# or GPUs were replaced after resolving (calibration does) must not share it
+_LONGEST: dict[tuple[str, int], tuple[object, tuple[object, ...], int]] = {}
 _FREE: dict[str, float] = {}  # memory key -> the tightest device's free GB
 
 
@@ -177,14 +179,20 @@ def _fits(cfg: RunConfig, changes: Mapping[str, Any]) -> bool:
 
 def _longest_sequence(cfg: RunConfig) -> int:
     """``max_fitting_sequence_tokens`` up to the run's own sequence, remembered by
-    :func:`memory_key` (a bisection of memory plans; links do not enter)."""
+    :func:`memory_key` and the profile and GPU spec objects (a bisection of memory plans;
+    links do not enter)."""
     upper = max(cfg.max_sequence_tokens, 1)
     key = (memory_key(cfg), upper)
     hit = _LONGEST.get(key)
-    if hit is None:
-        hit = max_fitting_sequence_tokens(cfg, upper=upper)
-        _remember(_LONGEST, key, hit)
-    return hit
+    if (
+        hit is not None
+        and hit[0] is cfg.profile
+        and all(a is b for a, b in zip(hit[1], cfg.gpus, strict=True))
+    ):
+        return hit[2]
+    value = max_fitting_sequence_tokens(cfg, upper=upper)
+    _remember(_LONGEST, key, (cfg.profile, cfg.gpus, value))
+    return value
 
 
 def _free_gb(cfg: RunConfig) -> float:

@@ -38,6 +38,9 @@ def ring_routes(cfg: RunConfig, devices: tuple[Device, ...]) -> tuple[Route, ...
 
 def part_tokens(parts: tuple[Part, ...]) -> int:
     """New tokens in a micro-batch."""
+    if len(parts) == 1:  # most micro-batches (integers: the same sum either way)
+        n, _, s = parts[0]
+        return n * s
     return sum(n * s for n, _, s in parts)
 
 

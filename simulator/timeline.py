@@ -114,6 +114,11 @@ class Timelines:
         self._routes: dict[tuple[str, str], Route | None] = {}
         self._rings: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._copy_phases: dict[tuple[int, int, int], Phase] = {}
+        # each replica's stages with their keys in the shared phase memo (``_stage``)
+        self._stage_keys = [
+            [(st, self.coster.stage_key(st)) for st in placement.stages(r)]
+            for r in range(len(placement.replicas))
+        ]
         # the actual devices of each replica (the cache key: shapes alone are not enough)
         self._devices = [
             tuple(tuple(d.name for d in st.devices) for st in placement.stages(r))
@@ -148,10 +153,14 @@ class Timelines:
                 out.append(
                     Phase((), (Step("offloaded layers", "host-memory-bandwidth", sec, cpu),))
                 )
-        for s, stage in enumerate(stages):
-            out.append(self._stage(stage, parts, logits))
-            if s + 1 < len(stages):
-                out.append(self._copies(replica, s, tokens))
+        last = len(stages) - 1
+        phases = self.coster.shared.phases
+        for s, (stage, stage_key) in enumerate(self._stage_keys[replica]):
+            hit = phases.get((stage_key, parts, logits, self.layers))
+            out.append(hit if isinstance(hit, Phase) else self._stage(stage, parts, logits))
+            if s < last:
+                copy = self._copy_phases.get((replica, s, tokens))
+                out.append(copy if copy is not None else self._copies(replica, s, tokens))
         return tuple(out)
 
     def _copies(self, replica: int, s: int, tokens: int) -> Phase:

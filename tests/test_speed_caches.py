@@ -191,3 +191,19 @@ def test_changes_without_gpus_or_links_resolve_alike_on_every_link(path: object)
 
         own = resolves(cfg)
         assert all(resolves(o) == own for o in others), changes
+
+
+def test_the_longest_fitting_sequence_is_not_shared_with_a_replaced_profile() -> None:
+    """Calibration replaces a resolved config's profile: its memory differs, its mapping not."""
+    from dataclasses import replace
+
+    from simulator.memory import max_fitting_sequence_tokens
+
+    cfg = cfgmod.load(PIPELINE, ["workload.context_tokens=32768"])
+    mib = cfg.profile.num("runtime_context_mib_per_sm")
+    heavier = replace(cfg, profile=cfg.profile.with_params(runtime_context_mib_per_sm=mib * 40))
+    upper = max(cfg.max_sequence_tokens, 1)
+    own = max_fitting_sequence_tokens(heavier, upper=upper)
+    assert own != max_fitting_sequence_tokens(cfg, upper=upper)  # the case is a real one
+    fixes._longest_sequence(cfg)
+    assert fixes._longest_sequence(heavier) == own
