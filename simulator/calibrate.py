@@ -292,7 +292,9 @@ class ServingProblem(Problem):
         memo: dict[str, PrefixState] = {}
         for k in sorted(need, key=lambda k: (len(self.cfgs[k].prior_runs), k)):
             cfg = replace(self.cfgs[k], profile=prof, length_spread=sigma)
-            engine = Engine(cfg, self.placements[k], prefix_memo=memo)
+            engine = Engine(
+                cfg, self.placements[k], prefix_memo=memo, keep_prefixes=cfg.prefix_caching
+            )
             runs[k] = summarize(engine.run())
             if cfg.prefix_caching:
                 memo[run_key(cfg)] = engine.prefix_state()

@@ -91,10 +91,12 @@ class Engine:
         merge: bool = True,
         prefix_state: PrefixState | None = None,
         prefix_memo: dict[str, PrefixState] | None = None,
+        keep_prefixes: bool = False,
     ):
         """``prefix_state``: the prefix caches (per replica, per virtual engine) a previous run
         of the same server left; without it, ``workload.prior_runs`` are simulated first to
-        get them (``prefix_memo`` keeps them for a caller that runs a whole sweep)."""
+        get them (``prefix_memo`` keeps them for a caller that runs a whole sweep).
+        ``keep_prefixes``: :meth:`prefix_state` will be asked for at the end."""
         self.cfg = cfg
         self.placement = placement or place(cfg)
         self.detail = detail
@@ -216,9 +218,19 @@ class Engine:
             prefix_state = prior_prefix_state(cfg, self.placement, prefix_memo)
         if prefix_state is not None:
             install_prefix_state(self.schedulers, prefix_state)
+        # no request can send another's prompt, now or in a later run: each its own key
+        # (None), whose blocks the cache frees as one run once it ends (prefix_cache.py)
+        self._own_prompts = not (
+            keep_prefixes
+            or prefix_state is not None
+            or cfg.distinct_prompts
+            or cfg.warmup_request
+            or cfg.prior_runs
+        )
 
     def prefix_state(self) -> PrefixState:
         """Each scheduler's prefix cache as the run left it (None without prefix caching)."""
+        assert not self._own_prompts, "an Engine asked for its prefix state needs keep_prefixes"
         return [[s.cache.copy() if s.cache else None for s in ves] for ves in self.schedulers]
 
     # -- resources -----------------------------------------------------------------------
@@ -511,7 +523,7 @@ class Engine:
                 prompt,
                 output,
                 context_tokens=cfg.context_tokens,
-                prompt_key=workload.prompt_id(cfg, i),
+                prompt_key=None if self._own_prompts else workload.prompt_id(cfg, i),
             )
         )
         wake = self._wake.pop((replica, ve), None)

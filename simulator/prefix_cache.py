@@ -25,6 +25,13 @@ scheduled; decode blocks only matter once freed, since no other request can ask 
 earlier); a block whose key is already cached when the sequence fills it stays anonymous
 (vLLM keeps both copies under one hash). vLLM's placeholder ``null_block`` (block 0, never
 handed out) is not modelled.
+
+Bookkeeping (what only the cost of the simulation sees): blocks no request can hit again are
+kept as runs, one queue entry with a count, not one entry per block. A request that sends its
+own prompt (``prompt_key`` None) can only be hit by itself after a preemption, so its blocks
+are hashed only when it is preempted (:meth:`release` registers them), and once it finishes
+they free as one anonymous run at the place its blocks would have taken in the queue: the
+same evictions, in the same order, for every block anyone can still hit.
 """
 
 from __future__ import annotations
@@ -52,20 +59,24 @@ class PrefixCache:
         self.total_blocks = total_blocks
         self.block_size = block_size
         self.fresh = total_blocks  # never used: the head of the free queue
-        self.queue: OrderedDict[Hashable, None] = OrderedDict()  # freed blocks, oldest first
+        # freed blocks, oldest first: a hashed block (a tuple key) -> 1, or a run of unhashed
+        # ones (keys 1, 2, ...) -> how many blocks it holds
+        self.queue: OrderedDict[Hashable, int] = OrderedDict()
+        self.queued = 0  # blocks in the queue
         self.refs: dict[Hashable, int] = {}  # hashed block -> sequences holding it (0: queued)
-        self._anonymous = 0  # keys of unhashed freed blocks: 1, 2, ... (hashed ones: tuples)
+        self._anonymous = 0  # the last run's key
         self.hit_blocks = 0  # blocks admissions found cached (a statistic)
 
     @property
     def free(self) -> int:
         """Blocks no sequence holds (never used, or freed and maybe still cached)."""
-        return self.fresh + len(self.queue)
+        return self.fresh + self.queued
 
     def copy(self) -> PrefixCache:
         out = PrefixCache(self.total_blocks, self.block_size)
         out.fresh = self.fresh
         out.queue = OrderedDict(self.queue)
+        out.queued = self.queued
         out.refs = dict(self.refs)
         out._anonymous = self._anonymous
         out.hit_blocks = self.hit_blocks
@@ -105,6 +116,7 @@ class PrefixCache:
                 del queue[k]
                 taken += 1
             refs[k] += 1
+        self.queued -= taken
         seq.cached_blocks = hits
         self.hit_blocks += hits
         return taken
@@ -113,9 +125,16 @@ class PrefixCache:
         """Hand out ``n`` free blocks from the head of the queue, evicting cached ones."""
         fresh = min(self.fresh, n)
         self.fresh -= fresh
+        n -= fresh
+        self.queued -= n
         queue, refs = self.queue, self.refs
-        for _ in range(n - fresh):
-            k, _ = queue.popitem(last=False)
+        while n:
+            k, count = next(iter(queue.items()))
+            if count > n:  # part of a run: the rest stays at the head
+                queue[k] = count - n
+                return
+            queue.popitem(last=False)
+            n -= count
             if type(k) is tuple:
                 del refs[k]
 
@@ -134,11 +153,21 @@ class PrefixCache:
             i += 1
         seq.cached_blocks = i
 
-    def release(self, seq: Holder) -> int:
+    def release(self, seq: Holder, final: bool = False) -> int:
         """Free ``seq``'s blocks, tail first: hashed ones stay cached until evicted. The
-        blocks now free (a block another sequence still shares stays in use)."""
-        self.register(seq)
+        blocks now free (a block another sequence still shares stays in use). ``final``:
+        ``seq`` has finished."""
         key, refs, queue = self._key(seq), self.refs, self.queue
+        if final and seq.prompt_key is None:  # nobody can hit its blocks again: one run
+            for i in range(seq.cached_blocks):  # hashed when it was preempted
+                del refs[(key, i)]
+            seq.cached_blocks = 0
+            if seq.blocks:
+                self._anonymous += 1
+                queue[self._anonymous] = seq.blocks
+                self.queued += seq.blocks
+            return seq.blocks
+        self.register(seq)
         hashed = seq.cached_blocks
         freed = 0
         for i in range(seq.blocks - 1, -1, -1):
@@ -147,12 +176,13 @@ class PrefixCache:
                 r = refs[k] - 1
                 refs[k] = r
                 if r == 0:
-                    queue[k] = None
+                    queue[k] = 1
                     freed += 1
             else:
                 self._anonymous += 1
-                queue[self._anonymous] = None
+                queue[self._anonymous] = 1
                 freed += 1
+        self.queued += freed
         seq.cached_blocks = 0
         return freed
 

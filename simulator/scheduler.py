@@ -191,10 +191,10 @@ class Scheduler:
             if self.cache is not None:
                 self.cache.allocate(need)
 
-    def _release(self, seq: Sequence) -> None:
+    def _release(self, seq: Sequence, final: bool = True) -> None:
         if self.free_blocks is not None:
             if self.cache is not None:  # blocks other sequences share stay in use
-                self.free_blocks += self.cache.release(seq)
+                self.free_blocks += self.cache.release(seq, final)
             else:
                 self.free_blocks += seq.blocks
         seq.blocks = 0
@@ -202,7 +202,7 @@ class Scheduler:
     def _preempt(self, seq: Sequence) -> None:
         """Free ``seq``'s cache; it will prefill its prompt and its output so far again."""
         self.running.remove(seq)
-        self._release(seq)
+        self._release(seq, final=False)
         seq.prompt_left = seq.prompt_tokens + seq.generated
         seq.computed = seq.context_tokens
         seq.preemptions += 1
@@ -466,8 +466,8 @@ class Scheduler:
             if c.prefill:
                 emits = c.tokens == seq.prompt_left
                 seq.prompt_left -= c.tokens
-                if self.cache is not None:
-                    self.cache.register(seq)
+                if self.cache is not None and seq.prompt_key is not None:
+                    self.cache.register(seq)  # own prompts: hashed when preempted
             else:
                 emits = True
             if emits:

@@ -40,7 +40,7 @@ def prior_prefix_state(
         key = run_key(run)
         hit = None if memo is None else memo.get(key)
         if hit is None:
-            engine = Engine(run, placement, prefix_state=state)
+            engine = Engine(run, placement, prefix_state=state, keep_prefixes=True)
             engine.run()
             hit = engine.prefix_state()
             if memo is not None:

@@ -196,3 +196,27 @@ def test_distinct_prompts_repeat_lengths() -> None:
     reqs = workload.requests(cfg)
     assert [r.prompt_id for r in reqs] == [0, 1, 2] * 3
     assert [r.prompt_tokens for r in reqs[:3]] * 3 == [r.prompt_tokens for r in reqs]
+
+
+def test_own_prompts_freed_as_runs_equal_the_per_block_cache() -> None:
+    """A run where no request can send another's prompt frees each finished request's blocks
+    as one run (the fast bookkeeping); with every block kept by its key (``keep_prefixes``,
+    as a run whose state a later run reads) the same steps follow, preemptions and the
+    self-hits after them included."""
+    sets = [
+        "workload.requests=60",
+        "workload.arrival_rate=50.0",
+        "workload.prompt_tokens=2000",
+        "workload.output_tokens=400",
+        "engine.prefix_caching=true",
+    ]
+    cfg = _vllm(*sets)
+    fast = Engine(cfg)
+    got = fast.run()
+    kept = Engine(cfg, keep_prefixes=True)
+    assert got.preemptions > 0
+    assert fields(got) == fields(kept.run())
+    with pytest.raises(AssertionError, match="keep_prefixes"):
+        fast.prefix_state()
+    state = kept.prefix_state()[0][0]
+    assert state is not None and state.free == state.total_blocks
