@@ -57,5 +57,8 @@ def test_error_table_against_measurements() -> None:
     mae = table.groupby("metric")["error"].apply(lambda e: e.abs().mean())
     print("\nmean absolute relative error:", mae.round(3).to_dict())
     assert len(table) == len(rows) > 250
-    assert mae["decode_tok_s"] < 0.08  # fitted: 7.75%
-    assert mae["prefill_tok_s"] < 0.09  # fitted: 8.79%
+    # the session-6 refit (flash attention's auto default, one streaming cap) traded the
+    # fitted prompt error (8.79% -> 9.05%) for the held-out ones: leave one model out decode
+    # 17.6% -> 14.1%, leave one GPU out decode 8.9% -> 8.1%, prompt 21.8% -> 21.4%
+    assert mae["decode_tok_s"] < 0.08  # fitted: 7.0%
+    assert mae["prefill_tok_s"] < 0.095  # fitted: 9.05%
