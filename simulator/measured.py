@@ -22,7 +22,13 @@ from simulator.engine import simulate
 from simulator.metrics import summarize
 from simulator.profiles import EngineProfile
 
-MEASURED_CSV = Path(__file__).resolve().parent.parent / "calibration" / "data" / "measured.csv"
+DATA_DIR = Path(__file__).resolve().parent.parent / "calibration" / "data"
+MEASURED_CSV = DATA_DIR / "measured.csv"
+# More vLLM benchmark_serving runs of the same source (calibration/extract_iog_serving.py):
+# other models at one GPU (``split`` fit) and tensor-parallel runs (``split`` validation, never
+# fitted); the 20 runs of measured.csv are not repeated there.
+VLLM_SERVING_CSV = DATA_DIR / "vllm_serving.csv"
+SERVING_SPLITS = ("fit", "validation", "unusable")
 DEFAULT_LINK = "pcie4-x16"
 # ShareGPT lengths as benchmark_serving sends them: the rows publish only the means, so each
 # run has lognormal prompt and output lengths around its means, taken at the distribution's
@@ -56,6 +62,16 @@ def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:
     return d.reset_index(drop=True)
 
 
+def load_serving_rows(split: str | None = None, path: Path = VLLM_SERVING_CSV) -> pd.DataFrame:
+    """The rows of vllm_serving.csv, all or those of one ``split`` (fit, validation, unusable)."""
+    if split is not None and split not in SERVING_SPLITS:
+        raise ValueError(f"split {split!r}: valid choices: {', '.join(SERVING_SPLITS)}")
+    d = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if split is not None:
+        d = d[d["split"] == split]
+    return d.reset_index(drop=True)
+
+
 def is_serving(row: Any) -> bool:
     """A vLLM benchmark_serving row (open-loop arrivals) rather than a llama-bench one."""
     return not pd.isna(getattr(row, "arrival_rate", float("nan")))
@@ -81,12 +97,15 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
     """The config a measured row ran."""
     n = int(row.gpu_count)
     hw: dict[str, Any] = {"gpus": [row.gpu] * n}
+    link = getattr(row, "gpu_link", None)
     if n > 1:
-        hw["gpu_link"] = DEFAULT_LINK
-    if not pd.isna(row.unified_memory_gib):
-        hw["unified_memory_gib"] = float(row.unified_memory_gib)
-    if not pd.isna(row.power_limit_w):
-        hw["power_limit_w"] = float(row.power_limit_w)
+        hw["gpu_link"] = link if isinstance(link, str) and link else DEFAULT_LINK
+    tensor = getattr(row, "tensor_parallel", None)
+    tensor = 1 if tensor is None or pd.isna(tensor) else int(tensor)
+    for key in ("unified_memory_gib", "power_limit_w"):  # not columns of vllm_serving.csv
+        value = getattr(row, key, None)
+        if value is not None and not pd.isna(value):
+            hw[key] = float(value)
     engine: dict[str, Any] = {"profile": row.profile}
     if is_serving(row):
         engine["prefix_caching"] = SERVING_PREFIX_CACHE
@@ -104,7 +123,8 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
         "name": f"{row.row_id} {row.hardware} x{n} {row.model_id} {row.quant_id} {row.test}",
         "hardware": hw,
         "model": {"name": row.model_id, "quant": row.quant_id},
-        "parallel": {"pipeline": n},
+        # llama-bench's default layer split; vLLM serving rows say their tensor degree
+        "parallel": {"tensor": tensor} if tensor > 1 else {"pipeline": n},
         "engine": engine,
         "workload": {
             "prompt_tokens": int(row.prompt_tokens),

@@ -13,7 +13,54 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from simulator.measured import is_serving, load_rows, predict
+from simulator import catalog
+from simulator.measured import (
+    SERVING_SPLITS,
+    is_serving,
+    load_rows,
+    load_serving_rows,
+    predict,
+    row_config,
+)
+
+
+def test_more_serving_runs_split_before_any_error_was_seen() -> None:
+    """vllm_serving.csv (calibration/extract_iog_serving.py): three metrics per run, every
+    tensor-parallel run held out for validation, every one-GPU run of a catalogue model in
+    the fit, no run of measured.csv repeated, every row citing its result file."""
+    d = load_serving_rows()
+    assert set(d["split"]) <= set(SERVING_SPLITS)
+    assert (d.loc[d["tensor_parallel"] >= 2, "split"] == "validation").all()
+    assert (d.loc[d["tensor_parallel"] == 1, "split"] == "fit").all()
+    assert (d["tensor_parallel"] == d["gpu_count"]).all()  # TP over every GPU (the README)
+    models = catalog.shelf("models")
+    assert all(m in models for m in d["model_id"])
+    runs = d.groupby(["source", "repeat"])["metric_kind"].apply(sorted)
+    assert all(m == ["output_throughput_tok_s", "tpot_s", "ttft_s"] for m in runs)
+    assert (
+        d["source"]
+        .str.match(
+            r"github:IOG-Foundation/llm-inference-benchmarks@4990a80 results/vllm_\d+prompts"
+        )
+        .all()
+    )
+    old = set(load_rows(fit_only=False)["source"].dropna())
+    assert not old & set(d["source"])
+    assert d["row_id"].is_unique and not set(d["row_id"]) & set(load_rows(fit_only=False)["row_id"])
+
+
+def test_a_tensor_parallel_serving_row_runs_tensor_parallel() -> None:
+    d = load_serving_rows("validation")
+    row = next(r for r in d.itertuples() if r.tensor_parallel == 4)
+    cfg = row_config(row)
+    assert (cfg.tensor, len(cfg.gpus)) == (4, 4)
+    assert cfg.gpu_link is not None and cfg.gpu_link.id == row.gpu_link
+    assert cfg.arrival_rate == row.arrival_rate and cfg.requests == 200
+
+
+def test_an_unknown_split_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"split 'train'.*fit, validation, unusable"):
+        load_serving_rows("train")
 
 
 @pytest.mark.slow
