@@ -30,7 +30,15 @@ from simulator.analytic import single_stream
 from simulator.config import RunConfig
 from simulator.engine import Engine
 from simulator.export import write_atomic
-from simulator.measured import MEASURED_CSV, is_serving, load_rows, row_config, sharegpt_sigma
+from simulator.measured import (
+    MEASURED_CSV,
+    VLLM_SERVING_CSV,
+    is_serving,
+    load_rows,
+    load_serving_rows,
+    row_config,
+    sharegpt_sigma,
+)
 from simulator.metrics import summarize
 from simulator.placement import Placement, place
 from simulator.prefix_cache import PrefixState
@@ -312,16 +320,35 @@ def problem(profile_id: str, rows: pd.DataFrame) -> Problem:
     return Problem(profile_id, rows)
 
 
-def data_hash(path: Path = MEASURED_CSV) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def data_files(profile_id: str = "llama.cpp") -> tuple[Path, ...]:
+    """The files a profile is fitted to: measured.csv, and for vLLM also vllm_serving.csv."""
+    if profile_id in SERVING_PROFILES:
+        return (MEASURED_CSV, VLLM_SERVING_CSV)
+    return (MEASURED_CSV,)
+
+
+def data_hash(profile_id: str = "llama.cpp") -> str:
+    """sha256 of a profile's data files, read one after the other (for one file: its hash)."""
+    h = hashlib.sha256()
+    for path in data_files(profile_id):
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def load_fit_rows(profile_id: str) -> pd.DataFrame:
     """The rows a profile is fitted to. The vLLM serving rows of measured.csv carry an old
-    ``fit_excluded_reason`` (from before this fit existed) and are read regardless of it."""
+    ``fit_excluded_reason`` (from before this fit existed) and are read regardless of it; the
+    vLLM fit adds the ``fit`` split of vllm_serving.csv (one GPU, other models) after them, so
+    the 60 rows of measured.csv keep their places. Its tensor-parallel runs (``validation``)
+    are never fitted (``held_out_serving``)."""
     if profile_id in SERVING_PROFILES:
-        return load_rows(fit_only=False)
+        return pd.concat([load_rows(fit_only=False), load_serving_rows("fit")], ignore_index=True)
     return load_rows()
+
+
+def measured_row_ids() -> set[str]:
+    """The row ids of measured.csv (the serving fit's first 60 rows among them)."""
+    return set(load_rows(fit_only=False)["row_id"])
 
 
 def fit_profile(profile_id: str, rows: pd.DataFrame | None = None) -> Fit:
@@ -333,7 +360,7 @@ def fit_profile(profile_id: str, rows: pd.DataFrame | None = None) -> Fit:
     table = prob.rows[[*cols, "arrival_rate", "measured"]].copy()
     table["simulated"] = sim
     table["log_residual"] = np.log(sim / prob.measured)
-    return Fit(profile_id, prob.names, x, err, table, data_hash())
+    return Fit(profile_id, prob.names, x, err, table, data_hash(profile_id))
 
 
 def _fold(args: tuple[str, str, Any, pd.DataFrame]) -> pd.DataFrame:
@@ -384,6 +411,51 @@ def cross_validate_models(
     return _run_folds(profile_id, [("model_id", m) for m in models], rows, workers)
 
 
+def held_out_serving(
+    prof: EngineProfile | None = None, rows: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The vLLM serving runs never fitted (vllm_serving.csv split ``validation``: every
+    tensor-parallel run, 2-8 GPUs), predicted with ``prof`` (default: the committed calibrated
+    profile) through the same event-engine runs as the fit. One row per measurement."""
+    from simulator.profiles import profile as load_profile
+
+    prof = load_profile("vllm") if prof is None else prof
+    rows = load_serving_rows("validation") if rows is None else rows
+    prob = ServingProblem("vllm", rows)
+    sim = prob.simulate(np.array([prof.num(n) for n in prob.names]))
+    cols = ["row_id", "gpu", "gpu_count", "tensor_parallel", "model_id", "hf_model", "quant_id"]
+    out: pd.DataFrame = prob.rows[[*cols, "arrival_rate", "metric_kind", "measured"]].copy()
+    out["simulated"] = sim
+    out["rel_error"] = out["simulated"] / out["measured"] - 1
+    return out
+
+
+SERVING_HELD_OUT_GROUPS = {
+    "GPU x tensor degree": ["gpu", "tensor_parallel"],
+    "GPU x tensor degree x model": ["gpu", "tensor_parallel", "model_id", "quant_id"],
+    "GPU x tensor degree x request rate": ["gpu", "tensor_parallel", "arrival_rate"],
+}
+
+
+def serving_error_pivots(
+    pred: pd.DataFrame, groups: dict[str, list[str]]
+) -> dict[str, pd.DataFrame]:
+    """Per grouping: mean |simulated / measured - 1| per serving metric (columns), and the
+    number of runs (``runs``); ``all`` pools every row."""
+    p = pred.assign(abs_err=pred["rel_error"].abs())
+    out = {}
+    for name, by in {**groups, "all": []}.items():
+        if by:
+            t = p.pivot_table(index=by, columns="metric_kind", values="abs_err", aggfunc="mean")
+            t["runs"] = p[p["metric_kind"] == "tpot_s"].groupby(by).size()
+        else:
+            t = p.groupby("metric_kind")["abs_err"].mean().to_frame().T
+            t.index = ["all"]
+            t["runs"] = int((p["metric_kind"] == "tpot_s").sum())
+        out[name] = t
+    return out
+
+
 def _run_folds(
     profile_id: str,
     folds: list[tuple[str, Any]],
@@ -430,7 +502,14 @@ def params_toml(fit: Fit, date: str, ranges: dict[str, tuple[float, float]] | No
     lines = [
         "# Written by `sim calibrate`; never edited by hand.",
         f'profile = "{fit.profile}"',
-        'data = "calibration/data/measured.csv"',
+        "data = "
+        + (
+            '"calibration/data/measured.csv"'
+            if len(data_files(fit.profile)) == 1
+            else "["
+            + ", ".join(f'"calibration/data/{p.name}"' for p in data_files(fit.profile))
+            + "]"
+        ),
         f'data_sha256 = "{fit.data_sha256}"',
         f'date = "{date}"',
         f"rows = {len(res)}",

@@ -92,8 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument(
         "--held-out",
         action="store_true",
-        help="only predict the rows held out of the fit (2026 GPUs, builds, models) with the "
-        "committed parameters and print their errors; no fitting",
+        help="only predict the rows held out of the fit (2026 GPUs, builds, models; vLLM's "
+        "tensor-parallel serving runs) with the committed parameters and print their errors; "
+        "no fitting",
     )
     clm = sub.add_parser("claims", help="fact-check the guides' claims (published_claims.csv)")
     clm.add_argument("--json", action="store_true", help="a JSON list, one object per claim")
@@ -361,7 +362,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     if args.held_out:
         for pid in ids:
-            if pid not in calibrate.SERVING_PROFILES:
+            if pid in calibrate.SERVING_PROFILES:
+                print(_serving_held_out_text(calibrate.held_out_serving()))
+            else:
                 print(_held_out_text(pid, calibrate.held_out_predictions(pid)))
         return 0
     today = datetime.date.today().isoformat()
@@ -371,8 +374,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for pid in ids:
         fit = calibrate.fit_profile(pid)
         cv = calibrate.cross_validate(pid)
-        if pid not in calibrate.SERVING_PROFILES:
-            model_cv[pid] = calibrate.cross_validate_models(pid)
+        model_cv[pid] = calibrate.cross_validate_models(pid)
         ranges = calibrate.ranges_from_cv(cv)
         path = calibrate.write_params(fit, today, ranges)
         fitted.append((fit, cv, ranges))
@@ -406,6 +408,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 f"  overall, leave one {kind.replace('arrival_rate', 'rate')} out: "
                 + ", ".join(f"{k} {v:.1%}" for k, v in overall.items())
             )
+            if pid in calibrate.SERVING_PROFILES:  # the first 60 rows, comparable across fits
+                old = part[part["row_id"].isin(calibrate.measured_row_ids())]
+                first = old.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
+                print(
+                    f"    on the {len(old)} rows of measured.csv: "
+                    + ", ".join(f"{k} {v:.1%}" for k, v in first.items())
+                )
         if pid in model_cv:
             mtable = model_cv[pid].pivot_table(
                 index="model_id",
@@ -420,8 +429,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             )
             print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in moverall.items()))
             fitted_profile = profiles.uncalibrated(pid).with_params(**fit.params())
-            held_out[pid] = calibrate.held_out_predictions(pid, fitted_profile)
-            print(_held_out_text(pid, held_out[pid]))
+            if pid in calibrate.SERVING_PROFILES:
+                held_out[pid] = calibrate.held_out_serving(fitted_profile)
+                print(_serving_held_out_text(held_out[pid]))
+            else:
+                held_out[pid] = calibrate.held_out_predictions(pid, fitted_profile)
+                print(_held_out_text(pid, held_out[pid]))
         print(
             "  prediction ranges (simulated/measured, p10..p90): "
             + ", ".join(f"{k} {lo:.2f}..{hi:.2f}" for k, (lo, hi) in ranges.items())
@@ -435,6 +448,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
         print(f"report: {written[0]} and {len(written) - 1} figures")
     return 0
+
+
+def _serving_held_out_text(pred: Any) -> str:
+    """The never-fitted tensor-parallel serving runs' errors by GPU, tensor degree, model."""
+    from simulator import calibrate
+
+    lines = [
+        f"== vllm: {len(pred)} tensor-parallel serving rows never fitted, predicted out of "
+        "sample (mean |simulated / measured - 1|; runs per group)"
+    ]
+    groups = calibrate.SERVING_HELD_OUT_GROUPS
+    for name, wide in calibrate.serving_error_pivots(pred, groups).items():
+        lines.append(f"  by {name}:")
+        lines.append(wide.round(3).to_string())
+    return "\n".join(lines)
 
 
 def _held_out_text(profile_id: str, pred: Any) -> str:

@@ -25,7 +25,16 @@ import numpy as np
 import pandas as pd
 
 from simulator import claims as claims_mod
-from simulator.calibrate import FITTED, RANGE_QUANTILES, SERVING_METRICS, SERVING_PROFILES, Fit
+from simulator.calibrate import (
+    FITTED,
+    RANGE_QUANTILES,
+    SERVING_HELD_OUT_GROUPS,
+    SERVING_METRICS,
+    SERVING_PROFILES,
+    Fit,
+    measured_row_ids,
+    serving_error_pivots,
+)
 from simulator.claims import ClaimResult, claimed_text, fmt
 from simulator.export import write_atomic, write_atomic_bytes
 from simulator.profiles import uncalibrated
@@ -475,18 +484,45 @@ def serving_error_tables(cv: pd.DataFrame) -> dict[str, pd.DataFrame]:
     }
 
 
-def _serving_section(fit: Fit, cv: pd.DataFrame, figures: dict[str, bytes]) -> list[str]:
+def _pivot_markdown(title: str, table: pd.DataFrame) -> list[str]:
+    """A pivot of mean |error| per serving metric (and an optional ``runs`` count) as a
+    markdown table under a heading."""
+    cols = [m for m in SERVING_METRICS if m in table.columns]
+    runs = ["runs"] if "runs" in table.columns else []
+    names = [str(n) for n in table.index.names if n is not None] or [""]
+    out = [f"### {title}", ""]
+    out.append("| " + " | ".join(names + runs + [METRIC_NAMES[m] for m in cols]) + " |")
+    out.append("|" + "---|" * (len(names) + len(runs) + len(cols)))
+    for idx, row in table.iterrows():
+        keys = idx if isinstance(idx, tuple) else (idx,)
+        cells = [f"{k:g}" if isinstance(k, float) else str(k) for k in keys]
+        cells += [str(int(row["runs"]))] if runs else []
+        cells += [f"{row[m]:.1%}" for m in cols]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
+def _serving_section(
+    fit: Fit,
+    cv: pd.DataFrame,
+    figures: dict[str, bytes],
+    model_cv: pd.DataFrame | None = None,
+    held_out: pd.DataFrame | None = None,
+) -> list[str]:
     bounds = FITTED[fit.profile]
     start = uncalibrated(fit.profile)
-    runs = fit.rows.groupby(["gpu", "arrival_rate", "model_id"]).ngroups
+    runs = len(fit.rows) // max(fit.rows["metric_kind"].nunique(), 1)
     out = [
         f"## Fitted parameters: {fit.profile}",
         "",
         f"{len(fit.rows)} measured vLLM benchmark_serving rows ({runs} runs x mean TPOT, mean "
-        f"TTFT, output throughput) from {fit.rows['gpu'].nunique()} GPUs, each run simulated "
-        "by the event engine (Poisson arrivals, stratified lognormal ShareGPT lengths; see "
-        "DESIGN.md). Robust least squares (soft-L1) on log(simulated / measured); standard "
-        "errors from the Jacobian at the optimum.",
+        f"TTFT, output throughput) from {fit.rows['gpu'].nunique()} GPUs and "
+        f"{fit.rows['model_id'].nunique()} model architectures, one GPU each "
+        "(calibration/data/measured.csv and the fit split of vllm_serving.csv), each run "
+        "simulated by the event engine (Poisson arrivals, stratified lognormal ShareGPT "
+        "lengths; see DESIGN.md). Robust least squares (soft-L1) on log(simulated / measured); "
+        "standard errors from the Jacobian at the optimum.",
         "",
         "| parameter | fitted | std. error | bounds | starting value |",
         "|---|---|---|---|---|",
@@ -498,9 +534,10 @@ def _serving_section(fit: Fit, cv: pd.DataFrame, figures: dict[str, bytes]) -> l
         "",
         "### Errors",
         "",
-        "| metric | rows | fitted: mean \\|error\\| | leave one GPU out | leave one rate out "
+        "| metric | rows | fitted: mean \\|error\\| | leave one GPU out | leave one model out "
+        "| leave one rate out | tensor parallel, never fitted "
         "| p10 .. p90 simulated/measured, held out (prediction range) |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     fitted = {d["metric"]: d for d in error_table(fit.rows)}
     held = {d["metric"]: d for d in error_table(cv)}
@@ -508,41 +545,52 @@ def _serving_section(fit: Fit, cv: pd.DataFrame, figures: dict[str, bytes]) -> l
         part = cv[cv["fold"].str.startswith(kind + "=")]
         for d in error_table(part):
             held[f"{d['metric']}:{kind}"] = d
+    for kind, frame in (("model", model_cv), ("tp", held_out)):
+        if frame is not None:
+            for d in error_table(frame):
+                held[f"{d['metric']}:{kind}"] = d
     for metric in SERVING_METRICS:
         if metric not in fitted:
             continue
-        g = held.get(f"{metric}:gpu", {})
-        r = held.get(f"{metric}:arrival_rate", {})
+        cells = [
+            float(held.get(f"{metric}:{k}", {}).get("mean", np.nan))
+            for k in ("gpu", "model", "arrival_rate", "tp")
+        ]
         a = held[metric]
         out.append(
             f"| {METRIC_NAMES[metric]} | {fitted[metric]['rows']} | "
-            f"{float(fitted[metric]['mean']):.1%} | {float(g.get('mean', np.nan)):.1%} | "
-            f"{float(r.get('mean', np.nan)):.1%} | {float(a['p10']):.3f} .. {float(a['p90']):.3f} |"
+            f"{float(fitted[metric]['mean']):.1%} | "
+            + " | ".join(f"{c:.1%}" for c in cells)
+            + f" | {float(a['p10']):.3f} .. {float(a['p90']):.3f} |"
         )
+    gpu_old = cv[cv["fold"].str.startswith("gpu=") & cv["row_id"].isin(measured_row_ids())]
+    old = {str(d["metric"]): d for d in error_table(gpu_old)}
     out += [
         "",
-        "Leave one GPU out refits without any row of that GPU and predicts them; with only two "
-        "GPUs in the data, leave one request rate out (refit without every run at that rate) "
-        "is the second check. The prediction range pools both.",
+        "Leave one GPU out refits without any row of that GPU and predicts them; leave one "
+        "model out refits without every run of that model architecture (every GPU and rate); "
+        "leave one request rate out refits without every run at that rate. The prediction "
+        "range pools the GPU and rate folds. The tensor-parallel runs (2-8 GPUs, "
+        "vllm_serving.csv split validation) are never fitted: predicted with the fitted "
+        "parameters. Leave one GPU out on the "
+        f"{len(gpu_old) // max(len(old), 1)} rows per metric of measured.csv (the first fit's "
+        "data): " + ", ".join(f"{METRIC_NAMES[m]} {float(old[m]['mean']):.1%}" for m in old) + ".",
         "",
     ]
     for title, table in serving_error_tables(cv).items():
-        out += [f"### Held-out mean |error|: {title}", ""]
-        cols = [m for m in SERVING_METRICS if m in table.columns]
-        out.append(
-            "| "
-            + " | ".join(str(n) for n in table.index.names)
-            + " | "
-            + " | ".join(METRIC_NAMES[m] for m in cols)
-            + " |"
+        out += _pivot_markdown(f"Held-out mean |error|: {title}", table)
+    if model_cv is not None:
+        by_model = model_cv.assign(abs_err=_abs_rel(model_cv["simulated"], model_cv["measured"]))
+        table = by_model.pivot_table(
+            index="model_id", columns="metric_kind", values="abs_err", aggfunc="mean"
         )
-        out.append("|" + "---|" * (len(table.index.names) + len(cols)))
-        for idx, row in table.iterrows():
-            keys = idx if isinstance(idx, tuple) else (idx,)
-            cells = [f"{k:g}" if isinstance(k, float) else str(k) for k in keys]
-            cells += [f"{row[m]:.1%}" for m in cols]
-            out.append("| " + " | ".join(cells) + " |")
-        out.append("")
+        out += _pivot_markdown("Held-out mean |error|: leave one model out, by model", table)
+    if held_out is not None:
+        for name, table in serving_error_pivots(held_out, SERVING_HELD_OUT_GROUPS).items():
+            if name != "all":
+                out += _pivot_markdown(
+                    f"Tensor-parallel runs, never fitted: mean |error| by {name}", table
+                )
     for name in figures:
         out.append(f"![{name}]({FIGURES}/{name})")
         out.append("")
@@ -644,7 +692,13 @@ def render(
         if pid in now:
             fit, cv = now[pid]
             if pid in SERVING_PROFILES:
-                lines += _serving_section(fit, cv, figures.get(pid, {}))
+                lines += _serving_section(
+                    fit,
+                    cv,
+                    figures.get(pid, {}),
+                    (model_cv or {}).get(pid),
+                    (held_out or {}).get(pid),
+                )
             else:
                 lines += _fit_section(
                     fit,

@@ -19,7 +19,9 @@ def test_fit_reproduces_committed_parameters(
 ) -> None:
     path = CALIBRATED_DIR / f"{profile_id}.toml"
     committed = tomllib.loads(path.read_text())
-    assert committed["data_sha256"] == calibrate.data_hash(), "data changed: rerun sim calibrate"
+    assert committed["data_sha256"] == calibrate.data_hash(profile_id), (
+        "data changed: rerun sim calibrate"
+    )
     fit = calibrate.fit_profile(profile_id)
     for name, value in fit.params().items():
         want = committed["parameters"][name]["value"]

@@ -126,3 +126,49 @@ def test_report_has_the_held_out_tables(tmp_path: Path) -> None:
     assert "| dgx-spark | decode | 1 | 10.0% | 10.0% |" in text
     assert "| pp d>32k | prompt | 1 | 50.0% | 50.0% |" in text
     assert "| superseded build | prompt | 1 | 50.0% | 50.0% |" in text
+
+
+def test_serving_section_reports_every_held_out_kind() -> None:
+    """The vLLM section: the errors table has a column per held-out kind, and the
+    tensor-parallel tables average |error| per GPU x tensor degree (x model) with run counts."""
+    metrics = ["tpot_s", "ttft_s", "output_throughput_tok_s"]
+
+    def frame(ids: list[str], ratio: float, **cols: object) -> pd.DataFrame:
+        n = len(ids) * 3
+        d = pd.DataFrame(
+            {
+                "row_id": [i for i in ids for _ in metrics],
+                "metric_kind": metrics * len(ids),
+                "measured": np.ones(n),
+                "simulated": np.full(n, ratio),
+                "gpu": "rtx4090",
+                "gpu_count": 1,
+                "model_id": "llama-3-8b",
+                "arrival_rate": 4.0,
+            }
+        )
+        return d.assign(**cols)
+
+    rows = frame(["m001", "v1"], 1.05)
+    rows["log_residual"] = np.log(rows["simulated"])
+    names = list(FITTED["vllm"])
+    fit = Fit("vllm", names, np.ones(len(names)) * 0.5, np.zeros(len(names)), rows, "x")
+    cv = pd.concat(
+        [frame(["m001"], 1.1, fold="gpu=rtx4090"), frame(["m001"], 1.2, fold="arrival_rate=4.0")]
+    )
+    model_cv = frame(["m001", "v1"], 0.7, fold="model_id=llama-3-8b")
+    tp = pd.concat(
+        [
+            frame(["v2"], 1.5, gpu_count=2, tensor_parallel=2, quant_id="F16"),
+            frame(["v3"], 0.9, gpu_count=4, tensor_parallel=4, quant_id="F16"),
+        ]
+    )
+    tp["rel_error"] = tp["simulated"] / tp["measured"] - 1
+    text = "\n".join(report._serving_section(fit, cv, {}, model_cv, tp))
+    assert "| mean TPOT | 2 | 5.0% | 10.0% | 30.0% | 20.0% | 30.0% |" in text
+    assert "Tensor-parallel runs, never fitted: mean |error| by GPU x tensor degree" in text
+    assert "| rtx4090 | 2 | 1 | 50.0% | 50.0% | 50.0% |" in text
+    assert "| rtx4090 | 4 | 1 | 10.0% | 10.0% | 10.0% |" in text
+    assert "leave one model out, by model" in text
+    assert "Leave one GPU out on the 1 rows per metric of measured.csv" in text
+    assert "mean TPOT 10.0%" in text

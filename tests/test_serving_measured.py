@@ -1,15 +1,17 @@
-"""Simulated vs measured vLLM serving runs (benchmark_serving, Poisson arrivals): the error table.
+"""Measured vLLM serving runs (benchmark_serving, Poisson arrivals) and the error tables.
 
-The rows are 1x RTX 4090 and 1x H100 PCIe serving Llama-3-8B-class models at 1-32 requests/s
-(calibration/data/measured.csv, profile vllm). The vllm profile is not fitted to them: these
-are predictions from its starting values. Each request is simulated at the ShareGPT mean
-lengths (the runs' length distributions were not published), which is why output throughput
-at saturation (16-32 req/s, where a few long requests set the run's duration) is
-over-predicted. Run with -s to see the table.
+The first 60 rows (calibration/data/measured.csv) are 1x RTX 4090 and 1x H100 PCIe serving
+Llama-3-8B-class models at 1-32 requests/s; vllm_serving.csv adds 8 other models at one GPU
+(fitted) and 50 tensor-parallel runs on 2-8 RTX 4090 and 2 H100 PCIe (never fitted). Each
+request is simulated with stratified lognormal ShareGPT lengths around the run's means (the
+per-request lengths were not published). Run the slow tests with -s to see the tables.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -99,3 +101,46 @@ def test_vllm_serving_rows_error_table() -> None:
     assert mae["tpot_s"] < 0.08
     assert mae["ttft_s"] < 0.15
     assert mae["output_throughput_tok_s"] < 0.12
+
+
+@pytest.mark.slow
+def test_vllm_held_out_error_tables(cross_validation: Callable[[str], pd.DataFrame]) -> None:
+    """The vLLM fit's held-out errors, printed (-s): leave one GPU out, leave one request rate
+    out (the session's cross-validation), leave one model out (refits without each model
+    architecture) and the tensor-parallel runs that are never fitted, by GPU x tensor degree x
+    model; mean |error| per metric. Every tensor-parallel run is predicted and none of them is
+    a row of the fit."""
+    from simulator import calibrate
+
+    cv = cross_validation("vllm")
+    models = calibrate.cross_validate_models("vllm")
+    tp = calibrate.held_out_serving()
+    fit_ids = set(calibrate.load_fit_rows("vllm")["row_id"])
+    assert not fit_ids & set(tp["row_id"])
+    assert len(tp) == len(load_serving_rows("validation")) and (tp["tensor_parallel"] >= 2).all()
+    assert np.isfinite(tp["simulated"]).all() and (tp["simulated"] > 0).all()
+
+    def mae(frame: pd.DataFrame) -> dict[str, float]:
+        err = frame.groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
+        return {str(k): round(float(v), 3) for k, v in err.items()}
+
+    with pd.option_context("display.width", 200, "display.max_rows", 200):
+        for kind in ("gpu", "arrival_rate"):
+            part = cv[cv["fold"].str.startswith(kind + "=")]
+            print(f"\nleave one {kind} out:", mae(part))
+            first = part[part["row_id"].isin(calibrate.measured_row_ids())]
+            print("  on the rows of measured.csv:", mae(first))
+        print("leave one model out:", mae(models))
+        print(
+            models.pivot_table(
+                index="model_id",
+                columns="metric_kind",
+                values="rel_error",
+                aggfunc=lambda e: e.abs().mean(),
+            ).round(3)
+        )
+        groups = calibrate.SERVING_HELD_OUT_GROUPS
+        for name, table in calibrate.serving_error_pivots(tp, groups).items():
+            print(f"tensor parallel, never fitted, by {name}:")
+            print(table.round(3).to_string())
+    assert set(models["model_id"]) == set(cv["model_id"])  # a fold per model architecture
