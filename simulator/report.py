@@ -560,7 +560,7 @@ def _serving_section(
         out.append(
             f"| {METRIC_NAMES[metric]} | {fitted[metric]['rows']} | "
             f"{float(fitted[metric]['mean']):.1%} | "
-            + " | ".join(f"{c:.1%}" for c in cells)
+            + " | ".join("not run" if np.isnan(c) else f"{c:.1%}" for c in cells)
             + f" | {float(a['p10']):.3f} .. {float(a['p90']):.3f} |"
         )
     gpu_old = cv[cv["fold"].str.startswith("gpu=") & cv["row_id"].isin(measured_row_ids())]
