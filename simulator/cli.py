@@ -374,7 +374,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for pid in ids:
         fit = calibrate.fit_profile(pid)
         cv = calibrate.cross_validate(pid)
-        model_cv[pid] = calibrate.cross_validate_models(pid)
+        by_model = calibrate.cross_validate_models(pid)
+        if not by_model.empty:
+            model_cv[pid] = by_model
         ranges = calibrate.ranges_from_cv(cv)
         path = calibrate.write_params(fit, today, ranges)
         fitted.append((fit, cv, ranges))
@@ -428,13 +430,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 model_cv[pid].groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
             )
             print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in moverall.items()))
-            fitted_profile = profiles.uncalibrated(pid).with_params(**fit.params())
-            if pid in calibrate.SERVING_PROFILES:
-                held_out[pid] = calibrate.held_out_serving(fitted_profile)
-                print(_serving_held_out_text(held_out[pid]))
-            else:
-                held_out[pid] = calibrate.held_out_predictions(pid, fitted_profile)
-                print(_held_out_text(pid, held_out[pid]))
+        fitted_profile = profiles.uncalibrated(pid).with_params(**fit.params())
+        if pid in calibrate.SERVING_PROFILES:
+            held_out[pid] = calibrate.held_out_serving(fitted_profile)
+            print(_serving_held_out_text(held_out[pid]))
+        else:
+            held_out[pid] = calibrate.held_out_predictions(pid, fitted_profile)
+            print(_held_out_text(pid, held_out[pid]))
         print(
             "  prediction ranges (simulated/measured, p10..p90): "
             + ", ".join(f"{k} {lo:.2f}..{hi:.2f}" for k, (lo, hi) in ranges.items())
