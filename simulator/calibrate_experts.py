@@ -77,13 +77,21 @@ def row_config(row: pd.Series) -> dict[str, Any]:
     }
 
 
+METRICS = ("decode_tok_s", "prefill_tok_s", "output_throughput_tok_s")
+
+
 def _simulated(cfg: cfgmod.RunConfig, metric: str) -> float:
+    """The row's metric for one request. ``output_throughput_tok_s`` is output tokens over the
+    whole request (prompt + decode): what a client timing one non-streaming request sees
+    (llmfit's ``bench`` against an OpenAI-compatible server, for instance)."""
     s = single_stream(cfg)
     if metric == "decode_tok_s":
         return (cfg.output_tokens - (1 if cfg.prompt_tokens else 0)) / s.decode_s
     if metric == "prefill_tok_s":
         return cfg.prompt_tokens / s.prefill_s
-    raise ValueError(metric)
+    if metric == "output_throughput_tok_s":
+        return cfg.output_tokens / (s.prefill_s + s.decode_s)
+    raise ValueError(f"metric_kind {metric!r}: valid choices are {', '.join(METRICS)}")
 
 
 Usable = tuple[str, str, cfgmod.RunConfig, str, float]  # row_id, rig, config, metric, measured
