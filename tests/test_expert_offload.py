@@ -215,3 +215,25 @@ def test_request_throughput_rows_count_the_prompt_as_the_engine_does() -> None:
     assert request < 0.95 * _simulated(cfg, "decode_tok_s")
     with pytest.raises(ValueError, match=r"metric_kind 'tpot'.*decode_tok_s"):
         _simulated(cfg, "tpot")
+
+
+def test_implied_efficiency_reproduces_the_row_and_orders_fast_hosts_higher() -> None:
+    """The per-row diagnostic: simulating a row at its implied efficiency gives its measured
+    value back, and a faster measurement needs a higher efficiency."""
+    import pandas as pd
+
+    from simulator.calibrate_experts import (
+        DATA_CSV,
+        _simulate_at,
+        implied_efficiency,
+        row_config,
+    )
+
+    row = pd.read_csv(DATA_CSV).iloc[0]
+    cfg = cfgmod.resolve(row_config(row))
+    metric, measured = str(row["metric_kind"]), float(row["measured"])
+    eff = implied_efficiency(cfg, metric, measured)
+    assert _simulate_at([("", "", cfg, metric, measured)], eff)[0] == pytest.approx(
+        measured, rel=1e-3
+    )
+    assert implied_efficiency(cfg, metric, 1.2 * measured) > 1.1 * eff
