@@ -77,13 +77,21 @@ def row_config(row: pd.Series) -> dict[str, Any]:
     }
 
 
+METRICS = ("decode_tok_s", "prefill_tok_s", "output_throughput_tok_s")
+
+
 def _simulated(cfg: cfgmod.RunConfig, metric: str) -> float:
+    """The row's metric for one request. ``output_throughput_tok_s`` is output tokens over the
+    whole request (prompt + decode): what a client timing one non-streaming request sees
+    (llmfit's ``bench`` against an OpenAI-compatible server, for instance)."""
     s = single_stream(cfg)
     if metric == "decode_tok_s":
         return (cfg.output_tokens - (1 if cfg.prompt_tokens else 0)) / s.decode_s
     if metric == "prefill_tok_s":
         return cfg.prompt_tokens / s.prefill_s
-    raise ValueError(metric)
+    if metric == "output_throughput_tok_s":
+        return cfg.output_tokens / (s.prefill_s + s.decode_s)
+    raise ValueError(f"metric_kind {metric!r}: valid choices are {', '.join(METRICS)}")
 
 
 Usable = tuple[str, str, cfgmod.RunConfig, str, float]  # row_id, rig, config, metric, measured
@@ -147,7 +155,40 @@ def fit_expert_path(data: pd.DataFrame | None = None) -> ScalarFit:
     )
 
 
+IMPLIED_BOUNDS = (0.02, 2.0)  # wider than BOUNDS: a row may need more than the peak
+
+
+def implied_efficiency(cfg: cfgmod.RunConfig, metric: str, measured: float) -> float:
+    """The ``expert_host_efficiency`` at which this one row is simulated exactly: the per-row
+    residual in the fit's own unit (one efficiency fits every row only if these agree). Above
+    1 the row is faster than the host memory's peak allows; at the bounds, out of reach."""
+
+    def loss(eff: float) -> float:
+        return math.log(_simulate_at([("", "", cfg, metric, measured)], eff)[0] / measured) ** 2
+
+    return golden_section(loss, IMPLIED_BOUNDS, iterations=50)
+
+
+def implied_table(data: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every simulable row that enters ``expert_host_efficiency`` (fitted and held out, not the
+    prompt rows or the control, where it does not enter) with its implied efficiency."""
+    df = pd.read_csv(DATA_CSV) if data is None else data
+    out = []
+    for _, row in df.iterrows():
+        cpu = int(row["cpu_moe_layers"]) > 0 and row["metric_kind"] != "prefill_tok_s"
+        try:
+            cfg = cfgmod.resolve(row_config(row))
+        except (ConfigError, CannotRun):
+            continue
+        if cpu:
+            eff = implied_efficiency(cfg, str(row["metric_kind"]), float(row["measured"]))
+            out.append({"row_id": row["row_id"], "rig": row["rig"], "implied": round(eff, 3)})
+    return pd.DataFrame(out)
+
+
 def main() -> int:
+    print("implied expert_host_efficiency per row (the value that row alone needs):")
+    print(implied_table().to_string(index=False))
     return report_and_write(
         fit_expert_path(),
         name=FITTED,

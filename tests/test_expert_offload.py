@@ -195,3 +195,45 @@ def test_expert_fit_cross_validates_by_rig_and_never_fits_excluded_rows() -> Non
     # rig a is predicted by rig b's fit alone (0.6: too fast), and rig b by rig a's (0.3: too slow)
     assert ratio["a"] > 1.05 and ratio["b"] < 0.95
     assert fit.cv_mean_abs_rel_error is not None and fit.cv_mean_abs_rel_error > 0.05
+
+
+def test_request_throughput_rows_count_the_prompt_as_the_engine_does() -> None:
+    """A row measured as output tokens over one whole request (llmfit's bench) is simulated as
+    output / (prefill + decode): the engine's own output_throughput_tok_s for one request,
+    below pure decode when the prompt copies the host-resident experts over PCIe."""
+    import pandas as pd
+
+    from simulator.calibrate_experts import DATA_CSV, _simulated, row_config
+
+    data = pd.read_csv(DATA_CSV)
+    row = data[data["metric_kind"] == "output_throughput_tok_s"].iloc[0]
+    assert int(row["prompt_tokens"]) >= OP_OFFLOAD_MIN_BATCH_TOKENS
+    cfg = cfgmod.resolve(row_config(row))
+    request = _simulated(cfg, "output_throughput_tok_s")
+    engine = evaluate(cfg)["metrics"]["output_throughput_tok_s"]
+    assert request == pytest.approx(engine, rel=0.01)
+    assert request < 0.95 * _simulated(cfg, "decode_tok_s")
+    with pytest.raises(ValueError, match=r"metric_kind 'tpot'.*decode_tok_s"):
+        _simulated(cfg, "tpot")
+
+
+def test_implied_efficiency_reproduces_the_row_and_orders_fast_hosts_higher() -> None:
+    """The per-row diagnostic: simulating a row at its implied efficiency gives its measured
+    value back, and a faster measurement needs a higher efficiency."""
+    import pandas as pd
+
+    from simulator.calibrate_experts import (
+        DATA_CSV,
+        _simulate_at,
+        implied_efficiency,
+        row_config,
+    )
+
+    row = pd.read_csv(DATA_CSV).iloc[0]
+    cfg = cfgmod.resolve(row_config(row))
+    metric, measured = str(row["metric_kind"]), float(row["measured"])
+    eff = implied_efficiency(cfg, metric, measured)
+    assert _simulate_at([("", "", cfg, metric, measured)], eff)[0] == pytest.approx(
+        measured, rel=1e-3
+    )
+    assert implied_efficiency(cfg, metric, 1.2 * measured) > 1.1 * eff

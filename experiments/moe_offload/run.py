@@ -205,7 +205,8 @@ def numbers(tables: dict[str, pd.DataFrame]) -> str:
             extra += f" Prompt rows (the PCIe copy path, not fitted): off by {mare(prompt):.0%}."
         out.append(
             f"* **Measured** (`measured.csv`, crosses in the bottom row of the plot): "
-            f"{len(fitted)} published --n-cpu-moe decode rows on {fitted['rig'].nunique()} "
+            f"{len(fitted)} published --n-cpu-moe rows (decode tok/s; one request's output "
+            f"tok/s where that is what was measured) on {fitted['rig'].nunique()} "
             f"machines, simulated at the fitted `expert_host_efficiency` with mean "
             f"|sim/meas - 1| = {mare(fitted):.0%} in-sample (leave-one-machine-out: see `python "
             "-m simulator.calibrate_experts`)." + extra + " The N = 0 control is printed apart:"
@@ -262,13 +263,17 @@ def plots(tables: dict[str, pd.DataFrame]) -> None:
         fits = s["status"] == "ok"
         ax.plot(s["cpu_moe_layers"], s["decode_tok_s"].where(fits), "o-", ms=3, color="C2",
                 label="simulated")  # fmt: skip
-        rows = m[
-            (m["metric_kind"] == "decode_tok_s")
-            & (m["gpu"] == changes["hardware.gpus"][0])
+        here = m[
+            (m["gpu"] == changes["hardware.gpus"][0])
             & (m["model_id"] == changes["model.name"])
             & (m["host_memory"] == changes["hardware.host_memory"])
         ]
+        rows = here[here["metric_kind"] == "decode_tok_s"]
         ax.plot(rows["cpu_moe_layers"], rows["measured"], "kx", ms=9, mew=2, label="measured")
+        whole = here[here["metric_kind"] == "output_throughput_tok_s"]
+        if not whole.empty:  # output tok/s over the whole request (prompt + decode)
+            ax.plot(whole["cpu_moe_layers"], whole["measured"], "k+", ms=10, mew=2,
+                    label="measured, whole request")  # fmt: skip
         ax.set_title(setup, fontsize=8)
         ax.set_xlabel("cpu_moe_layers", fontsize=8)
     for ax in axes.flat:
