@@ -476,8 +476,11 @@ class Scheduler:
             if self.cache is not None:
                 self.cache.allocate(grown)
         if finished:
-            done = set(finished)  # identity: Sequence compares by id
-            self.running = [q for q in self.running if q not in done]
+            if len(finished) == 1:  # the usual case: one C-level scan, in place
+                self.running.remove(finished[0])  # identity: Sequence compares by id
+            else:
+                done = set(finished)
+                self.running = [q for q in self.running if q not in done]
             for q in finished:
                 self._release(q)
         self.carried = (total, head if uniform else -1, most, counts, top) if self.running else None
@@ -513,8 +516,11 @@ class Scheduler:
                 ):
                     finished.append(seq)
         if finished:
-            done = set(finished)  # identity: Sequence compares by id
-            self.running = [q for q in self.running if q not in done]
+            if len(finished) == 1:  # the usual case: one C-level scan, in place
+                self.running.remove(finished[0])  # identity: Sequence compares by id
+            else:
+                done = set(finished)
+                self.running = [q for q in self.running if q not in done]
             for q in finished:
                 self._release(q)
         return emitted, finished
