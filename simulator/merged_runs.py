@@ -133,7 +133,8 @@ class RunBooker:
         the last step booked, steps booked). The occupancy after the last step is the
         caller's to book, after the scheduler has finished its sequences."""
         n = run.sequences
-        free, total = run.free_blocks, sched.total_blocks or 0
+        paged = run.free_blocks is not None
+        free, total = run.free_blocks or 0, sched.total_blocks or 0
         share_of_slots = float(n) / (sched.settings.max_num_seqs or 1)
         bucket = CONTEXT_BUCKET_TOKENS
         uniform, csum, steps = run.uniform_context, run.context_sum, run.steps
@@ -147,6 +148,7 @@ class RunBooker:
         last_ctx, reps = -1, 0
         end = start
         k = 0
+        need = counts[0] if paged else 0  # blocks the next step takes (it fits: checked)
         done = False
         while not done:
             # a stretch of steps at one context: all of them (uniform contexts move every
@@ -159,7 +161,7 @@ class RunBooker:
                 # step (that - csum) / n; the step at it (a tie) starts a stretch of its own
                 rest = (ctx + bucket // 2) * n - csum
                 stretch = max(1, -(-rest // n) - k)
-            stretch = min(stretch, steps - k)
+            stop = min(k + stretch, steps)
             if ctx != last_ctx:
                 if reps:
                     repeat(ops, reps)
@@ -168,34 +170,44 @@ class RunBooker:
                     prog = self.program(replica, ctx, n)
                 incs, overhead, ops = prog
                 last_ctx, reps = ctx, 0
-            for _ in range(stretch):
-                if free is not None:
-                    free -= counts[-k % block]  # fits: checked before the step
-                t = start
-                for inc in incs:
-                    t += inc
+            one = len(incs) == 1
+            inc0 = incs[0]
+            first = k
+            while True:  # the steps of the stretch: the fast path's float operations
+                if one:
+                    t = start + inc0
+                else:
+                    t = start
+                    for inc in incs:
+                        t += inc
                 end = start + ((t - start) + overhead)
                 durations.append(end - start)
                 ends.append(end)
                 k += 1
-                reps += 1
                 if k == steps or horizon <= end:
                     done = True
                     break
-                if free is not None:
-                    if counts[-k % block] > free:
+                # (the last step's share is booked after its finishes, by the caller)
+                if paged:
+                    free -= need
+                    need = counts[-k % block]
+                    if need > free:
                         done = True
                         break  # the next step preempts: the general path decides it
-                    # (the last step's share is booked after its finishes)
                     shares.append(1.0 - free / total if total else 0.0)
                 else:
                     shares.append(share_of_slots)
                 start = end
+                if k == stop:
+                    break
+            reps += k - first
         repeat(ops, reps)
         step_s, batch, kv_time, kv_replica, kv_share = self.series
-        step_s.extend(durations)
-        batch.extend([n] * k)
-        kv_time.extend(ends[:-1])
-        kv_replica.extend([replica] * (k - 1))
-        kv_share.extend(shares)
+        # (``fromlist``: about twice as fast as ``extend`` from a list, the same values)
+        step_s.fromlist(durations)
+        batch.fromlist([n] * k)
+        ends.pop()
+        kv_time.fromlist(ends)
+        kv_replica.fromlist([replica] * (k - 1))
+        kv_share.fromlist(shares)
         return end, k

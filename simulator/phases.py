@@ -14,7 +14,7 @@ detail add up to the same durations.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from simulator import costs, expert_offload, speculative, units
 from simulator import model as mm
@@ -44,34 +44,60 @@ def part_tokens(parts: tuple[Part, ...]) -> int:
     return sum(n * s for n, _, s in parts)
 
 
+# one part's share of a layer's work: its work without weights, its score pairs (prompt parts)
+PartWork = tuple[mm.Work, float]
+
+
+def part_layer_work(cfg: RunConfig, layer: int, part: Part) -> PartWork:
+    """One part of a micro-batch in decoder layer ``layer``: its work without the weights
+    (read once for the batch) and, for a prompt part, its (query, key) score pairs."""
+    m = cfg.model
+    n, ctx, seqs = part
+    w = mm.layer_work(
+        m,
+        cfg.quant,
+        layer,
+        n,
+        ctx,
+        sequences=seqs,
+        kv_dtype_bytes=cfg.kv_dtype_bytes,
+        causal_skip=cfg.flash_attention,
+    )
+    pairs = 0.0
+    if n > 1 and not m.layer_is_linear(layer):  # linear attention scores no (query, key) pairs
+        pairs = mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
+    return replace(w, weight_bytes=0.0), pairs
+
+
 def batch_layer_work(
-    cfg: RunConfig, layer: int, parts: tuple[Part, ...]
+    cfg: RunConfig,
+    layer: int,
+    parts: tuple[Part, ...],
+    memo: dict[tuple[int, Part], PartWork] | None = None,
 ) -> tuple[mm.Work, float, bool]:
     """Work of one decoder layer for a micro-batch: (work, score pairs of prompt parts, prompt?).
 
     The weights (for MoE: the experts the whole batch hits) are read once for all parts.
+    ``memo``: each part's share by (layer, part), a pure function of the inputs the stage
+    costs share (mixed batches repeat their decode and prompt parts in many combinations).
     """
     m, q = cfg.model, cfg.quant
     tokens = part_tokens(parts)
     total = mm.Work()
     pairs = 0.0
     prompt = False
-    for n, ctx, seqs in parts:
-        w = mm.layer_work(
-            m,
-            q,
-            layer,
-            n,
-            ctx,
-            sequences=seqs,
-            kv_dtype_bytes=cfg.kv_dtype_bytes,
-            causal_skip=cfg.flash_attention,
-        )
-        total = total + replace(w, weight_bytes=0.0)  # weights: once for the batch, below
-        if n > 1:
+    for part in parts:
+        hit = memo.get((layer, part)) if memo is not None else None
+        if hit is None:
+            hit = part_layer_work(cfg, layer, part)
+            if memo is not None:
+                memo[(layer, part)] = hit
+        w, part_pairs = hit
+        total = total + w  # weights: once for the batch, below
+        if part[0] > 1:
             prompt = True
-            if not m.layer_is_linear(layer):  # linear attention scores no (query, key) pairs
-                pairs += mm.attention_pairs(n, mm.kv_cached_tokens(m, ctx, layer), False) * seqs
+            if part_pairs:
+                pairs += part_pairs
     weights = mm.batch_weight_bytes(m, q, layer, tokens)
     return total + mm.Work(weight_bytes=weights), pairs, prompt
 
@@ -110,6 +136,10 @@ class SharedCosts:
     stages: dict[tuple[object, ...], StageCost]
     phases: dict[tuple[object, ...], object]
     host_layers: dict[tuple[object, ...], float]  # offloaded layers' CPU time per micro-batch
+    # each part's share of a layer's work (``batch_layer_work``) and the output head's kernel
+    # time by logits and GPUs (``StageCoster._compute``)
+    parts: dict[tuple[int, Part], PartWork] = field(default_factory=dict)
+    heads: dict[tuple[object, ...], float] = field(default_factory=dict)
 
 
 # Shared by every config with the same stage-cost inputs (a sweep's points that differ only in
@@ -351,7 +381,7 @@ class StageCoster:
         for group, count in groups.items():
             cpu = group[1]
             layer = next(i for i in stage.layers if kind_of(i) == group)
-            work, pairs, prompt = batch_layer_work(cfg, layer, parts)
+            work, pairs, prompt = batch_layer_work(cfg, layer, parts, self.shared.parts)
             if cpu:  # the GPU runs the layer without its routed experts
                 ew = mm.routed_expert_work(m, q, layer, tokens)
                 work = replace(
@@ -404,10 +434,15 @@ class StageCoster:
             )
         head_s = 0.0
         if stage.holds_output and logits > 0:
-            w = mm.output_work(m, q, logits)
-            head_s = max(
-                costs.kernel_time(w, gpu, prof, logits, compute_share=1 / t).seconds for gpu in gpus
-            )
+            head_key = (self.stage_key(stage), logits)
+            head = self.shared.heads.get(head_key)
+            if head is None:
+                w = mm.output_work(m, q, logits)
+                head = self.shared.heads[head_key] = max(
+                    costs.kernel_time(w, gpu, prof, logits, compute_share=1 / t).seconds
+                    for gpu in gpus
+                )
+            head_s = head
         return StageCost(
             compute_s=sum(c.compute_s * k for c, k in layer_costs) + head_s,
             compute_bound_s=sum(c.compute_bound_s * k for c, k in layer_costs),

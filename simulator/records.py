@@ -133,7 +133,8 @@ class RequestTable(Sequence[RequestRecord]):
         """Request ``i``'s token steps (flat [start, end) pairs), stored once."""
         self.seg_at[i] = len(self.segments)
         self.seg_len[i] = len(token_steps)
-        self.segments.extend(token_steps)
+        # (``fromlist``: about twice as fast as ``extend`` from a list, the same values)
+        self.segments.fromlist(token_steps if type(token_steps) is list else list(token_steps))
 
     def finish(self, i: int, end_s: float, preemptions: int, token_steps: list[int]) -> None:
         self.end_s[i] = end_s

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from simulator.errors import CannotRun
 from simulator.prefix_cache import PrefixCache
@@ -75,9 +75,10 @@ class Sequence:
         return self.prompt_left == 0 and self.generated >= self.target_tokens
 
 
-@dataclass(slots=True)
-class Chunk:
-    """Work for one sequence in one step: ``tokens`` new tokens after ``context`` cached ones."""
+class Chunk(NamedTuple):
+    """Work for one sequence in one step: ``tokens`` new tokens after ``context`` cached ones.
+    (A tuple: :meth:`Scheduler.schedule` builds the decode chunks of a step with
+    ``tuple.__new__``, without a Python-level constructor per sequence.)"""
 
     seq: Sequence
     tokens: int
@@ -213,7 +214,7 @@ class Scheduler:
 
     def schedule(self) -> list[Chunk]:
         """The next step's chunks (empty when there is nothing to run)."""
-        self.carried = None
+        batch, self.carried = self.carried, None
         s = self.settings
         budget: float = s.max_batched_tokens
         if (
@@ -229,7 +230,34 @@ class Scheduler:
         prefilling = s.policy == "static" and any(q.prompt_left > 0 for q in self.running)
         preempted = False
         evicted: set[int] = set()
-        for seq in list(self.running):
+        running = self.running
+        if batch is not None and s.policy != "static" and len(running) <= budget:
+            # every running sequence decodes (``decode_run`` scanned them just now) and gets
+            # its token within the budget: the loop below in aggregate, unless a sequence at
+            # a block boundary finds no free block (a preemption) or the cache's end
+            free = self.free_blocks
+            grow = batch[3][0] if free is not None else 0  # sequences at a block boundary
+            if free is None or (
+                grow <= free
+                and self.total_blocks is not None
+                and batch[4] < self.total_blocks * block
+            ):
+                new = tuple.__new__
+                if grow:
+                    for q in running:
+                        c = q.computed
+                        if c % block == 0:
+                            q.blocks += 1
+                        chunks.append(new(Chunk, (q, 1, c, False)))
+                    assert free is not None
+                    self.free_blocks = free - grow
+                    if self.cache is not None:  # as ``grow`` calls of allocate(1) would
+                        self.cache.allocate(grow)
+                else:
+                    chunks = [new(Chunk, (q, 1, q.computed, False)) for q in running]
+                budget -= len(running)
+                running = []  # done: the loop below has nothing left to do
+        for seq in list(running):
             if budget <= 0:
                 break
             if evicted and id(seq) in evicted:  # preempted below to make room for an earlier one
@@ -328,9 +356,11 @@ class Scheduler:
         n = len(self.running)
         if not n or s.policy == "static" or n > s.max_batched_tokens:
             return None
-        batch = self.carried if self.carried is not None else self.scan()
+        batch = self.carried
         if batch is None:
-            return None
+            batch = self.carried = self.scan()  # (``schedule`` reads it too)
+            if batch is None:
+                return None
         total, first, steps, counts, top = batch
         block = s.block_size
         free = self.free_blocks
@@ -446,8 +476,11 @@ class Scheduler:
             if self.cache is not None:
                 self.cache.allocate(grown)
         if finished:
-            done = set(finished)  # identity: Sequence compares by id
-            self.running = [q for q in self.running if q not in done]
+            if len(finished) == 1:  # the usual case: one C-level scan, in place
+                self.running.remove(finished[0])  # identity: Sequence compares by id
+            else:
+                done = set(finished)
+                self.running = [q for q in self.running if q not in done]
             for q in finished:
                 self._release(q)
         self.carried = (total, head if uniform else -1, most, counts, top) if self.running else None
@@ -478,11 +511,16 @@ class Scheduler:
                     seg[-1] = step + 1
                 else:
                     seg += (step, step + 1)
-                if seq.prompt_left == 0 and seq.generated >= seq.target_tokens:
+                if seq.prompt_left == 0 and seq.generated >= (
+                    seq.output_tokens if seq.output_tokens > 0 else 1  # target_tokens
+                ):
                     finished.append(seq)
         if finished:
-            done = set(finished)  # identity: Sequence compares by id
-            self.running = [q for q in self.running if q not in done]
+            if len(finished) == 1:  # the usual case: one C-level scan, in place
+                self.running.remove(finished[0])  # identity: Sequence compares by id
+            else:
+                done = set(finished)
+                self.running = [q for q in self.running if q not in done]
             for q in finished:
                 self._release(q)
         return emitted, finished
