@@ -53,7 +53,8 @@ def serving(sizes: tuple[int, ...]) -> list[str]:
         "",
         "Each size in its own process (`python -m benchmarks.serving N`): wall time of",
         "`result.run` (engine + metrics, what `sim run` does), SimPy events, peak resident set",
-        "and its growth over the run per request, and the bare-SimPy floor: one `timeout` per",
+        "(the child's own `VmHWM`; `ru_maxrss` would carry the forking parent's size) and its",
+        "growth over the run per request, and the bare-SimPy floor: one `timeout` per",
         "batch iteration of the same run fed the same durations (`benchmarks/floor.py`).",
         "",
         "| requests | wall (s) | CPU (s) | iterations | events | events/s | peak RSS (MB) |"
@@ -88,29 +89,35 @@ def serving(sizes: tuple[int, ...]) -> list[str]:
     return [*lines, ""]
 
 
+PROCESS_RUNS = 11
+
+
+def child_times(cmd: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, from the child's own ``wait4`` rusage: exact,
+    where ``os.times`` counts 10 ms clock ticks) of one run of ``cmd``."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise subprocess.CalledProcessError(os.waitstatus_to_exitcode(status), cmd)
+    return wall, usage.ru_utime + usage.ru_stime
+
+
 def process_time() -> list[str]:
     cmd = [str(SIM), "run", "--config", str(ROOT / "configs" / "dual4090_pcie4.toml")]
-    subprocess.run(cmd, check=True, capture_output=True)  # warm the catalogue cache
-    walls, cpus = [], []
-    for _ in range(5):
-        before = os.times()
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        walls.append(time.perf_counter() - t0)
-        after = os.times()
-        cpus.append(
-            after.children_user
-            - before.children_user
-            + after.children_system
-            - before.children_system
-        )
-    t, cpu = statistics.median(walls), statistics.median(cpus)
+    child_times(cmd)  # warm the catalogue cache
+    runs = [child_times(cmd) for _ in range(PROCESS_RUNS)]
+    t = statistics.median(w for w, _ in runs)
+    cpu = statistics.median(c for _, c in runs)
     load = os.getloadavg()[0]
     return [
         "## Whole `sim run --config configs/dual4090_pcie4.toml` process",
         "",
-        f"Median of 5 (load average {load:.1f} on {os.cpu_count()} cores; CPU time is the",
-        "process's user + system time, less sensitive to the other jobs on the machine).",
+        f"Median of {PROCESS_RUNS} (load average {load:.1f} on {os.cpu_count()} cores; CPU time"
+        " is the",
+        "process's own user + system time from `wait4`, less sensitive to the other jobs on the",
+        "machine).",
         "",
         "| wall (s) | CPU (s) | target |",
         "|---|---|---|",

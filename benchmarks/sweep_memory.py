@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serving import rss_now_bytes
+from benchmarks.serving import peak_rss_bytes, rss_now_bytes
 from simulator import sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +43,6 @@ def stub_point(base: Any, keys: Any, values: Any) -> dict[str, Any]:
         raise Stop
     row: dict[str, Any] = {k: sweep.value_text(v) for k, v in zip(keys, values, strict=True)}
     return row | {"fits": True, "reason": None, "status": "ok"}
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set: VmHWM, which starts afresh at exec (``ru_maxrss``
-    keeps the parent's size at the fork: ``make bench`` is larger than this process)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def grid(points: int) -> sweep.Plan:

@@ -5,7 +5,6 @@ The CLI turns them into one line on stderr; no traceback reaches the user.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -79,6 +78,8 @@ def nearest(value: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """Return up to ``n`` choices closest to ``value`` (case-insensitive), best first."""
     pool = sorted(set(choices))
     lowered = {c.lower(): c for c in pool}
+    import difflib  # only a bad id asks: not imported on every start-up
+
     hits = difflib.get_close_matches(value.lower(), list(lowered), n=n, cutoff=0.5)
     return [lowered[h] for h in hits]
 

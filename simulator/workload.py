@@ -113,13 +113,28 @@ def _parse_lengths(
     return pairs
 
 
-def _draw(rng: np.random.Generator, mean: int, kind: str, spread: float, n: int) -> np.ndarray:
+class Seeded:
+    """``np.random.default_rng(seed)``, created at the first draw: a run with fixed lengths
+    and a closed loop draws nothing, and ``numpy.random`` costs ~10-30 ms of a process's
+    start-up. Created later, the generator gives the same draws in the same order."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._rng: np.random.Generator | None = None
+
+    def __call__(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed)
+        return self._rng
+
+
+def _draw(rng: Seeded, mean: int, kind: str, spread: float, n: int) -> np.ndarray:
     if mean == 0 or kind == "fixed":
         return np.full(n, mean, dtype=np.int64)
     if kind == "uniform":
         lo = max(1, round(mean * (1 - spread)))
         hi = max(lo, round(mean * (1 + spread)))
-        return rng.integers(lo, hi, endpoint=True, size=n)
+        return rng().integers(lo, hi, endpoint=True, size=n)
     # lognormal with the given mean: mu = ln(mean) - sigma^2 / 2
     mu = np.log(mean) - spread**2 / 2
     if kind == "lognormal_stratified":  # the quantiles (i + 1/2) / n, in a seeded order
@@ -127,11 +142,11 @@ def _draw(rng: np.random.Generator, mean: int, kind: str, spread: float, n: int)
 
         z = norm.ppf((np.arange(n) + 0.5) / n)
         values = np.exp(mu + spread * z)
-        return np.maximum(1, np.rint(rng.permutation(values))).astype(np.int64)
-    return np.maximum(1, np.rint(rng.lognormal(mu, spread, size=n))).astype(np.int64)
+        return np.maximum(1, np.rint(rng().permutation(values))).astype(np.int64)
+    return np.maximum(1, np.rint(rng().lognormal(mu, spread, size=n))).astype(np.int64)
 
 
-def length_columns(cfg: RunConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def length_columns(cfg: RunConfig, rng: Seeded) -> tuple[np.ndarray, np.ndarray]:
     """(prompt, output) tokens of each of the run's requests, as two int64 arrays; with
     ``distinct_prompts`` N below the request count, N are drawn and request i repeats prompt
     i mod N's."""
@@ -150,7 +165,7 @@ def length_columns(cfg: RunConfig, rng: np.random.Generator) -> tuple[np.ndarray
     return prompts.astype(np.int64, copy=False), outputs.astype(np.int64, copy=False)
 
 
-def lengths(cfg: RunConfig, rng: np.random.Generator) -> list[tuple[int, int]]:
+def lengths(cfg: RunConfig, rng: Seeded) -> list[tuple[int, int]]:
     """(prompt, output) tokens of each of the run's requests."""
     prompts, outputs = length_columns(cfg, rng)
     return list(zip(prompts.tolist(), outputs.tolist(), strict=True))
@@ -175,7 +190,7 @@ def length_pairs(cfg: RunConfig) -> tuple[tuple[int, int], ...]:
 def _length_pairs(key: tuple[object, ...], cfg: RunConfig) -> tuple[tuple[int, int], ...]:
     hit = _LENGTHS_CACHE.get(key)
     if hit is None:
-        hit = tuple(lengths(cfg, np.random.default_rng(cfg.seed)))
+        hit = tuple(lengths(cfg, Seeded(cfg.seed)))
         if len(_LENGTHS_CACHE) > 16:
             _LENGTHS_CACHE.clear()
         _LENGTHS_CACHE[key] = hit
@@ -226,11 +241,11 @@ class Columns:
 
 def columns(cfg: RunConfig) -> Columns:
     """The run's requests in id order, as columns."""
-    rng = np.random.default_rng(cfg.seed)
+    rng = Seeded(cfg.seed)
     prompts, outputs = length_columns(cfg, rng)
     arrivals = None
     if cfg.arrival_rate > 0:
-        gaps = rng.exponential(1.0 / cfg.arrival_rate, size=len(prompts))
+        gaps = rng().exponential(1.0 / cfg.arrival_rate, size=len(prompts))
         # first_request_arrivals as an array (the same floats)
         arrivals = np.concatenate((np.zeros(min(len(gaps), 1)), np.cumsum(gaps[:-1])))
     return Columns(prompts, outputs, arrivals)
