@@ -132,6 +132,14 @@ def _parser() -> argparse.ArgumentParser:
         help="Dask scheduler (tcp://host:8786) or Ray cluster (host:6379) address; without it "
         "dask/ray start a local cluster of --jobs workers",
     )
+    sw.add_argument(
+        "--journal",
+        choices=("csv", "sqlite"),
+        default=None,
+        help="where finished rows are kept while the sweep runs: appended to the CSV itself "
+        "(csv, the default where fcntl exists) or in <out>.journal.sqlite (sqlite); the same "
+        "CSV at the end",
+    )
     cli_answers.add_parsers(sub)
     lst = sub.add_parser("list", help="print a catalogue with sources")
     lst.add_argument("kind", choices=LIST_KINDS)
@@ -562,6 +570,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         progress=_SweepProgress(),
         executor=args.executor,
         address=args.address,
+        journal=args.journal or sweep.DEFAULT_JOURNAL,
     )
     counts = ", ".join(f"{s.statuses[k]} {k}" for k in sweep.STATUSES if s.statuses[k])
     print(

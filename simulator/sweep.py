@@ -25,7 +25,6 @@ from __future__ import annotations
 import array
 import copy
 import csv
-import fcntl
 import hashlib
 import importlib.util
 import io
@@ -44,6 +43,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the CSV journal cannot lock; --journal sqlite can
+    fcntl = None  # type: ignore[assignment]
 
 from simulator import config as config_mod
 from simulator import executors, hardware, links, model, profiles
@@ -432,6 +436,8 @@ class _Journal:
         self.path = path
         self.plan = plan
         path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            raise ConfigError(f"--journal csv: {path} cannot be locked here; use --journal sqlite")
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -549,11 +555,15 @@ def run(
     progress: Progress | None = None,
     executor: str = "local",
     address: str | None = None,
+    journal: str = "csv",
 ) -> Summary:
     """Run every grid point not yet in ``out``; append rows as they finish; finish in order.
 
     ``executor`` (``local``, ``dask``, ``ray``; see :mod:`simulator.executors`) runs the points;
-    this process alone writes the file, so every executor keeps the same durability. ``out``
+    this process alone writes the file, so every executor keeps the same durability.
+    ``journal``: ``csv`` (rows appended to ``out`` itself, locked with ``fcntl.flock``) or
+    ``sqlite`` (rows in ``<out>.journal.sqlite`` until done: :mod:`simulator.sqlite_journal`;
+    the same CSV at the end). ``out``
     ending in ``.parquet`` needs pyarrow: rows go to ``<out>.partial.csv`` while the sweep runs
     and the parquet file is written (atomically) when every point is done.
     """
@@ -565,17 +575,23 @@ def run(
         raise ConfigError(
             f"--executor {executor!r}: valid choices: {', '.join(executors.EXECUTORS)}"
         )
+    if journal not in JOURNALS:
+        raise ConfigError(f"--journal {journal!r}: valid choices: {', '.join(JOURNALS)}")
     parquet = out_path.suffix == ".parquet"
+    if parquet and journal == "sqlite":
+        raise ConfigError(f"--journal sqlite: needs a .csv --out, not {out_path.name}")
     if parquet and not parquet_available():
         raise ConfigError(
             f"--out {out_path}: writing parquet needs pyarrow, which is not installed; "
             "pip install pyarrow, or give a .csv file"
         )
+    if journal == "sqlite":
+        return _run_sqlite(plan, out_path, jobs, progress, executor, address)
     journal_path = out_path.with_name(out_path.name + ".partial.csv") if parquet else out_path
     t0 = time.perf_counter()
-    journal = _Journal(journal_path, plan)
+    book = _Journal(journal_path, plan)
     try:
-        done = journal.done
+        done = book.done
         if parquet and out_path.exists():
             for key in _parquet_keys(out_path, plan):
                 index = plan.index_of(key)
@@ -589,7 +605,7 @@ def run(
 
         def finished(row: dict[str, Any]) -> None:
             row["base_config_sha256"] = sha
-            journal.append(csv_line(columns, row))
+            book.append(csv_line(columns, row))
             summary.ran += 1
             summary.statuses[row["status"]] += 1
             if progress is not None:
@@ -604,14 +620,64 @@ def run(
             progress(summary.already, summary.total, 0, time.perf_counter() - t0)
         todo = (p for i, p in enumerate(plan.iter_points()) if not done[i])
         n_todo = total - already
-        st = os.fstat(journal.fd)
-        inherited = ((journal.fd, st.st_dev, st.st_ino),)
+        st = os.fstat(book.fd)
+        inherited = ((book.fd, st.st_dev, st.st_ino),)
         _execute(plan, todo, n_todo, jobs, finished, executor, address, inherited)
         summary.complete = True
         if parquet:
             _finish_parquet(out_path, journal_path, plan)
         else:
             _finish_csv(out_path, plan)
+    finally:
+        book.close()
+    summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+JOURNALS = ("csv", "sqlite")
+DEFAULT_JOURNAL = "csv" if fcntl is not None else "sqlite"
+
+
+def _run_sqlite(
+    plan: Plan,
+    out_path: Path,
+    jobs: int,
+    progress: Progress | None,
+    executor: str,
+    address: str | None,
+) -> Summary:
+    """:func:`run` with the rows journaled in SQLite (:mod:`simulator.sqlite_journal`)."""
+    from simulator.sqlite_journal import SqliteJournal
+
+    t0 = time.perf_counter()
+    columns = plan.columns
+    header = csv_line(columns, dict(zip(columns, columns, strict=True)))
+    journal = SqliteJournal(out_path, plan, header)
+    try:
+        done = journal.done
+        total = len(plan)
+        summary = Summary(path=out_path, total=total, already=int(done.sum()), ran=0)
+        sha = plan.base_sha256
+
+        def finished(row: dict[str, Any]) -> None:
+            row["base_config_sha256"] = sha
+            journal.append(plan.index_of([row[k] for k in plan.keys]), csv_line(columns, row))
+            summary.ran += 1
+            summary.statuses[row["status"]] += 1
+            if progress is not None:
+                progress(
+                    summary.already + summary.ran,
+                    summary.total,
+                    summary.ran,
+                    time.perf_counter() - t0,
+                )
+
+        if progress is not None:
+            progress(summary.already, summary.total, 0, time.perf_counter() - t0)
+        todo = (p for i, p in enumerate(plan.iter_points()) if not done[i])
+        _execute(plan, todo, total - summary.already, jobs, finished, executor, address)
+        summary.complete = True
+        journal.finish()
     finally:
         journal.close()
     summary.elapsed_s = time.perf_counter() - t0
