@@ -606,15 +606,7 @@ def run(
         def finished(row: dict[str, Any]) -> None:
             row["base_config_sha256"] = sha
             book.append(csv_line(columns, row))
-            summary.ran += 1
-            summary.statuses[row["status"]] += 1
-            if progress is not None:
-                progress(
-                    summary.already + summary.ran,
-                    summary.total,
-                    summary.ran,
-                    time.perf_counter() - t0,
-                )
+            _count_finished(summary, row, progress, t0)
 
         if progress is not None:
             progress(summary.already, summary.total, 0, time.perf_counter() - t0)
@@ -632,6 +624,18 @@ def run(
         book.close()
     summary.elapsed_s = time.perf_counter() - t0
     return summary
+
+
+def _count_finished(
+    summary: Summary, row: dict[str, Any], progress: Progress | None, t0: float
+) -> None:
+    """Count one journaled row in the summary and report progress (both journals)."""
+    summary.ran += 1
+    summary.statuses[row["status"]] += 1
+    if progress is not None:
+        progress(
+            summary.already + summary.ran, summary.total, summary.ran, time.perf_counter() - t0
+        )
 
 
 JOURNALS = ("csv", "sqlite")
@@ -662,15 +666,7 @@ def _run_sqlite(
         def finished(row: dict[str, Any]) -> None:
             row["base_config_sha256"] = sha
             journal.append(plan.index_of([row[k] for k in plan.keys]), csv_line(columns, row))
-            summary.ran += 1
-            summary.statuses[row["status"]] += 1
-            if progress is not None:
-                progress(
-                    summary.already + summary.ran,
-                    summary.total,
-                    summary.ran,
-                    time.perf_counter() - t0,
-                )
+            _count_finished(summary, row, progress, t0)
 
         if progress is not None:
             progress(summary.already, summary.total, 0, time.perf_counter() - t0)
