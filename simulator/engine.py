@@ -345,15 +345,34 @@ class Engine:
 
     # -- one iteration --------------------------------------------------------------------
 
-    def _micro_batches(self, chunks: list[Chunk]) -> list[tuple[tuple[Part, ...], int]]:
+    def _micro_batches(
+        self, chunks: list[Chunk], lead: tuple[int, int, int] | None = None
+    ) -> list[tuple[tuple[Part, ...], int]]:
         """Cut a step's chunks into micro-batches of at most ``ubatch_tokens`` tokens:
         (parts, tokens whose logits are computed). Decode tokens go first, as one part per
-        micro-batch at the batch's mean context."""
+        micro-batch at the batch's mean context. ``lead`` (``Scheduler.lead``): the first
+        chunks are that many decode tokens with that context sum and common context (-1:
+        none), and the rest prompt chunks: the same parts without a look at each."""
         u = self.cfg.ubatch_tokens
         out: list[tuple[tuple[Part, ...], int]] = []
         parts: list[Part] = []
         room, logits = u, 0
-        decode = [c.context for c in chunks if not c.prefill]
+        decode: list[int] = []
+        if lead is not None and lead[0] <= u:
+            b, csum, common = lead
+            if common >= 0:
+                ctx = common
+            else:  # (``sum(group) / b``: the same int sum, the same division)
+                ctx = round(csum / b / CONTEXT_BUCKET_TOKENS) * CONTEXT_BUCKET_TOKENS
+            parts.append((1, ctx, b))
+            logits += b
+            room -= b
+            if room == 0:
+                out.append((tuple(parts), logits))
+                parts, room, logits = [], u, 0
+            chunks = chunks[b:]
+        else:
+            decode = [c.context for c in chunks if not c.prefill]
         while decode:
             group, decode = decode[:room], decode[room:]
             b = len(group)
@@ -387,11 +406,18 @@ class Engine:
             out.append((tuple(parts), logits))
         return out
 
-    def _iteration(self, replica: int, ve: int, chunks: list[Chunk]) -> Proc:
+    def _iteration(
+        self, replica: int, ve: int, chunks: list[Chunk], lead: tuple[int, int, int] | None
+    ) -> Proc:
+        """One step of ``chunks`` (``lead``: its scheduler's ``lead()``, see _micro_batches)."""
         start = self.env.now
-        decode_only = not any(c.prefill for c in chunks)
+        if lead is not None and all(c.prefill for c in chunks[lead[0] :]):
+            decode_only = len(chunks) == lead[0]
+        else:
+            lead = None
+            decode_only = not any(c.prefill for c in chunks)
         critical = replica == 0 and ve == 0 and decode_only
-        batches = self._micro_batches(chunks)
+        batches = self._micro_batches(chunks, lead)
         key = (len(chunks), decode_only)
         overhead = self._overheads.get(key)
         if overhead is None:
@@ -460,7 +486,7 @@ class Engine:
             now = self.env.now
             for seq in sched.started:
                 prefill_start[seq.id] = now
-            yield from self._iteration(replica, ve, chunks)
+            yield from self._iteration(replica, ve, chunks, sched.lead())
             self.iterations += 1
             self.batch_sequences.append(len(chunks))
             now = self.env.now

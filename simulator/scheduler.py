@@ -153,6 +153,9 @@ class Scheduler:
         self.total_blocks = None if cap is None else cap // s.block_size
         self.free_blocks = self.total_blocks
         self.cache: PrefixCache | None = None
+        # the last step's chunks when ``schedule`` built its first ones in aggregate: (the
+        # chunks, how many lead them, the batch's aggregates before the step), for complete
+        self._bulk: tuple[list[Chunk], int, Batch] | None = None
         if s.prefix_caching and s.policy == "continuous" and self.total_blocks is not None:
             self.cache = PrefixCache(self.total_blocks, s.block_size)
 
@@ -215,6 +218,7 @@ class Scheduler:
     def schedule(self) -> list[Chunk]:
         """The next step's chunks (empty when there is nothing to run)."""
         batch, self.carried = self.carried, None
+        self._bulk = None
         s = self.settings
         budget: float = s.max_batched_tokens
         if (
@@ -256,6 +260,7 @@ class Scheduler:
                 else:
                     chunks = [new(Chunk, (q, 1, q.computed, False)) for q in running]
                 budget -= len(running)
+                self._bulk = (chunks, len(running), batch)
                 running = []  # done: the loop below has nothing left to do
         for seq in list(running):
             if budget <= 0:
@@ -343,6 +348,15 @@ class Scheduler:
                     self.started.append(seq)
                 budget -= n
         return chunks
+
+    def lead(self) -> tuple[int, int, int] | None:
+        """Of the chunks the last :meth:`schedule` returned, when it built the first ones in
+        aggregate: (how many lead, all decode tokens, the sum of their contexts, their common
+        context or -1); else None."""
+        bulk = self._bulk
+        if bulk is None:
+            return None
+        return bulk[1], bulk[2][0], bulk[2][1]
 
     def decode_run(self) -> DecodeRun | None:
         """The run of pure decode steps :meth:`schedule` would return next, if the next step
@@ -441,6 +455,10 @@ class Scheduler:
         grown = 0
         first = self.steps
         self.steps = last = first + steps
+        batch = self.carried  # the aggregates ``decode_run`` booked the run from
+        if batch is not None and steps < batch[2]:  # nothing finishes: carry them forward
+            self._advance_all(steps, first, last, batch)
+            return finished
         total, head, uniform, most, top = 0, -1, True, 1 << 62, 0
         counts = [0] * block if paged else []
         for q in self.running:
@@ -486,14 +504,82 @@ class Scheduler:
         self.carried = (total, head if uniform else -1, most, counts, top) if self.running else None
         return finished
 
+    def _advance_all(self, steps: int, first: int, last: int, batch: Batch) -> None:
+        """:meth:`advance` when no sequence finishes: every sequence moves ``steps`` tokens
+        on and the aggregates follow without a scan (the sum grows by ``steps`` per
+        sequence, the common context and the largest by ``steps``, the fewest left shrinks
+        by ``steps``, and the block histogram rotates by ``steps``)."""
+        block = self.settings.block_size
+        paged = self.free_blocks is not None
+        grown = 0
+        for q in self.running:
+            c = q.computed = q.computed + steps
+            q.generated += steps
+            seg = q.token_steps
+            if seg and seg[-1] == first:
+                seg[-1] = last
+            else:
+                seg += (first, last)
+            if paged:
+                blocks = -(-c // block)
+                grown += blocks - q.blocks
+                q.blocks = blocks
+        self.started = []
+        total, head, most, counts, top = batch
+        if self.free_blocks is not None:
+            self.free_blocks -= grown
+            if self.cache is not None:
+                self.cache.allocate(grown)
+            r = steps % block
+            counts = counts[-r:] + counts[:-r] if r else counts[:]
+            top += steps
+        n = len(self.running)
+        head = head + steps if head >= 0 else -1
+        self.carried = (total + n * steps, head, most - steps, counts, top)
+
     def complete(self, chunks: list[Chunk]) -> tuple[list[Sequence], list[Sequence]]:
-        """Apply a finished step: (sequences that emitted a token, sequences now done)."""
+        """Apply a finished step: (sequences that emitted a token, sequences now done).
+        When every running sequence ran in it, the survivors' aggregates for the next
+        :meth:`decode_run` are gathered on the way (``carried``: what :meth:`scan` would
+        find; None where it would find none)."""
         self.carried = None
         emitted: list[Sequence] = []
         finished: list[Sequence] = []
         step = self.steps
         self.steps = step + 1
-        for c in chunks:
+        block = self.settings.block_size
+        paged = self.free_blocks is not None
+        gather = self.settings.policy != "static" and len(chunks) == len(self.running)
+        total, head, uniform, most, top = 0, -1, True, 1 << 62, 0
+        counts = [0] * block if paged and gather else []
+        bulk, self._bulk = self._bulk, None
+        rest = chunks
+        if bulk is not None and bulk[0] is chunks and bulk[2][2] > 1:
+            # the leading decode chunks of a batch none of which finishes now: one token
+            # each, and their aggregates moved on by one step (as ``_advance_all``)
+            m = bulk[1]
+            rest = chunks[m:]
+            nxt = step + 1
+            for c in chunks[:m]:
+                seq = c[0]
+                seq.computed += 1
+                seq.generated += 1
+                emitted.append(seq)
+                seg = seq.token_steps
+                if seg and seg[-1] == step:
+                    seg[-1] = nxt
+                else:
+                    seg += (step, nxt)
+            if gather:
+                total, head, most, counts, top = bulk[2]
+                total += m
+                most -= 1
+                uniform = head >= 0
+                head = head + 1 if uniform else 0
+                if paged:
+                    counts = counts[-1:] + counts[:-1]
+                    top += 1
+        for c in rest:
             seq = c.seq
             seq.computed += c.tokens
             if c.prefill:
@@ -511,10 +597,28 @@ class Scheduler:
                     seg[-1] = step + 1
                 else:
                     seg += (step, step + 1)
-                if seq.prompt_left == 0 and seq.generated >= (
-                    seq.output_tokens if seq.output_tokens > 0 else 1  # target_tokens
-                ):
+                left = (seq.output_tokens if seq.output_tokens > 0 else 1) - seq.generated
+                if seq.prompt_left == 0 and left <= 0:
                     finished.append(seq)
+                    continue
+            else:
+                gather = False  # still prefilling: no run follows
+            if gather:  # (``scan``'s conditions and sums, for a survivor)
+                cc = seq.computed
+                if seq.prompt_left or (paged and seq.blocks != -(-cc // block)):
+                    gather = False
+                    continue
+                total += cc
+                if head < 0:
+                    head = cc
+                elif cc != head:
+                    uniform = False
+                if left < most:
+                    most = left
+                if paged:
+                    counts[cc % block] += 1
+                    if cc > top:
+                        top = cc
         if finished:
             if len(finished) == 1:  # the usual case: one C-level scan, in place
                 self.running.remove(finished[0])  # identity: Sequence compares by id
@@ -523,6 +627,8 @@ class Scheduler:
                 self.running = [q for q in self.running if q not in done]
             for q in finished:
                 self._release(q)
+        if gather and self.running:
+            self.carried = (total, head if uniform else -1, most, counts, top)
         return emitted, finished
 
 

@@ -1,7 +1,8 @@
 """The running batch's aggregates that ``Scheduler.advance`` carries to the next
 ``decode_run`` (sum of cached tokens, their common value, the fewest tokens left, the block
 histogram, the longest sequence) equal a fresh scan of the batch, after random sequences of
-arrivals, schedule/complete pairs and merged decode runs, under every policy that merges."""
+arrivals, schedule/complete pairs and merged decode runs, under every policy that merges;
+``Scheduler.complete`` carries them too when every running sequence ran in its step."""
 
 from __future__ import annotations
 
@@ -73,7 +74,13 @@ def test_carried_batch_equals_a_fresh_scan(
                     break
                 continue
             sched.complete(chunks)
-            assert sched.carried is None  # a schedule/complete pair leaves nothing carried
+            # a schedule/complete pair in which every running sequence ran carries what a
+            # scan finds (None where the scan finds nothing to carry); else nothing
+            ran = {id(c.seq) for c in chunks}
+            if sched.running and all(id(q) in ran for q in sched.running):
+                assert sched.carried == sched.scan()
+            else:
+                assert sched.carried is None
     except CannotRun:
         return
 
