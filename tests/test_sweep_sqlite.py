@@ -134,3 +134,19 @@ def test_a_killed_sweep_loses_no_finished_row(tmp_path: Path) -> None:
     assert set(kept) <= set(final)  # no finished row lost or changed
     assert out.read_bytes() == reference.read_bytes()
     assert not db.exists()
+
+
+def test_a_dask_sweep_on_the_sqlite_journal_writes_the_local_csv(tmp_path: Path) -> None:
+    """``--executor dask --journal sqlite``: the Dask workers' rows journaled in SQLite make
+    the same CSV as a local sweep on the CSV journal, and a re-run finds every row done."""
+    pytest.importorskip("distributed")
+    base = _base(tmp_path)
+    plan = sweep.make_plan(base, [VARIES[0].split(",")[0] + ",512,1024", VARIES[1]])
+    sweep.run(plan, tmp_path / "local.csv", jobs=1, journal="csv")
+    out = tmp_path / "dask.csv"
+    s = sweep.run(plan, out, jobs=2, executor="dask", journal="sqlite")
+    assert s.complete and s.ran == len(plan)
+    assert out.read_bytes() == (tmp_path / "local.csv").read_bytes()
+    again = sweep.run(plan, out, jobs=2, executor="dask", journal="sqlite")
+    assert (again.already, again.ran) == (len(plan), 0)
+    assert out.read_bytes() == (tmp_path / "local.csv").read_bytes()
