@@ -395,10 +395,41 @@ def allreduce_time(path: Path, size_bytes: float, ranks: int, profile: EnginePro
             + link.latency_s
             + ring_bytes_per_rank(size_bytes, ranks) / bw
         )
-    steps = 2 * (ranks - 1)
-    chunk = size_bytes / ranks
-    per_step = transfer_time(path, chunk, profile)
-    return profile.num("collective_overhead_s") + steps * per_step
+    return profile.num("collective_overhead_s") + min(
+        nccl_ring_simple_s(path, size_bytes, ranks, profile),
+        nccl_ring_ll_s(path, size_bytes, ranks, profile),
+    )
+
+
+def nccl_ring_simple_s(path: Path, size_bytes: float, ranks: int, profile: EngineProfile) -> float:
+    """NCCL's ring with the Simple protocol: 2(n-1) steps of size/n, each a point-to-point
+    copy on ``path`` (its latency, or the host-staged latency and bounce rate without P2P)."""
+    return 2 * (ranks - 1) * transfer_time(path, size_bytes / ranks, profile)
+
+
+def nccl_ring_ll_s(path: Path, size_bytes: float, ranks: int, profile: EngineProfile) -> float:
+    """NCCL's ring with the LL (low-latency) protocol, which NCCL picks for small messages.
+
+    LL sends 8-byte words, each half data and half flag, that the receiver polls for: no
+    separate synchronisation per step, so a step costs ``nccl_ll_step_latency_s`` (NCCL's own
+    tuning constant for a ring LL step over PCI, also used for its SHM transport without P2P)
+    instead of the link's copy latency, but only ``nccl_ll_bandwidth_fraction`` of the path's
+    bandwidth carries data (tuning.cc: ring LL bus bandwidth x 0.5). NCCL takes whichever of
+    LL and Simple its model prices lower; so does the simulator. Infinite (never chosen) when
+    the profile gives no LL step latency (engines that do not run NCCL's protocols).
+    """
+    if "nccl_ll_step_latency_s" not in profile.params or ranks <= 1:
+        return float("inf")
+    link = path.link
+    if path.host_staged and link.host_staged_bandwidth_per_direction_bytes_per_s is not None:
+        bw = link.host_staged_bandwidth_per_direction_bytes_per_s
+    elif path.host_staged:
+        bw = link.bandwidth_per_direction_bytes_per_s * profile.num("link_efficiency") / 2
+    else:
+        bw = link.bandwidth_per_direction_bytes_per_s * profile.num("link_efficiency")
+    bw *= profile.num("nccl_ll_bandwidth_fraction")
+    latency_s = 2 * (ranks - 1) * profile.num("nccl_ll_step_latency_s")
+    return latency_s + ring_bytes_per_rank(size_bytes, ranks) / bw
 
 
 def ring_bytes_per_rank(size_bytes: float, ranks: int) -> float:

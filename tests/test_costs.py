@@ -193,3 +193,35 @@ def test_tensor_energy_grows_with_the_datapath_width() -> None:
     assert cycles is not None
     want = 310 / (cycles * (1.0e-9 + 0.5e-12 * per_cycle))
     assert costs.power_clock_fraction(h100, p) == pytest.approx(want, rel=1e-3)
+
+
+def test_nccl_ll_protocol_hand_computed() -> None:
+    """NCCL's LL ring (nccl tuning.cc constants): 2(n-1) x 1.0 us + the ring bytes at half the
+    path's rate; the all-reduce takes the cheaper of LL and Simple, plus the fixed floor."""
+    p = profile("vllm").with_params(nccl_ll_step_latency_s=1.0e-6, nccl_ll_bandwidth_fraction=0.5)
+    lk = links.link("pcie4-x16")
+    staged = costs.Path(lk, host_staged=True)
+    n, small = 8, 8 * 5120 * 2.0  # 8 decode tokens x hidden 5120 x 2 bytes = 81,920 B
+    ll = 14 * 1.0e-6 + 2 * 7 / 8 * small / (11.28e9 * 0.5)  # 14 us + 25.4 us
+    assert costs.nccl_ring_ll_s(staged, small, n, p) == pytest.approx(ll)
+    simple = 14 * (15.23e-6 + small / 8 / 11.28e9)  # 14 host-staged copies of size/8
+    assert costs.nccl_ring_simple_s(staged, small, n, p) == pytest.approx(simple)
+    floor = p.num("collective_overhead_s")
+    assert costs.allreduce_time(staged, small, n, p) == pytest.approx(floor + ll)
+    # a large message: LL's halved rate loses, Simple is picked
+    big = 64e6
+    assert costs.allreduce_time(staged, big, n, p) == pytest.approx(
+        floor + costs.nccl_ring_simple_s(staged, big, n, p)
+    )
+
+
+def test_nccl_ll_is_off_without_its_parameter() -> None:
+    """A profile without ``nccl_ll_step_latency_s`` prices the Simple ring only (today's
+    vllm, llama.cpp, exllamav2 profiles: their results do not move)."""
+    p = profile("vllm")
+    assert "nccl_ll_step_latency_s" not in p.params
+    path = costs.Path(links.link("pcie4-x16"), host_staged=True)
+    size, n = 81920.0, 8
+    assert costs.nccl_ring_ll_s(path, size, n, p) == float("inf")
+    want = p.num("collective_overhead_s") + 14 * costs.transfer_time(path, size / n, p)
+    assert costs.allreduce_time(path, size, n, p) == pytest.approx(want)
