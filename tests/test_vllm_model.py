@@ -168,10 +168,10 @@ def test_vllm_serving_leave_one_out_errors_meet_the_bar(vllm_cv_mae: dict[str, f
 @pytest.mark.slow
 def test_vllm_serving_leave_one_out_ttft_meets_the_bar(vllm_cv_mae: dict[str, float]) -> None:
     """Issue 10's TTFT bar (< 25%), pooled over both held-out schemes as the two bars above:
-    24.7% (leave one GPU out 28.8%, leave one rate out 20.6%; calibration/report.md). The worst
-    held-out rows are the 32 req/s runs (RTX 4090 rate fold 104%, H100 30%): API-server load is
-    not modelled, and the fit does not yet replay the benchmark's sweep through the prefix cache
-    (measured.SERVING_PREFIX_CACHE; DESIGN.md)."""
+    24.2% (leave one GPU out 27.8%, leave one rate out 20.6%; DESIGN.md "Prefix caching and
+    the benchmark's sweep"). The worst held-out rows: the RTX 4090's 32 req/s runs when that
+    rate is left out (+151%), and the H100's warm runs when the H100 is left out (+34..47%):
+    API-server load and the rigs' host CPUs are not modelled."""
     assert vllm_cv_mae["ttft_s"] < 0.25
 
 
@@ -285,7 +285,9 @@ def test_serving_rows_replay_their_sweep_and_the_fit_sees_what_sim_run_sees() ->
 @pytest.mark.slow
 def test_serving_rows_reproduce_the_committed_fit() -> None:
     """The rows run as the committed fit ran them (replaying their sweep through the prefix
-    cache): its residuals come back to the digits calibrated/vllm.toml wrote."""
+    cache): its residuals come back to what calibrated/vllm.toml wrote, within 2e-4 (the file
+    keeps the fitted values to 6 significant digits, and in the event engine so small a change
+    can move when a step admits a request: 0.0884 at the fit's own values, 0.0885 read back)."""
     import tomllib
 
     from simulator.calibrate import ServingProblem, load_fit_rows
@@ -298,7 +300,7 @@ def test_serving_rows_reproduce_the_committed_fit() -> None:
     err = pd.Series(np.abs(sim / prob.measured - 1)).groupby(np.array(prob.metrics)).mean()
     committed = tomllib.loads((CALIBRATED_DIR / "vllm.toml").read_text())["residuals"]
     for metric, entry in committed.items():
-        assert round(float(err[metric]), 4) == entry["mean_abs_rel_error"]
+        assert float(err[metric]) == pytest.approx(entry["mean_abs_rel_error"], abs=2e-4)
 
 
 def test_vllm_takes_the_chip_power_parameters_from_llama_cpps_fit() -> None:
