@@ -45,13 +45,15 @@ SHAREGPT_LENGTH_SIGMA = 0.6
 SERVING_SWEEPS_REQ_S = {
     "github:IOG-Foundation/llm-inference-benchmarks@4990a80": (32.0, 16.0, 8.0, 4.0, 1.0),
 }
-# Whether the serving rows are simulated with vLLM's prefix cache (replaying their sweep). Off
-# for now, so the committed fit stands: replayed faithfully, the H100's warm runs prefill
-# nothing, its only prefill signal is the 32 req/s run, whose TTFT excess (40 vs 28 ms, API
-# server load, not modelled) then lands in compute_efficiency, and the fit without the RTX 4090
-# predicts it at 277% TTFT / 37% TPOT error (DESIGN.md "Prefix caching and the benchmark's
-# sweep"). Turn on once that excess has its own parameter.
-SERVING_PREFIX_CACHE = False
+# Whether the serving rows are simulated with vLLM's prefix cache (replaying their sweep). On:
+# the committed vllm fit ran with it. Replayed faithfully, the H100's warm runs prefill
+# nothing, so its only prefill signal is the cold 32 req/s run. Replayed with the vllm profile's
+# own (unbounded) GEMM clock, leaving the RTX 4090 out gave it +277% TTFT; with the chip power
+# parameters of llama.cpp's fit (profiles.CHIP_POWER_PARAMS: an H100 PCIe's GEMMs run at ~0.57
+# of boost under 350 W, a 4090's near boost) the GPUs transfer (leave one GPU out TTFT 27.8%).
+# The API server's load at 32 req/s is still not modelled (DESIGN.md "Prefix caching and the
+# benchmark's sweep").
+SERVING_PREFIX_CACHE = True
 
 
 def load_rows(path: Path = MEASURED_CSV, fit_only: bool = True) -> pd.DataFrame:

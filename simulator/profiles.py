@@ -19,6 +19,11 @@ from simulator.errors import DataError
 
 # package data, so an installed ``sim`` reads the same fit as the repository's
 CALIBRATED_DIR = Path(__file__).resolve().parent / "data" / "calibrated"
+# What one SM-cycle of tensor-core GEMM costs in energy (costs.power_clock_fraction): a
+# property of the silicon under its power cap, not of the engine. A profile that names another
+# in ``chip_power_profile`` takes these from that profile's fit (vLLM's GEMMs run on the same
+# chips under the same board limits as llama.cpp's, whose prompt rows fit them).
+CHIP_POWER_PARAMS = ("tensor_energy_nj_per_sm_cycle", "tensor_energy_pj_per_flop")
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,20 @@ class EngineProfile:
 
 def _from_entry(e: Entry) -> EngineProfile:
     """Parameter values only; their units, sources and notes stay on the catalogue entry."""
-    return EngineProfile(id=e.id, name=e.name, params={k: f.value for k, f in e.figures.items()})
+    base = EngineProfile(id=e.id, name=e.name, params={k: f.value for k, f in e.figures.items()})
+    return _with_chip_power(base)
+
+
+def _with_chip_power(base: EngineProfile) -> EngineProfile:
+    """``base`` with ``CHIP_POWER_PARAMS`` from the (calibrated) profile its
+    ``chip_power_profile`` names, when it names one."""
+    donor_id = base.params.get("chip_power_profile")
+    if not donor_id:
+        return base
+    if donor_id == base.id:
+        raise DataError(f"engine profile {base.id}: chip_power_profile names itself")
+    donor = profile(str(donor_id), f"{base.id}.chip_power_profile")
+    return base.with_params(**{k: donor.num(k) for k in CHIP_POWER_PARAMS})
 
 
 def _calibrated(

@@ -40,9 +40,14 @@ def test_gemm_precision_follows_the_engine_weight_format_and_gpu() -> None:
 
 
 def test_fp8_prefill_on_h100_is_faster_by_the_ratio_of_the_tensor_rates() -> None:
+    """FP8 GEMMs do twice the FLOPs per SM-cycle of BF16 ones, at the datasheet ratio of peaks,
+    but under the board power limit (the chip power parameters vLLM takes from llama.cpp's
+    fit) each SM-cycle of FP8 work costs more energy, so the sustained gain is the peak ratio
+    times the ratio of the power-limited clock shares, below 2x."""
     ratio = 1978.9 / 989.4  # H100 SXM datasheet: dense FP8 / dense BF16
     times = {}
     gemm = {}
+    clock = {}
     for quant in ("FP8", "BF16"):
         cfg = h100(quant)
         pl = place(cfg)
@@ -51,10 +56,14 @@ def test_fp8_prefill_on_h100_is_faster_by_the_ratio_of_the_tensor_rates() -> Non
         times[quant] = cost.compute_s
         gpu = st.devices[0].gpu
         gemm[quant] = costs.sustained_flops(gpu, cfg.profile, cfg.quant.weight_dtype)
-    assert gemm["FP8"] / gemm["BF16"] == pytest.approx(ratio)
+        clock[quant] = costs.power_clock_fraction(gpu, cfg.profile, cfg.quant.weight_dtype)
+    assert clock["FP8"] <= clock["BF16"] <= 1.0
+    sustained = ratio * clock["FP8"] / clock["BF16"]
+    assert gemm["FP8"] / gemm["BF16"] == pytest.approx(sustained)
+    assert 1.0 < sustained < ratio
     # the weight GEMMs dominate a 4k prompt; attention and overheads stay at the 16-bit rate
     speedup = times["BF16"] / times["FP8"]
-    assert 0.8 * ratio < speedup < ratio
+    assert 0.8 * sustained < speedup < sustained
 
 
 def test_gpu_memory_utilization_moves_the_kv_pool_by_that_share_of_capacity() -> None:

@@ -168,10 +168,10 @@ def test_vllm_serving_leave_one_out_errors_meet_the_bar(vllm_cv_mae: dict[str, f
 @pytest.mark.slow
 def test_vllm_serving_leave_one_out_ttft_meets_the_bar(vllm_cv_mae: dict[str, float]) -> None:
     """Issue 10's TTFT bar (< 25%), pooled over both held-out schemes as the two bars above:
-    24.7% (leave one GPU out 28.8%, leave one rate out 20.6%; calibration/report.md). The worst
-    held-out rows are the 32 req/s runs (RTX 4090 rate fold 104%, H100 30%): API-server load is
-    not modelled, and the fit does not yet replay the benchmark's sweep through the prefix cache
-    (measured.SERVING_PREFIX_CACHE; DESIGN.md)."""
+    24.2% (leave one GPU out 27.8%, leave one rate out 20.6%; DESIGN.md "Prefix caching and
+    the benchmark's sweep"). The worst held-out rows: the RTX 4090's 32 req/s runs when that
+    rate is left out (+151%), and the H100's warm runs when the H100 is left out (+34..47%):
+    API-server load and the rigs' host CPUs are not modelled."""
     assert vllm_cv_mae["ttft_s"] < 0.25
 
 
@@ -258,9 +258,7 @@ def test_vllm_kv_pool_does_not_depend_on_the_requests() -> None:
     assert sized_for_run is not None and sized_for_run > (pool(100) or 0)
 
 
-def test_serving_rows_replay_their_sweep_and_the_fit_sees_what_sim_run_sees(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_serving_rows_replay_their_sweep_and_the_fit_sees_what_sim_run_sees() -> None:
     """run_benchmark.sh ran 32, 16, 8, 4, 1 req/s on one server: a row carries the rates
     before its own and benchmark_serving's test prompt. The fit simulates a server's runs in
     that order sharing one memo of prefix caches; each row's prediction equals its own run."""
@@ -268,8 +266,7 @@ def test_serving_rows_replay_their_sweep_and_the_fit_sees_what_sim_run_sees(
     from simulator.calibrate import ServingProblem
     from simulator.measured import is_serving, load_rows, predict, row_config
 
-    assert measured.SERVING_PREFIX_CACHE is False  # the committed fit ran without it
-    monkeypatch.setattr(measured, "SERVING_PREFIX_CACHE", True)
+    assert measured.SERVING_PREFIX_CACHE is True  # the committed fit ran with it
 
     rows = load_rows(fit_only=False)
     rows = rows[[is_serving(r) for r in rows.itertuples()]]
@@ -286,19 +283,39 @@ def test_serving_rows_replay_their_sweep_and_the_fit_sees_what_sim_run_sees(
 
 
 @pytest.mark.slow
-def test_serving_rows_without_the_cache_reproduce_the_committed_fit() -> None:
-    """The rows run as the committed fit ran them (no prefix cache): its residuals come back to
-    the digits calibrated/vllm.toml wrote."""
+def test_serving_rows_reproduce_the_committed_fit() -> None:
+    """The rows run as the committed fit ran them (replaying their sweep through the prefix
+    cache): its residuals come back to what calibrated/vllm.toml wrote, within 2e-4 (the file
+    keeps the fitted values to 6 significant digits, and in the event engine so small a change
+    can move when a step admits a request: 0.0884 at the fit's own values, 0.0885 read back)."""
     import tomllib
 
     from simulator.calibrate import ServingProblem, load_fit_rows
     from simulator.profiles import CALIBRATED_DIR
 
     prob = ServingProblem("vllm", load_fit_rows("vllm"))
-    assert not any(c.prefix_caching for c in prob.cfgs)
+    assert all(c.prefix_caching for c in prob.cfgs)
     prof = profile("vllm")
     sim = prob.simulate(np.array([prof.num(n) for n in prob.names]))
     err = pd.Series(np.abs(sim / prob.measured - 1)).groupby(np.array(prob.metrics)).mean()
     committed = tomllib.loads((CALIBRATED_DIR / "vllm.toml").read_text())["residuals"]
     for metric, entry in committed.items():
-        assert round(float(err[metric]), 4) == entry["mean_abs_rel_error"]
+        assert float(err[metric]) == pytest.approx(entry["mean_abs_rel_error"], abs=2e-4)
+
+
+def test_vllm_takes_the_chip_power_parameters_from_llama_cpps_fit() -> None:
+    """The energy of a tensor-core SM-cycle is the silicon's: vLLM's profile names llama.cpp's
+    fit (chip_power_profile) instead of fitting it on two GPUs, so an H100 PCIe's GEMMs run
+    at the same power-limited clock share under either engine, well below boost at 350 W."""
+    from simulator import calibrate, hardware
+    from simulator.profiles import CHIP_POWER_PARAMS
+
+    llama, vllm = profile("llama.cpp"), profile("vllm")
+    assert vllm.get("chip_power_profile") == "llama.cpp"
+    for key in CHIP_POWER_PARAMS:
+        assert key not in calibrate.FITTED["vllm"]
+        assert vllm.num(key) == llama.num(key) == uncalibrated("vllm").num(key)
+    h100 = hardware.gpu("h100-pcie")
+    share = costs.power_clock_fraction(h100, vllm)
+    assert share == costs.power_clock_fraction(h100, llama)
+    assert 0.4 < share < 0.75
