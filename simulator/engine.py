@@ -357,30 +357,22 @@ class Engine:
         out: list[tuple[tuple[Part, ...], int]] = []
         parts: list[Part] = []
         room, logits = u, 0
-        decode: list[int] = []
+        # decode groups as (tokens, context sum, common context or -1), each one part
+        groups: list[tuple[int, int, int]] = []
         if lead is not None and lead[0] <= u:
-            b, csum, common = lead
-            if common >= 0:
-                ctx = common
-            else:  # (``sum(group) / b``: the same int sum, the same division)
-                ctx = round(csum / b / CONTEXT_BUCKET_TOKENS) * CONTEXT_BUCKET_TOKENS
-            parts.append((1, ctx, b))
-            logits += b
-            room -= b
-            if room == 0:
-                out.append((tuple(parts), logits))
-                parts, room, logits = [], u, 0
-            chunks = chunks[b:]
+            groups.append(lead)  # the same group the scan below would build, without it
+            chunks = chunks[lead[0] :]
         else:
             decode = [c.context for c in chunks if not c.prefill]
-        while decode:
-            group, decode = decode[:room], decode[room:]
-            b = len(group)
-            if min(group) == max(group):
-                ctx = group[0]
+            while decode:
+                group, decode = decode[:u], decode[u:]
+                same = group[0] if min(group) == max(group) else -1
+                groups.append((len(group), sum(group), same))
+        for b, csum, common in groups:
+            if common >= 0:
+                ctx = common
             else:
-                mean = sum(group) / b
-                ctx = round(mean / CONTEXT_BUCKET_TOKENS) * CONTEXT_BUCKET_TOKENS
+                ctx = round(csum / b / CONTEXT_BUCKET_TOKENS) * CONTEXT_BUCKET_TOKENS
             parts.append((1, ctx, b))
             logits += b
             room -= b
