@@ -44,7 +44,7 @@ from simulator import workload
 from simulator.config import RunConfig
 from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
-from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, Op, RunBooker, compile_line, repeat
+from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, RunBooker, compile_line
 from simulator.phases import Part
 from simulator.placement import Placement, place
 from simulator.prefix_cache import PrefixState, install_prefix_state
@@ -72,7 +72,9 @@ class At(simpy.Event):
     reproduce bit for bit. Queued as ``Environment.schedule`` queues a timeout."""
 
     def __init__(self, env: simpy.Environment, when: float):
-        super().__init__(env)
+        # (``Event.__init__`` inlined, as ``Timeout.__init__`` has it)
+        self.env = env
+        self.callbacks = []
         self._ok = True
         self._value = None
         heapq.heappush(env._queue, (when, NORMAL, next(env._eid), self))
@@ -189,8 +191,10 @@ class Engine:
         self._booked = (
             self.virtual_engines == 1 and detail == "stage" and fast and not self._shared_cpu
         )
-        self._compiled: dict[tuple[int, bool], tuple[tuple[float, ...], tuple[Op, ...]]] = {}
-        self._overheads: dict[tuple[int, bool], float] = {}  # host time by batch and kind
+        # a timeline's booking, compiled: its end-time increments, its additions' program
+        self._compiled: dict[tuple[int, bool], tuple[tuple[float, ...], int]] = {}
+        # host time by batch and kind, and its addition to the critical path as a program
+        self._overheads: dict[tuple[int, bool], tuple[float, int]] = {}
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self.workload = workload.columns(cfg)  # the requests, as arrays
         self._stream_delay_s = stream_delay_s(prof)
@@ -212,6 +216,9 @@ class Engine:
                 self.kv_share,
             ),
         )
+        # the counters' additions of compiled bookings, applied in order when flushed: any
+        # other adder flushes it first (``_flush``)
+        self._ledger = self.runs.ledger
         if prefix_state is None and cfg.prior_runs and cfg.prefix_caching:
             from simulator.server_history import prior_prefix_state  # it runs Engines
 
@@ -243,8 +250,14 @@ class Engine:
             self.busy_s[name] = 0.0
         return res
 
+    def _flush(self) -> None:
+        """Apply the compiled bookings' pending additions (before any other adder)."""
+        if self._ledger.pids:
+            self._ledger.flush()
+
     def _book(self, tracks: tuple[str, ...], label: str, start: float, seconds: float) -> None:
         """Account ``tracks`` as busy from ``start`` for ``seconds``."""
+        self._flush()
         for t in tracks:
             self.busy_s[t] = self.busy_s.get(t, 0.0) + seconds
             if self.record_spans:
@@ -277,6 +290,7 @@ class Engine:
 
     def _account(self, ph: Phase, critical: bool) -> None:
         """Book a phase's bound seconds (stage level, at either detail) and critical path."""
+        self._flush()
         bound = self.bound_s
         for st in ph.steps:
             if st.kind == "gpu":
@@ -290,6 +304,7 @@ class Engine:
                 self.critical_s[kind] += sec
 
     def _count_bytes(self, st: Step) -> None:
+        self._flush()
         for n, size in st.link_bytes:
             self.link_bytes[n] = self.link_bytes.get(n, 0.0) + size
 
@@ -411,11 +426,14 @@ class Engine:
         critical = replica == 0 and ve == 0 and decode_only
         batches = self._micro_batches(chunks, lead)
         key = (len(chunks), decode_only)
-        overhead = self._overheads.get(key)
-        if overhead is None:
-            overhead = self._overheads[key] = step_overhead_s(self.cfg, *key)
+        hit = self._overheads.get(key)
+        if hit is None:
+            seconds = step_overhead_s(self.cfg, *key)
+            crit = ((self.critical_s, "host-overhead", (seconds,)),)
+            hit = self._overheads[key] = (seconds, self._ledger.register(crit))
+        overhead = hit[0]
         if critical:
-            self.critical_s["host-overhead"] += overhead
+            self._ledger.add(hit[1], 1)
         lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
         if len(lines) == 1 and self._booked:
             if self.record_spans:
@@ -426,13 +444,14 @@ class Engine:
                 prog = self._compiled.get(ref)
                 if prog is None:
                     counters = (self.bound_s, self.critical_s, self.link_bytes, self.busy_s)
-                    prog = self._compiled[ref] = compile_line(lines[0], critical, counters)
-                incs, ops = prog
+                    incs, ops = compile_line(lines[0], critical, counters)
+                    prog = self._compiled[ref] = (incs, self._ledger.register(ops))
+                incs, pid = prog
                 t = start
                 for inc in incs:
                     t += inc
                 seconds = t - start
-                repeat(ops, 1)
+                self._ledger.add(pid, 1)
             yield self.env.timeout(seconds + overhead)
             self.events += 1
         else:
@@ -595,6 +614,7 @@ class Engine:
             for sched in ves:
                 for seq in (*sched.running, *sched.waiting):
                     self.records.set_steps(seq.id, seq.token_steps)
+        self._flush()
         return SimOutput(
             requests=self.records,
             makespan_s=self.env.now,
