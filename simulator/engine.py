@@ -32,6 +32,7 @@ changing a bit"). One SimPy time unit is one second.
 from __future__ import annotations
 
 import heapq
+import math
 from array import array
 from collections.abc import Generator
 from dataclasses import replace
@@ -474,16 +475,21 @@ class Engine:
         ends = None if self._one_scheduler else self._step_ends[replica][ve]
         delay = self._stream_delay_s
         prefill_start, first_token = self.records.prefill_start_s, self.records.first_token_s
+        env = self.env
+        queue = env._queue  # (SimPy 4: ``Environment.peek`` reads its head)
+        merge, book = self.merge_steps, self.runs.book
         while True:
-            if self.merge_steps:
+            if merge:
                 run = sched.decode_run()
                 if run is not None:  # booked in one go, waited for as one event
-                    now = self.env.now
-                    end, k = self.runs.book(replica, sched, run, now, self.env.peek())
+                    now = env._now
+                    end, k = book(replica, sched, run, now, queue[0][0] if queue else math.inf)
                     self.events += k
                     self.iterations += k
-                    yield At(self.env, end) if k > 1 else self.env.timeout(end - now)
-                    self._finish(sched.advance(k), end + delay)
+                    yield At(env, end) if k > 1 else env.timeout(end - now)
+                    finished = sched.advance(k)
+                    if finished:
+                        self._finish(finished, end + delay)
                     self._book_occupancy(end, replica, sched)
                     continue
             chunks = sched.schedule()
@@ -510,7 +516,8 @@ class Engine:
                     first_token[seq.id] = seen
                     if seq.prompt_tokens > 0:
                         self.prefill_time_s.append(now - prefill_start[seq.id])
-            self._finish(finished, seen)
+            if finished:
+                self._finish(finished, seen)
             self._book_occupancy(now, replica, sched)
 
     def _finish(self, finished: list[Sequence], seen: float) -> None:

@@ -91,8 +91,7 @@ class Chunk(NamedTuple):
         return not self.prefill or self.tokens == self.seq.prompt_left
 
 
-@dataclass(slots=True)
-class DecodeRun:
+class DecodeRun(NamedTuple):
     """Up to ``steps`` steps that are each one decode token for every running sequence and
     nothing else (no prompt work, no admission, no completion before the last of them), as
     long as the KV blocks they need are free: the state a run of identical decode steps is
@@ -102,7 +101,8 @@ class DecodeRun:
     step (their sum; the common value when all are equal, else -1). Paged cache only:
     ``block_counts[r]`` sequences hold ``r`` tokens past a block boundary, so step ``k``
     needs ``block_counts[-k % block_size]`` new blocks (:meth:`blocks_needed`), and a step
-    that needs more than are free is where the run must stop (the general path preempts)."""
+    that needs more than are free is where the run must stop (the general path preempts).
+    (A tuple: :meth:`Scheduler.decode_run` builds one per scheduler pass.)"""
 
     sequences: int
     steps: int
@@ -410,7 +410,7 @@ class Scheduler:
                 if need <= free - counts[0]:  # it would join at the first step
                     return None
                 # free blocks only shrink during the run: it stays out
-        return DecodeRun(n, steps, total, first, free, counts)
+        return tuple.__new__(DecodeRun, (n, steps, total, first, free, counts))
 
     def scan(self) -> Batch | None:
         """The running batch's aggregates for :meth:`decode_run`, from scratch (None: some
