@@ -575,7 +575,7 @@ class Engine:
             wake.succeed()
         return done
 
-    def _open_loop(self, arrivals: array[float]) -> Proc:
+    def _open_loop(self, arrivals: memoryview) -> Proc:
         env = self.env
         for i, at in enumerate(arrivals):
             if at > env.now:
@@ -609,10 +609,8 @@ class Engine:
         for r in range(cfg.replicas):
             for v in range(self.virtual_engines):
                 self.env.process(self._serve(r, v))
-        if wl.arrival_s is not None:
-            sends = array("d")
-            sends.frombytes(wl.arrival_s.tobytes())  # Python floats one at a time
-            self.env.process(self._open_loop(sends))
+        if wl.arrival_s is not None:  # Python floats one at a time, without a copy
+            self.env.process(self._open_loop(memoryview(wl.arrival_s.data)))
         else:
             for _ in range(min(cfg.concurrency, len(wl))):
                 self.env.process(self._client())
