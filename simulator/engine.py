@@ -418,7 +418,7 @@ class Engine:
         self, replica: int, ve: int, chunks: list[Chunk], lead: tuple[int, int, int] | None
     ) -> Proc:
         """One step of ``chunks`` (``lead``: its scheduler's ``lead()``, see _micro_batches)."""
-        start = self.env.now
+        start = self.env._now
         if lead is not None and all(c.prefill for c in chunks[lead[0] :]):
             decode_only = len(chunks) == lead[0]
         else:
@@ -464,7 +464,7 @@ class Engine:
             yield self.env.all_of(procs)
             yield self.env.timeout(overhead)
         if decode_only:
-            self.decode_step_s.append(self.env.now - start)
+            self.decode_step_s.append(self.env._now - start)
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -500,13 +500,13 @@ class Engine:
                 self._wake[key] = wake
                 yield wake
                 continue
-            now = self.env.now
+            now = self.env._now
             for seq in sched.started:
                 prefill_start[seq.id] = now
             yield from self._iteration(replica, ve, chunks, sched.lead())
             self.iterations += 1
             self.batch_sequences.append(len(chunks))
-            now = self.env.now
+            now = self.env._now
             seen = now + delay  # when the client receives the tokens
             if ends is not None:  # (else the occupancy series below records ``now``)
                 ends.append(now)
@@ -528,10 +528,11 @@ class Engine:
                 done.succeed()
 
     def _book_occupancy(self, now: float, replica: int, sched: Scheduler) -> None:
-        occ = sched.kv_occupancy()
-        if sched.total_blocks is None:  # slots: running sequences over slots
-            slots = sched.settings.max_num_seqs or 1
-            occ = occ / slots
+        total, free = sched.total_blocks, sched.free_blocks
+        if total is not None and free is not None:  # (``Scheduler.kv_occupancy``, inlined)
+            occ = 1.0 - free / total if total else 0.0
+        else:  # slots: running sequences over slots
+            occ = float(len(sched.running)) / (sched.settings.max_num_seqs or 1)
         self.kv_time_s.append(now)
         self.kv_replica.append(replica)
         self.kv_share.append(occ)
@@ -556,7 +557,7 @@ class Engine:
         ves = self.schedulers[replica]
         ve = 0 if len(ves) == 1 else min(range(len(ves)), key=lambda v: (ves[v].unfinished, v))
         prompt, output = int(wl.prompt_tokens[i]), int(wl.output_tokens[i])
-        rid = self.records.add(replica, replica * len(ves) + ve, self.env.now, prompt, output)
+        rid = self.records.add(replica, replica * len(ves) + ve, self.env._now, prompt, output)
         assert rid == i, (rid, i)  # requests arrive in id order
         done = None
         if not cfg.open_loop:
@@ -578,8 +579,8 @@ class Engine:
     def _open_loop(self, arrivals: memoryview) -> Proc:
         env = self.env
         for i, at in enumerate(arrivals):
-            if at > env.now:
-                yield env.timeout(at - env.now)
+            if at > env._now:
+                yield env.timeout(at - env._now)
             self._submit(i)
 
     def _client(self) -> Proc:

@@ -57,18 +57,21 @@ class Sequence:
     cached_blocks: int = 0  # its leading blocks the prefix cache holds under their hash
     # the steps of its scheduler in which it emitted a token, as flat [start, end) pairs
     token_steps: list[int] = field(default_factory=list)
+    # tokens the request emits; a prompt-only request (llama-bench pp) still ends with the
+    # logits of its last prompt token, counted as one (kept: the scheduler's loops read it)
+    target: int = field(init=False)
 
     def __post_init__(self) -> None:
         if self.prompt_left < 0:
             self.prompt_left = self.prompt_tokens
         if self.computed < 0:
             self.computed = self.context_tokens
+        self.target = self.output_tokens if self.output_tokens > 0 else 1
 
     @property
     def target_tokens(self) -> int:
-        """Tokens the request emits; a prompt-only request (llama-bench pp) still ends with the
-        logits of its last prompt token, counted as one."""
-        return self.output_tokens if self.output_tokens > 0 else 1
+        """Tokens the request emits (``target``)."""
+        return self.target
 
     @property
     def done(self) -> bool:
@@ -428,7 +431,7 @@ class Scheduler:
             total += c
             if c != first:
                 uniform = False
-            left = (q.output_tokens if q.output_tokens > 0 else 1) - q.generated  # target
+            left = q.target - q.generated
             if left < steps:
                 steps = left
         counts: list[int] = []
@@ -461,35 +464,54 @@ class Scheduler:
             return finished
         total, head, uniform, most, top = 0, -1, True, 1 << 62, 0
         counts = [0] * block if paged else []
-        for q in self.running:
-            c = q.computed = q.computed + steps
-            q.generated += steps
-            seg = q.token_steps
-            if seg and seg[-1] == first:
-                seg[-1] = last
-            else:
-                seg += (first, last)
-            if paged:
+        if paged:
+            for q in self.running:
+                c = q.computed = q.computed + steps
+                g = q.generated = q.generated + steps
+                seg = q.token_steps
+                if seg and seg[-1] == first:
+                    seg[-1] = last
+                else:
+                    seg += (first, last)
                 blocks = -(-c // block)
                 grown += blocks - q.blocks
                 q.blocks = blocks
-            left = (q.output_tokens if q.output_tokens > 0 else 1) - q.generated  # target
-            if left <= 0:
-                finished.append(q)
-                continue
-            total += c
-            if head < 0:
-                head = c
-            elif c != head:
-                uniform = False
-            if left < most:
-                most = left
-            if paged:
+                left = q.target - g
+                if left <= 0:
+                    finished.append(q)
+                    continue
+                total += c
+                if head < 0:
+                    head = c
+                elif c != head:
+                    uniform = False
+                if left < most:
+                    most = left
                 counts[c % block] += 1
                 if c > top:
                     top = c
+        else:
+            for q in self.running:
+                c = q.computed = q.computed + steps
+                g = q.generated = q.generated + steps
+                seg = q.token_steps
+                if seg and seg[-1] == first:
+                    seg[-1] = last
+                else:
+                    seg += (first, last)
+                left = q.target - g
+                if left <= 0:
+                    finished.append(q)
+                    continue
+                total += c
+                if head < 0:
+                    head = c
+                elif c != head:
+                    uniform = False
+                if left < most:
+                    most = left
         self.started = []
-        if self.free_blocks is not None:
+        if self.free_blocks is not None and grown:
             self.free_blocks -= grown
             if self.cache is not None:
                 self.cache.allocate(grown)
@@ -510,23 +532,33 @@ class Scheduler:
         sequence, the common context and the largest by ``steps``, the fewest left shrinks
         by ``steps``, and the block histogram rotates by ``steps``)."""
         block = self.settings.block_size
-        paged = self.free_blocks is not None
-        grown = 0
-        for q in self.running:
-            c = q.computed = q.computed + steps
-            q.generated += steps
-            seg = q.token_steps
-            if seg and seg[-1] == first:
-                seg[-1] = last
-            else:
-                seg += (first, last)
-            if paged:
-                blocks = -(-c // block)
-                grown += blocks - q.blocks
-                q.blocks = blocks
-        self.started = []
         total, head, most, counts, top = batch
         if self.free_blocks is not None:
+            for q in self.running:
+                c = q.computed = q.computed + steps
+                q.generated += steps
+                seg = q.token_steps
+                if seg and seg[-1] == first:
+                    seg[-1] = last
+                else:
+                    seg += (first, last)
+                q.blocks = -(-c // block)
+        else:
+            for q in self.running:
+                q.computed += steps
+                q.generated += steps
+                seg = q.token_steps
+                if seg and seg[-1] == first:
+                    seg[-1] = last
+                else:
+                    seg += (first, last)
+        self.started = []
+        if self.free_blocks is not None:
+            # step k takes a block for each sequence k tokens short of a boundary (as
+            # ``DecodeRun.blocks_needed``): whole turns of the histogram, then the rest
+            grown = steps // block * len(self.running)
+            for k in range(steps % block):
+                grown += counts[-k % block]
             self.free_blocks -= grown
             if self.cache is not None:
                 self.cache.allocate(grown)
@@ -597,7 +629,7 @@ class Scheduler:
                     seg[-1] = step + 1
                 else:
                     seg += (step, step + 1)
-                left = (seq.output_tokens if seq.output_tokens > 0 else 1) - seq.generated
+                left = seq.target - seq.generated
                 if seq.prompt_left == 0 and left <= 0:
                     finished.append(seq)
                     continue
