@@ -510,12 +510,11 @@ class Engine:
             seen = now + delay  # when the client receives the tokens
             if ends is not None:  # (else the occupancy series below records ``now``)
                 ends.append(now)
-            emitted, finished = sched.complete(chunks)
-            for seq in emitted:
-                if seq.generated == 1:  # its first token (a preempted one keeps its count)
-                    first_token[seq.id] = seen
-                    if seq.prompt_tokens > 0:
-                        self.prefill_time_s.append(now - prefill_start[seq.id])
+            firsts, finished = sched.complete(chunks)
+            for seq in firsts:  # (a preempted one keeps its count: its first was earlier)
+                first_token[seq.id] = seen
+                if seq.prompt_tokens > 0:
+                    self.prefill_time_s.append(now - prefill_start[seq.id])
             if finished:
                 self._finish(finished, seen)
             self._book_occupancy(now, replica, sched)

@@ -259,6 +259,7 @@ class RunBooker:
         k = 0
         need = counts[0] if paged else 0  # blocks the next step takes (it fits: checked)
         done = False
+        add_duration, add_end, add_share = durations.append, ends.append, shares.append
         while not done:
             # a stretch of steps at one context: all of them (uniform contexts move every
             # step), or until the bucketed mean (csum + k n) / n moves to the next bucket
@@ -283,33 +284,52 @@ class RunBooker:
             one = len(incs) == 1
             inc0 = incs[0]
             first = k
-            while True:  # the steps of the stretch: the fast path's float operations
-                if one:
-                    t = start + inc0
-                else:
-                    t = start
-                    for inc in incs:
-                        t += inc
-                end = start + ((t - start) + overhead)
-                durations.append(end - start)
-                ends.append(end)
-                k += 1
-                if k == steps or horizon <= end:
-                    done = True
-                    break
-                # (the last step's share is booked after its finishes, by the caller)
-                if paged:
+            if one and paged and total:  # the usual case of the loop below, specialised
+                while True:
+                    end = start + (start + inc0 - start + overhead)  # (t - start) + overhead
+                    add_duration(end - start)
+                    add_end(end)
+                    k += 1
+                    if k == steps or horizon <= end:
+                        done = True
+                        break
                     free -= need
                     need = counts[-k % block]
                     if need > free:
                         done = True
-                        break  # the next step preempts: the general path decides it
-                    shares.append(1.0 - free / total if total else 0.0)
-                else:
-                    shares.append(share_of_slots)
-                start = end
-                if k == stop:
-                    break
+                        break
+                    add_share(1.0 - free / total)
+                    start = end
+                    if k == stop:
+                        break
+            else:
+                while True:  # the steps of the stretch: the fast path's float operations
+                    if one:
+                        t = start + inc0
+                    else:
+                        t = start
+                        for inc in incs:
+                            t += inc
+                    end = start + ((t - start) + overhead)
+                    durations.append(end - start)
+                    ends.append(end)
+                    k += 1
+                    if k == steps or horizon <= end:
+                        done = True
+                        break
+                    # (the last step's share is booked after its finishes, by the caller)
+                    if paged:
+                        free -= need
+                        need = counts[-k % block]
+                        if need > free:
+                            done = True
+                            break  # the next step preempts: the general path decides it
+                        shares.append(1.0 - free / total if total else 0.0)
+                    else:
+                        shares.append(share_of_slots)
+                    start = end
+                    if k == stop:
+                        break
             reps += k - first
         log_pid(pid)
         log_reps(reps)

@@ -300,7 +300,7 @@ class Scheduler:
                     self.free_blocks -= need
                     if self.cache is not None:
                         self.cache.allocate(need)
-            chunks.append(Chunk(seq, n, seq.computed, seq.prompt_left > 0))
+            chunks.append(tuple.__new__(Chunk, (seq, n, seq.computed, seq.prompt_left > 0)))
             if not seq.scheduled:
                 seq.scheduled = True
                 self.started.append(seq)
@@ -345,7 +345,7 @@ class Scheduler:
             self.running.append(seq)
             if n > 0:
                 self._grow(seq, n)
-                chunks.append(Chunk(seq, n, seq.computed, seq.prompt_left > 0))
+                chunks.append(tuple.__new__(Chunk, (seq, n, seq.computed, seq.prompt_left > 0)))
                 if not seq.scheduled:
                     seq.scheduled = True
                     self.started.append(seq)
@@ -570,12 +570,13 @@ class Scheduler:
         self.carried = (total + n * steps, head, most - steps, counts, top)
 
     def complete(self, chunks: list[Chunk]) -> tuple[list[Sequence], list[Sequence]]:
-        """Apply a finished step: (sequences that emitted a token, sequences now done).
+        """Apply a finished step: (sequences that emitted their first token, sequences now
+        done; a preempted sequence's first token after its recomputation is not its first).
         When every running sequence ran in it, the survivors' aggregates for the next
         :meth:`decode_run` are gathered on the way (``carried``: what :meth:`scan` would
         find; None where it would find none)."""
         self.carried = None
-        emitted: list[Sequence] = []
+        firsts: list[Sequence] = []
         finished: list[Sequence] = []
         step = self.steps
         self.steps = step + 1
@@ -592,11 +593,10 @@ class Scheduler:
             m = bulk[1]
             rest = chunks[m:]
             nxt = step + 1
-            for c in chunks[:m]:
+            for c in chunks[:m]:  # (none of them emits its first token: all are decoding)
                 seq = c[0]
                 seq.computed += 1
                 seq.generated += 1
-                emitted.append(seq)
                 seg = seq.token_steps
                 if seg and seg[-1] == step:
                     seg[-1] = nxt
@@ -623,7 +623,8 @@ class Scheduler:
                 emits = True
             if emits:
                 seq.generated += 1
-                emitted.append(seq)
+                if seq.generated == 1:
+                    firsts.append(seq)
                 seg = seq.token_steps
                 if seg and seg[-1] == step:
                     seg[-1] = step + 1
@@ -661,7 +662,7 @@ class Scheduler:
                 self._release(q)
         if gather and self.running:
             self.carried = (total, head if uniform else -1, most, counts, top)
-        return emitted, finished
+        return firsts, finished
 
 
 def run_alone(sched: Scheduler, seq: Sequence) -> None:
