@@ -617,6 +617,7 @@ class Engine:
         self.env.run()
         for ves in self.schedulers:  # requests a run left unfinished keep their tokens
             for sched in ves:
+                sched.sync()
                 for seq in (*sched.running, *sched.waiting):
                     self.records.set_steps(seq.id, seq.token_steps)
         self._flush()

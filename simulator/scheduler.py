@@ -60,6 +60,10 @@ class Sequence:
     # tokens the request emits; a prompt-only request (llama-bench pp) still ends with the
     # logits of its last prompt token, counted as one (kept: the scheduler's loops read it)
     target: int = field(init=False)
+    # its scheduler's step from which the fields above lag: a running sequence that has
+    # decoded one token in every step since holds computed, generated, blocks and its open
+    # token-step segment as of this step (``Scheduler.sync`` brings them up to date)
+    since: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.prompt_left < 0:
@@ -177,6 +181,27 @@ class Scheduler:
             return 1.0 - self.free_blocks / self.total_blocks if self.total_blocks else 0.0
         return float(len(self.running))  # the engine divides by the slot count
 
+    def sync(self) -> None:
+        """Bring every running sequence's fields up to date: a sequence that decoded in each
+        step since ``since`` gets those steps' tokens (its blocks are what they need)."""
+        step = self.steps
+        block = self.settings.block_size
+        paged = self.free_blocks is not None
+        for q in self.running:
+            d = step - q.since
+            if d:
+                since = q.since
+                c = q.computed = q.computed + d
+                q.generated += d
+                seg = q.token_steps
+                if seg and seg[-1] == since:
+                    seg[-1] = step
+                else:
+                    seg += (since, step)
+                if paged:
+                    q.blocks = -(-c // block)
+                q.since = step
+
     # -- KV blocks ------------------------------------------------------------------------
 
     def _blocks_for(self, tokens: int) -> int:
@@ -249,22 +274,22 @@ class Scheduler:
                 and self.total_blocks is not None
                 and batch[4] < self.total_blocks * block
             ):
+                # the sequences stay as they are (``since``): their contexts are their
+                # cached tokens plus the steps they lag, and the blocks the boundary ones
+                # take now are theirs when they are brought up to date
                 new = tuple.__new__
+                step = self.steps
+                chunks = [new(Chunk, (q, 1, q.computed + step - q.since, False)) for q in running]
                 if grow:
-                    for q in running:
-                        c = q.computed
-                        if c % block == 0:
-                            q.blocks += 1
-                        chunks.append(new(Chunk, (q, 1, c, False)))
                     assert free is not None
                     self.free_blocks = free - grow
                     if self.cache is not None:  # as ``grow`` calls of allocate(1) would
                         self.cache.allocate(grow)
-                else:
-                    chunks = [new(Chunk, (q, 1, q.computed, False)) for q in running]
                 budget -= len(running)
                 self._bulk = (chunks, len(running), batch)
                 running = []  # done: the loop below has nothing left to do
+        if running:
+            self.sync()
         for seq in list(running):
             if budget <= 0:
                 break
@@ -343,6 +368,7 @@ class Scheduler:
                 break
             self.waiting.popleft()
             self.running.append(seq)
+            seq.since = self.steps
             if n > 0:
                 self._grow(seq, n)
                 chunks.append(tuple.__new__(Chunk, (seq, n, seq.computed, seq.prompt_left > 0)))
@@ -418,6 +444,7 @@ class Scheduler:
     def scan(self) -> Batch | None:
         """The running batch's aggregates for :meth:`decode_run`, from scratch (None: some
         sequence is not decoding, or holds other blocks than its tokens need)."""
+        self.sync()
         running = self.running
         block = self.settings.block_size
         first = running[0].computed
@@ -452,69 +479,65 @@ class Scheduler:
         schedule/complete pairs would do); the sequences finished by the last one. The
         survivors' aggregates are carried to the next :meth:`decode_run` (all of them are
         decoding, and hold the blocks their tokens need)."""
+        batch = self.carried  # the aggregates ``decode_run`` booked the run from
+        if batch is None:
+            batch = self.scan()
+            assert batch is not None, "advance needs a batch that decode_run would run"
         block = self.settings.block_size
         paged = self.free_blocks is not None
         finished: list[Sequence] = []
-        grown = 0
         first = self.steps
         self.steps = last = first + steps
-        batch = self.carried  # the aggregates ``decode_run`` booked the run from
-        if batch is not None and steps < batch[2]:  # nothing finishes: carry them forward
-            self._advance_all(steps, first, last, batch)
+        self.started = []
+        if paged:
+            # step k takes a block for each sequence k tokens short of a boundary (as
+            # ``DecodeRun.blocks_needed``): whole turns of the histogram, then the rest
+            counts = batch[3]
+            grown = steps // block * len(self.running)
+            for k in range(steps % block):
+                grown += counts[-k % block]
+            if grown:
+                assert self.free_blocks is not None
+                self.free_blocks -= grown
+                if self.cache is not None:
+                    self.cache.allocate(grown)
+        if steps < batch[2]:  # nothing finishes: carry the aggregates forward
+            self._advance_all(steps, batch)
             return finished
+        # someone finishes: every sequence brought up to date, the survivors' aggregates
+        # gathered on the way (the fewest tokens left needs a look at each)
         total, head, uniform, most, top = 0, -1, True, 1 << 62, 0
         counts = [0] * block if paged else []
-        if paged:
-            for q in self.running:
-                c = q.computed = q.computed + steps
-                g = q.generated = q.generated + steps
-                seg = q.token_steps
-                if seg and seg[-1] == first:
-                    seg[-1] = last
-                else:
-                    seg += (first, last)
-                blocks = -(-c // block)
-                grown += blocks - q.blocks
-                q.blocks = blocks
-                left = q.target - g
+        for q in self.running:
+            since = q.since
+            d = last - since
+            c = q.computed = q.computed + d
+            g = q.generated = q.generated + d
+            seg = q.token_steps
+            if seg and seg[-1] == since:
+                seg[-1] = last
+            else:
+                seg += (since, last)
+            q.since = last
+            left = q.target - g
+            if paged:
+                q.blocks = -(-c // block)
                 if left <= 0:
                     finished.append(q)
                     continue
-                total += c
-                if head < 0:
-                    head = c
-                elif c != head:
-                    uniform = False
-                if left < most:
-                    most = left
                 counts[c % block] += 1
                 if c > top:
                     top = c
-        else:
-            for q in self.running:
-                c = q.computed = q.computed + steps
-                g = q.generated = q.generated + steps
-                seg = q.token_steps
-                if seg and seg[-1] == first:
-                    seg[-1] = last
-                else:
-                    seg += (first, last)
-                left = q.target - g
-                if left <= 0:
-                    finished.append(q)
-                    continue
-                total += c
-                if head < 0:
-                    head = c
-                elif c != head:
-                    uniform = False
-                if left < most:
-                    most = left
-        self.started = []
-        if self.free_blocks is not None and grown:
-            self.free_blocks -= grown
-            if self.cache is not None:
-                self.cache.allocate(grown)
+            elif left <= 0:
+                finished.append(q)
+                continue
+            total += c
+            if head < 0:
+                head = c
+            elif c != head:
+                uniform = False
+            if left < most:
+                most = left
         if finished:
             if len(finished) == 1:  # the usual case: one C-level scan, in place
                 self.running.remove(finished[0])  # identity: Sequence compares by id
@@ -526,43 +549,15 @@ class Scheduler:
         self.carried = (total, head if uniform else -1, most, counts, top) if self.running else None
         return finished
 
-    def _advance_all(self, steps: int, first: int, last: int, batch: Batch) -> None:
-        """:meth:`advance` when no sequence finishes: every sequence moves ``steps`` tokens
-        on and the aggregates follow without a scan (the sum grows by ``steps`` per
-        sequence, the common context and the largest by ``steps``, the fewest left shrinks
-        by ``steps``, and the block histogram rotates by ``steps``)."""
-        block = self.settings.block_size
+    def _advance_all(self, steps: int, batch: Batch) -> None:
+        """:meth:`advance` when no sequence finishes: the sequences stay as they are (they
+        lag by ``steps`` more, see ``Sequence.since``) and the aggregates follow without a
+        scan (the sum grows by ``steps`` per sequence, the common context and the largest by
+        ``steps``, the fewest left shrinks by ``steps``, and the block histogram rotates by
+        ``steps``)."""
         total, head, most, counts, top = batch
         if self.free_blocks is not None:
-            for q in self.running:
-                c = q.computed = q.computed + steps
-                q.generated += steps
-                seg = q.token_steps
-                if seg and seg[-1] == first:
-                    seg[-1] = last
-                else:
-                    seg += (first, last)
-                q.blocks = -(-c // block)
-        else:
-            for q in self.running:
-                q.computed += steps
-                q.generated += steps
-                seg = q.token_steps
-                if seg and seg[-1] == first:
-                    seg[-1] = last
-                else:
-                    seg += (first, last)
-        self.started = []
-        if self.free_blocks is not None:
-            # step k takes a block for each sequence k tokens short of a boundary (as
-            # ``DecodeRun.blocks_needed``): whole turns of the histogram, then the rest
-            grown = steps // block * len(self.running)
-            for k in range(steps % block):
-                grown += counts[-k % block]
-            self.free_blocks -= grown
-            if self.cache is not None:
-                self.cache.allocate(grown)
-            r = steps % block
+            r = steps % self.settings.block_size
             counts = counts[-r:] + counts[:-r] if r else counts[:]
             top += steps
         n = len(self.running)
@@ -578,6 +573,16 @@ class Scheduler:
         self.carried = None
         firsts: list[Sequence] = []
         finished: list[Sequence] = []
+        bulk, self._bulk = self._bulk, None
+        lead = bulk is not None and bulk[0] is chunks and bulk[2][2] > 1
+        if not lead:
+            self.sync()  # every chunk's sequence up to date (a lead built in bulk lags)
+            if bulk is not None and bulk[0] is chunks and self.free_blocks is not None:
+                # and holding the block ``schedule`` took for its token at a boundary
+                block = self.settings.block_size
+                for c in chunks[: bulk[1]]:
+                    q = c[0]
+                    q.blocks = -(-(q.computed + 1) // block)
         step = self.steps
         self.steps = step + 1
         block = self.settings.block_size
@@ -585,23 +590,15 @@ class Scheduler:
         gather = self.settings.policy != "static" and len(chunks) == len(self.running)
         total, head, uniform, most, top = 0, -1, True, 1 << 62, 0
         counts = [0] * block if paged and gather else []
-        bulk, self._bulk = self._bulk, None
         rest = chunks
-        if bulk is not None and bulk[0] is chunks and bulk[2][2] > 1:
+        if lead:
             # the leading decode chunks of a batch none of which finishes now: one token
-            # each, and their aggregates moved on by one step (as ``_advance_all``)
+            # each, which their sequences take by lagging one more step (``since``; none
+            # of them emits its first token: all are decoding), and their aggregates moved
+            # on by one step (as ``_advance_all``)
+            assert bulk is not None
             m = bulk[1]
             rest = chunks[m:]
-            nxt = step + 1
-            for c in chunks[:m]:  # (none of them emits its first token: all are decoding)
-                seq = c[0]
-                seq.computed += 1
-                seq.generated += 1
-                seg = seq.token_steps
-                if seg and seg[-1] == step:
-                    seg[-1] = nxt
-                else:
-                    seg += (step, nxt)
             if gather:
                 total, head, most, counts, top = bulk[2]
                 total += m
@@ -613,6 +610,7 @@ class Scheduler:
                     top += 1
         for c in rest:
             seq = c.seq
+            seq.since = step + 1
             seq.computed += c.tokens
             if c.prefill:
                 emits = c.tokens == seq.prompt_left
@@ -652,6 +650,9 @@ class Scheduler:
                     counts[cc % block] += 1
                     if cc > top:
                         top = cc
+        if not lead:  # those that ran in it are up to date, and so are those that did not
+            for q in self.running:
+                q.since = step + 1
         if finished:
             if len(finished) == 1:  # the usual case: one C-level scan, in place
                 self.running.remove(finished[0])  # identity: Sequence compares by id
@@ -674,4 +675,5 @@ def run_alone(sched: Scheduler, seq: Sequence) -> None:
     sched.add(seq)
     while not seq.done:
         sched.complete(sched.schedule())
+        sched.sync()
     sched.steps, sched.preemptions, sched.started = steps, preemptions, []
