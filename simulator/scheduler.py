@@ -504,33 +504,18 @@ class Scheduler:
         if steps < batch[2]:  # nothing finishes: carry the aggregates forward
             self._advance_all(steps, batch)
             return finished
-        # someone finishes: every sequence brought up to date, the survivors' aggregates
-        # gathered on the way (the fewest tokens left needs a look at each)
+        # someone finishes: the survivors' aggregates from a look at each (the fewest
+        # tokens left among them), their own fields left lagging; the finished brought up
+        # to date
         total, head, uniform, most, top = 0, -1, True, 1 << 62, 0
         counts = [0] * block if paged else []
         for q in self.running:
-            since = q.since
-            d = last - since
-            c = q.computed = q.computed + d
-            g = q.generated = q.generated + d
-            seg = q.token_steps
-            if seg and seg[-1] == since:
-                seg[-1] = last
-            else:
-                seg += (since, last)
-            q.since = last
-            left = q.target - g
-            if paged:
-                q.blocks = -(-c // block)
-                if left <= 0:
-                    finished.append(q)
-                    continue
-                counts[c % block] += 1
-                if c > top:
-                    top = c
-            elif left <= 0:
+            d = last - q.since
+            left = q.target - q.generated - d
+            if left <= 0:
                 finished.append(q)
                 continue
+            c = q.computed + d
             total += c
             if head < 0:
                 head = c
@@ -538,6 +523,23 @@ class Scheduler:
                 uniform = False
             if left < most:
                 most = left
+            if paged:
+                counts[c % block] += 1
+                if c > top:
+                    top = c
+        for q in finished:
+            since = q.since
+            d = last - since
+            c = q.computed = q.computed + d
+            q.generated += d
+            seg = q.token_steps
+            if seg and seg[-1] == since:
+                seg[-1] = last
+            else:
+                seg += (since, last)
+            q.since = last
+            if paged:
+                q.blocks = -(-c // block)
         if finished:
             if len(finished) == 1:  # the usual case: one C-level scan, in place
                 self.running.remove(finished[0])  # identity: Sequence compares by id
