@@ -193,7 +193,9 @@ class Engine:
             self.virtual_engines == 1 and detail == "stage" and fast and not self._shared_cpu
         )
         # a timeline's booking, compiled: its end-time increments, its additions' program
-        self._compiled: dict[tuple[int, bool], tuple[tuple[float, ...], int]] = {}
+        self._compiled: dict[
+            tuple[int, tuple[Part, ...], int, bool], tuple[tuple[float, ...], int]
+        ] = {}
         # host time by batch and kind, and its addition to the critical path as a program
         self._overheads: dict[tuple[int, bool], tuple[float, int]] = {}
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
@@ -435,17 +437,19 @@ class Engine:
         overhead = hit[0]
         if critical:
             self._ledger.add(hit[1], 1)
-        lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
-        if len(lines) == 1 and self._booked:
+        if len(batches) == 1 and self._booked:
+            parts, logits = batches[0]
             if self.record_spans:
                 label = f"r{replica} step {self.iterations}"
-                seconds = self._booked_micro_batch(lines[0], label, critical)
-            else:  # the same booking, compiled once per timeline
-                ref = (id(lines[0]), critical)  # timelines are cached: their ids are stable
+                line = self.timelines.micro_batch(replica, parts, logits)
+                seconds = self._booked_micro_batch(line, label, critical)
+            else:  # the same booking, compiled once per timeline (by the timeline's own key)
+                ref = (replica, parts, logits, critical)
                 prog = self._compiled.get(ref)
                 if prog is None:
+                    line = self.timelines.micro_batch(replica, parts, logits)
                     counters = (self.bound_s, self.critical_s, self.link_bytes, self.busy_s)
-                    incs, ops = compile_line(lines[0], critical, counters)
+                    incs, ops = compile_line(line, critical, counters)
                     prog = self._compiled[ref] = (incs, self._ledger.register(ops))
                 incs, pid = prog
                 t = start
@@ -457,6 +461,7 @@ class Engine:
             self.events += 1
         else:
             label = f"r{replica} step {self.iterations}"
+            lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
             procs = [
                 self.env.process(self._micro_batch(line, f"{label} ub{k}", critical))
                 for k, line in enumerate(lines)
