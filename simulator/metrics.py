@@ -59,9 +59,13 @@ class Gaps:
     order) or a list of records (all of them).
     """
 
-    # at most this many gaps (or steps) built at once: what a summary holds beyond the run,
-    # ~4 arrays of 8 bytes each (64 KiB per 8,192); smaller chunks only cost more passes
-    CHUNK = 1 << 13
+    # at most this many gaps built at once for the mean (~4 arrays of 8 bytes each: a fixed
+    # ~0.5 MB once a run has that many gaps, which even 1,000 requests have), and at most
+    # STEP_CHUNK steps (and a bucket of at most that many distinct gaps sorted) at a time for
+    # the percentiles: what a summary holds beyond the run grows with the steps up to
+    # STEP_CHUNK, so it is kept small (64 KiB per array); smaller chunks only cost more passes
+    CHUNK = 1 << 14
+    STEP_CHUNK = 1 << 13
     DIGIT = 8  # key bits per selection pass (2^DIGIT-bucket histograms: little fixed memory)
 
     def __init__(
@@ -176,15 +180,15 @@ class Gaps:
 
     def _weighted(self) -> Iterator[tuple[F64, np.ndarray[Any, Any]]]:
         """The multiset of gaps as (distinct step gaps, how many requests saw each), a chunk
-        of at most ``CHUNK`` steps at a time, then the single gaps (weight 1)."""
+        of at most ``STEP_CHUNK`` steps at a time, then the single gaps (weight 1)."""
         if self._prepared is None:
             self._prepared = self._prepare()
         covers, singles = self._prepared
         t = self._table
         for k, cover in covers.items():
             steps = len(t.step_ends[k])
-            for a in range(0, steps - 1, self.CHUNK):
-                b = min(a + self.CHUNK, steps - 1)
+            for a in range(0, steps - 1, self.STEP_CHUNK):
+                b = min(a + self.STEP_CHUNK, steps - 1)
                 w = cover[a:b]
                 used = w > 0
                 yield np.diff(t.client_times(k, slice(a, b + 1)))[used], w[used]
@@ -198,7 +202,7 @@ class Gaps:
         prefix) until the target's bucket is small enough to sort or its key is complete."""
         todo = {j: (0, 0, j) for j in sorted(set(ranks))}  # j: (prefix, bits, rank within)
         found: dict[int, float] = {}
-        limit = self.CHUNK
+        limit = self.STEP_CHUNK
         while todo:
             groups = sorted({(p, bits) for p, bits, _ in todo.values()})
             size, step = 1 << self.DIGIT, self.DIGIT
