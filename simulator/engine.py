@@ -32,6 +32,7 @@ changing a bit"). One SimPy time unit is one second.
 from __future__ import annotations
 
 import heapq
+import math
 from array import array
 from collections.abc import Generator
 from dataclasses import replace
@@ -44,7 +45,7 @@ from simulator import workload
 from simulator.config import RunConfig
 from simulator.costs import stream_delay_s
 from simulator.memory import kv_pool_tokens, plan
-from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, Op, RunBooker, compile_line, repeat
+from simulator.merged_runs import CONTEXT_BUCKET_TOKENS, RunBooker, compile_line
 from simulator.phases import Part
 from simulator.placement import Placement, place
 from simulator.prefix_cache import PrefixState, install_prefix_state
@@ -72,7 +73,9 @@ class At(simpy.Event):
     reproduce bit for bit. Queued as ``Environment.schedule`` queues a timeout."""
 
     def __init__(self, env: simpy.Environment, when: float):
-        super().__init__(env)
+        # (``Event.__init__`` inlined, as ``Timeout.__init__`` has it)
+        self.env = env
+        self.callbacks = []
         self._ok = True
         self._value = None
         heapq.heappush(env._queue, (when, NORMAL, next(env._eid), self))
@@ -189,8 +192,12 @@ class Engine:
         self._booked = (
             self.virtual_engines == 1 and detail == "stage" and fast and not self._shared_cpu
         )
-        self._compiled: dict[tuple[int, bool], tuple[tuple[float, ...], tuple[Op, ...]]] = {}
-        self._overheads: dict[tuple[int, bool], float] = {}  # host time by batch and kind
+        # a timeline's booking, compiled: its end-time increments, its additions' program
+        self._compiled: dict[
+            tuple[int, tuple[Part, ...], int, bool], tuple[tuple[float, ...], int]
+        ] = {}
+        # host time by batch and kind, and its addition to the critical path as a program
+        self._overheads: dict[tuple[int, bool], tuple[float, int]] = {}
         self._wake: dict[tuple[int, int], simpy.Event | None] = {}
         self.workload = workload.columns(cfg)  # the requests, as arrays
         self._stream_delay_s = stream_delay_s(prof)
@@ -212,6 +219,9 @@ class Engine:
                 self.kv_share,
             ),
         )
+        # the counters' additions of compiled bookings, applied in order when flushed: any
+        # other adder flushes it first (``_flush``)
+        self._ledger = self.runs.ledger
         if prefix_state is None and cfg.prior_runs and cfg.prefix_caching:
             from simulator.server_history import prior_prefix_state  # it runs Engines
 
@@ -243,8 +253,14 @@ class Engine:
             self.busy_s[name] = 0.0
         return res
 
+    def _flush(self) -> None:
+        """Apply the compiled bookings' pending additions (before any other adder)."""
+        if self._ledger.pids:
+            self._ledger.flush()
+
     def _book(self, tracks: tuple[str, ...], label: str, start: float, seconds: float) -> None:
         """Account ``tracks`` as busy from ``start`` for ``seconds``."""
+        self._flush()
         for t in tracks:
             self.busy_s[t] = self.busy_s.get(t, 0.0) + seconds
             if self.record_spans:
@@ -277,6 +293,7 @@ class Engine:
 
     def _account(self, ph: Phase, critical: bool) -> None:
         """Book a phase's bound seconds (stage level, at either detail) and critical path."""
+        self._flush()
         bound = self.bound_s
         for st in ph.steps:
             if st.kind == "gpu":
@@ -290,6 +307,7 @@ class Engine:
                 self.critical_s[kind] += sec
 
     def _count_bytes(self, st: Step) -> None:
+        self._flush()
         for n, size in st.link_bytes:
             self.link_bytes[n] = self.link_bytes.get(n, 0.0) + size
 
@@ -402,7 +420,7 @@ class Engine:
         self, replica: int, ve: int, chunks: list[Chunk], lead: tuple[int, int, int] | None
     ) -> Proc:
         """One step of ``chunks`` (``lead``: its scheduler's ``lead()``, see _micro_batches)."""
-        start = self.env.now
+        start = self.env._now
         if lead is not None and all(c.prefill for c in chunks[lead[0] :]):
             decode_only = len(chunks) == lead[0]
         else:
@@ -411,32 +429,39 @@ class Engine:
         critical = replica == 0 and ve == 0 and decode_only
         batches = self._micro_batches(chunks, lead)
         key = (len(chunks), decode_only)
-        overhead = self._overheads.get(key)
-        if overhead is None:
-            overhead = self._overheads[key] = step_overhead_s(self.cfg, *key)
+        hit = self._overheads.get(key)
+        if hit is None:
+            seconds = step_overhead_s(self.cfg, *key)
+            crit = ((self.critical_s, "host-overhead", (seconds,)),)
+            hit = self._overheads[key] = (seconds, self._ledger.register(crit))
+        overhead = hit[0]
         if critical:
-            self.critical_s["host-overhead"] += overhead
-        lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
-        if len(lines) == 1 and self._booked:
+            self._ledger.add(hit[1], 1)
+        if len(batches) == 1 and self._booked:
+            parts, logits = batches[0]
             if self.record_spans:
                 label = f"r{replica} step {self.iterations}"
-                seconds = self._booked_micro_batch(lines[0], label, critical)
-            else:  # the same booking, compiled once per timeline
-                ref = (id(lines[0]), critical)  # timelines are cached: their ids are stable
+                line = self.timelines.micro_batch(replica, parts, logits)
+                seconds = self._booked_micro_batch(line, label, critical)
+            else:  # the same booking, compiled once per timeline (by the timeline's own key)
+                ref = (replica, parts, logits, critical)
                 prog = self._compiled.get(ref)
                 if prog is None:
+                    line = self.timelines.micro_batch(replica, parts, logits)
                     counters = (self.bound_s, self.critical_s, self.link_bytes, self.busy_s)
-                    prog = self._compiled[ref] = compile_line(lines[0], critical, counters)
-                incs, ops = prog
+                    incs, ops = compile_line(line, critical, counters)
+                    prog = self._compiled[ref] = (incs, self._ledger.register(ops))
+                incs, pid = prog
                 t = start
                 for inc in incs:
                     t += inc
                 seconds = t - start
-                repeat(ops, 1)
+                self._ledger.add(pid, 1)
             yield self.env.timeout(seconds + overhead)
             self.events += 1
         else:
             label = f"r{replica} step {self.iterations}"
+            lines = [self.timelines.micro_batch(replica, p, lg) for p, lg in batches]
             procs = [
                 self.env.process(self._micro_batch(line, f"{label} ub{k}", critical))
                 for k, line in enumerate(lines)
@@ -444,7 +469,7 @@ class Engine:
             yield self.env.all_of(procs)
             yield self.env.timeout(overhead)
         if decode_only:
-            self.decode_step_s.append(self.env.now - start)
+            self.decode_step_s.append(self.env._now - start)
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -455,16 +480,21 @@ class Engine:
         ends = None if self._one_scheduler else self._step_ends[replica][ve]
         delay = self._stream_delay_s
         prefill_start, first_token = self.records.prefill_start_s, self.records.first_token_s
+        env = self.env
+        queue = env._queue  # (SimPy 4: ``Environment.peek`` reads its head)
+        merge, book = self.merge_steps, self.runs.book
         while True:
-            if self.merge_steps:
+            if merge:
                 run = sched.decode_run()
                 if run is not None:  # booked in one go, waited for as one event
-                    now = self.env.now
-                    end, k = self.runs.book(replica, sched, run, now, self.env.peek())
+                    now = env._now
+                    end, k = book(replica, sched, run, now, queue[0][0] if queue else math.inf)
                     self.events += k
                     self.iterations += k
-                    yield At(self.env, end) if k > 1 else self.env.timeout(end - now)
-                    self._finish(sched.advance(k), end + delay)
+                    yield At(env, end) if k > 1 else env.timeout(end - now)
+                    finished = sched.advance(k)
+                    if finished:
+                        self._finish(finished, end + delay)
                     self._book_occupancy(end, replica, sched)
                     continue
             chunks = sched.schedule()
@@ -475,23 +505,23 @@ class Engine:
                 self._wake[key] = wake
                 yield wake
                 continue
-            now = self.env.now
+            now = self.env._now
             for seq in sched.started:
                 prefill_start[seq.id] = now
             yield from self._iteration(replica, ve, chunks, sched.lead())
             self.iterations += 1
             self.batch_sequences.append(len(chunks))
-            now = self.env.now
+            now = self.env._now
             seen = now + delay  # when the client receives the tokens
             if ends is not None:  # (else the occupancy series below records ``now``)
                 ends.append(now)
-            emitted, finished = sched.complete(chunks)
-            for seq in emitted:
-                if seq.generated == 1:  # its first token (a preempted one keeps its count)
-                    first_token[seq.id] = seen
-                    if seq.prompt_tokens > 0:
-                        self.prefill_time_s.append(now - prefill_start[seq.id])
-            self._finish(finished, seen)
+            firsts, finished = sched.complete(chunks)
+            for seq in firsts:  # (a preempted one keeps its count: its first was earlier)
+                first_token[seq.id] = seen
+                if seq.prompt_tokens > 0:
+                    self.prefill_time_s.append(now - prefill_start[seq.id])
+            if finished:
+                self._finish(finished, seen)
             self._book_occupancy(now, replica, sched)
 
     def _finish(self, finished: list[Sequence], seen: float) -> None:
@@ -502,10 +532,11 @@ class Engine:
                 done.succeed()
 
     def _book_occupancy(self, now: float, replica: int, sched: Scheduler) -> None:
-        occ = sched.kv_occupancy()
-        if sched.total_blocks is None:  # slots: running sequences over slots
-            slots = sched.settings.max_num_seqs or 1
-            occ = occ / slots
+        total, free = sched.total_blocks, sched.free_blocks
+        if total is not None and free is not None:  # (``Scheduler.kv_occupancy``, inlined)
+            occ = 1.0 - free / total if total else 0.0
+        else:  # slots: running sequences over slots
+            occ = float(len(sched.running)) / (sched.settings.max_num_seqs or 1)
         self.kv_time_s.append(now)
         self.kv_replica.append(replica)
         self.kv_share.append(occ)
@@ -530,7 +561,7 @@ class Engine:
         ves = self.schedulers[replica]
         ve = 0 if len(ves) == 1 else min(range(len(ves)), key=lambda v: (ves[v].unfinished, v))
         prompt, output = int(wl.prompt_tokens[i]), int(wl.output_tokens[i])
-        rid = self.records.add(replica, replica * len(ves) + ve, self.env.now, prompt, output)
+        rid = self.records.add(replica, replica * len(ves) + ve, self.env._now, prompt, output)
         assert rid == i, (rid, i)  # requests arrive in id order
         done = None
         if not cfg.open_loop:
@@ -549,11 +580,11 @@ class Engine:
             wake.succeed()
         return done
 
-    def _open_loop(self, arrivals: array[float]) -> Proc:
+    def _open_loop(self, arrivals: memoryview) -> Proc:
         env = self.env
         for i, at in enumerate(arrivals):
-            if at > env.now:
-                yield env.timeout(at - env.now)
+            if at > env._now:
+                yield env.timeout(at - env._now)
             self._submit(i)
 
     def _client(self) -> Proc:
@@ -583,18 +614,18 @@ class Engine:
         for r in range(cfg.replicas):
             for v in range(self.virtual_engines):
                 self.env.process(self._serve(r, v))
-        if wl.arrival_s is not None:
-            sends = array("d")
-            sends.frombytes(wl.arrival_s.tobytes())  # Python floats one at a time
-            self.env.process(self._open_loop(sends))
+        if wl.arrival_s is not None:  # Python floats one at a time, without a copy
+            self.env.process(self._open_loop(memoryview(wl.arrival_s.data)))
         else:
             for _ in range(min(cfg.concurrency, len(wl))):
                 self.env.process(self._client())
         self.env.run()
         for ves in self.schedulers:  # requests a run left unfinished keep their tokens
             for sched in ves:
+                sched.sync()
                 for seq in (*sched.running, *sched.waiting):
                     self.records.set_steps(seq.id, seq.token_steps)
+        self._flush()
         return SimOutput(
             requests=self.records,
             makespan_s=self.env.now,

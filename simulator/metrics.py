@@ -59,7 +59,13 @@ class Gaps:
     order) or a list of records (all of them).
     """
 
-    CHUNK = 1 << 16
+    # at most this many gaps built at once for the mean (~4 arrays of 8 bytes each: a fixed
+    # ~0.5 MB once a run has that many gaps, which even 1,000 requests have), and at most
+    # STEP_CHUNK steps (and a bucket of at most that many distinct gaps sorted) at a time for
+    # the percentiles: what a summary holds beyond the run grows with the steps up to
+    # STEP_CHUNK, so it is kept small (64 KiB per array); smaller chunks only cost more passes
+    CHUNK = 1 << 14
+    STEP_CHUNK = 1 << 13
     DIGIT = 8  # key bits per selection pass (2^DIGIT-bucket histograms: little fixed memory)
 
     def __init__(
@@ -174,15 +180,15 @@ class Gaps:
 
     def _weighted(self) -> Iterator[tuple[F64, np.ndarray[Any, Any]]]:
         """The multiset of gaps as (distinct step gaps, how many requests saw each), a chunk
-        of at most ``CHUNK`` steps at a time, then the single gaps (weight 1)."""
+        of at most ``STEP_CHUNK`` steps at a time, then the single gaps (weight 1)."""
         if self._prepared is None:
             self._prepared = self._prepare()
         covers, singles = self._prepared
         t = self._table
         for k, cover in covers.items():
             steps = len(t.step_ends[k])
-            for a in range(0, steps - 1, self.CHUNK):
-                b = min(a + self.CHUNK, steps - 1)
+            for a in range(0, steps - 1, self.STEP_CHUNK):
+                b = min(a + self.STEP_CHUNK, steps - 1)
                 w = cover[a:b]
                 used = w > 0
                 yield np.diff(t.client_times(k, slice(a, b + 1)))[used], w[used]
@@ -196,7 +202,7 @@ class Gaps:
         prefix) until the target's bucket is small enough to sort or its key is complete."""
         todo = {j: (0, 0, j) for j in sorted(set(ranks))}  # j: (prefix, bits, rank within)
         found: dict[int, float] = {}
-        limit = self.CHUNK
+        limit = self.STEP_CHUNK
         while todo:
             groups = sorted({(p, bits) for p, bits, _ in todo.values()})
             size, step = 1 << self.DIGIT, self.DIGIT
@@ -307,6 +313,34 @@ def _stats(prefix: str, xs: Floats) -> dict[str, float | None]:
     }
 
 
+def _request_stats(
+    out: SimOutput, rows: I64
+) -> tuple[dict[str, dict[str, float | None]], float | None, int, int]:
+    """:func:`summarize`'s per-request figures of the finished ``rows``: the TTFT, TPOT, E2E
+    and queue-wait statistics, the prefill speed, the output and prompt tokens."""
+    t = out.requests
+    stats: dict[str, dict[str, float | None]] = {}
+    arrival = t.column("arrival_s")[rows]
+    first = t.column("first_token_s")[rows]
+    stats["ttft_s"] = _stats("ttft_s", (first - arrival)[~np.isnan(first)])
+    end = t.column("end_s")[rows]
+    tokens = t.tokens()[rows]
+    many = tokens > 1
+    stats["tpot_s"] = _stats("tpot_s", (end[many] - first[many]) / (tokens[many] - 1))
+    del first, tokens, many
+    stats["e2e_s"] = _stats("e2e_s", end - arrival)
+    del end
+    stats["queue_wait_s"] = _stats("queue_wait_s", t.column("prefill_start_s")[rows] - arrival)
+    del arrival
+    prefill_tok_s = None
+    prompts = t.column("prompt_tokens")[rows]
+    with_prompt = prompts[prompts != 0]
+    if out.prefill_time_s and len(with_prompt):
+        prefill_tok_s = float(np.mean(with_prompt) / np.mean(out.prefill_time_s))
+    outputs = int(t.column("output_tokens")[rows].sum())
+    return stats, prefill_tok_s, outputs, int(prompts.sum())
+
+
 def summarize(out: SimOutput) -> dict[str, Any]:
     """Per-request records and engine counters -> the contract's ``metrics`` object.
 
@@ -317,26 +351,16 @@ def summarize(out: SimOutput) -> dict[str, Any]:
     is per request: prompt tokens / (first token - first scheduled).
     """
     t = out.requests
-    end, first = t.column("end_s"), t.column("first_token_s")
-    arrival, start = t.column("arrival_s"), t.column("prefill_start_s")
-    rows = np.flatnonzero(~np.isnan(end))  # the finished requests, in id order
-    end, first, arrival, start = end[rows], first[rows], arrival[rows], start[rows]
-    tokens = t.tokens()[rows]
-    prompts, outputs_col = t.column("prompt_tokens")[rows], t.column("output_tokens")[rows]
-    ttft = (first - arrival)[~np.isnan(first)]
-    many = tokens > 1
-    tpot = (end[many] - first[many]) / (tokens[many] - 1)
+    rows = np.flatnonzero(~np.isnan(t.column("end_s")))  # the finished requests, in id order
+    # the per-request statistics first, each one's columns freed before the next and all of
+    # them before the inter-token gaps are counted: the summary's peak memory is the larger
+    # of the two, not their sum
+    stats, prefill_tok_s, outputs, prompt_total = _request_stats(out, rows)
     itl = Gaps(t, rows)
-    e2e = end - arrival
-    wait = start - arrival
-    prefill_tok_s = None
-    with_prompt = prompts[prompts != 0]
-    if out.prefill_time_s and len(with_prompt):
-        prefill_tok_s = float(np.mean(with_prompt) / np.mean(out.prefill_time_s))
     itl_mean = itl.mean()
     itl_pct = itl.percentiles((50, 90, 99))
+    del itl
     decode_tok_s = 1.0 / itl_mean if itl_mean is not None else None
-    outputs = int(outputs_col.sum())
     makespan = out.makespan_s
     occupancy = np.frombuffer(out.kv_share, dtype=np.float64) if out.kv_share else np.zeros(0)
     b = out.batch_sequences
@@ -346,12 +370,12 @@ def summarize(out: SimOutput) -> dict[str, Any]:
         "decode_tok_s": decode_tok_s,
         "output_throughput_tok_s": outputs / makespan if makespan > 0 else None,
         "request_throughput_rps": len(rows) / makespan if makespan > 0 else None,
-        **_stats("ttft_s", ttft),
-        **_stats("tpot_s", tpot),
+        **stats["ttft_s"],
+        **stats["tpot_s"],
         "itl_s": itl_mean,
         **dict(zip(("itl_s_p50", "itl_s_p90", "itl_s_p99"), itl_pct, strict=True)),
-        **_stats("e2e_s", e2e),
-        **_stats("queue_wait_s", wait),
+        **stats["e2e_s"],
+        **stats["queue_wait_s"],
         "energy_j_per_token": None,
         "avg_power_w": None,
         "makespan_s": makespan,
@@ -362,7 +386,7 @@ def summarize(out: SimOutput) -> dict[str, Any]:
         else None,
         "requests_completed": len(rows),
         "output_tokens_total": outputs,
-        "prompt_tokens_total": int(prompts.sum()),
+        "prompt_tokens_total": prompt_total,
         "preemptions": out.preemptions,
         # integer sums are exact in float64 in any order: no float64 copy of the column
         "mean_batch_sequences": float(np.mean(batch, dtype=np.float64)) if len(batch) else None,

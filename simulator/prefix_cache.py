@@ -123,7 +123,10 @@ class PrefixCache:
 
     def allocate(self, n: int) -> None:
         """Hand out ``n`` free blocks from the head of the queue, evicting cached ones."""
-        fresh = min(self.fresh, n)
+        if n <= self.fresh:  # never-used blocks only (or none)
+            self.fresh -= n
+            return
+        fresh = self.fresh
         self.fresh -= fresh
         n -= fresh
         self.queued -= n

@@ -44,8 +44,9 @@ class CappedSpans(list[Span]):
 def tokens_emitted(engine: Engine) -> int:
     """Output tokens the engine has emitted so far: those of finished requests (their records)
     and those of the sequences still running (their schedulers' counts). Read from another
-    thread: copies of the lists are taken under the GIL; a merged run of decode steps counts
-    when it is booked, so the count moves in steps."""
+    thread: copies of the lists are taken under the GIL; a running sequence's count lags
+    while its batch only decodes (``Sequence.since``: it is brought up to date when one of
+    the batch finishes or a step does more than decode), so the count moves in steps."""
     records = getattr(engine, "records", None)
     done = records.tokens_finished if records is not None else 0
     for per_replica in list(getattr(engine, "schedulers", [])):

@@ -57,18 +57,25 @@ class Sequence:
     cached_blocks: int = 0  # its leading blocks the prefix cache holds under their hash
     # the steps of its scheduler in which it emitted a token, as flat [start, end) pairs
     token_steps: list[int] = field(default_factory=list)
+    # tokens the request emits; a prompt-only request (llama-bench pp) still ends with the
+    # logits of its last prompt token, counted as one (kept: the scheduler's loops read it)
+    target: int = field(init=False)
+    # its scheduler's step from which the fields above lag: a running sequence that has
+    # decoded one token in every step since holds computed, generated, blocks and its open
+    # token-step segment as of this step (``Scheduler.sync`` brings them up to date)
+    since: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.prompt_left < 0:
             self.prompt_left = self.prompt_tokens
         if self.computed < 0:
             self.computed = self.context_tokens
+        self.target = self.output_tokens if self.output_tokens > 0 else 1
 
     @property
     def target_tokens(self) -> int:
-        """Tokens the request emits; a prompt-only request (llama-bench pp) still ends with the
-        logits of its last prompt token, counted as one."""
-        return self.output_tokens if self.output_tokens > 0 else 1
+        """Tokens the request emits (``target``)."""
+        return self.target
 
     @property
     def done(self) -> bool:
@@ -91,8 +98,7 @@ class Chunk(NamedTuple):
         return not self.prefill or self.tokens == self.seq.prompt_left
 
 
-@dataclass(slots=True)
-class DecodeRun:
+class DecodeRun(NamedTuple):
     """Up to ``steps`` steps that are each one decode token for every running sequence and
     nothing else (no prompt work, no admission, no completion before the last of them), as
     long as the KV blocks they need are free: the state a run of identical decode steps is
@@ -102,7 +108,8 @@ class DecodeRun:
     step (their sum; the common value when all are equal, else -1). Paged cache only:
     ``block_counts[r]`` sequences hold ``r`` tokens past a block boundary, so step ``k``
     needs ``block_counts[-k % block_size]`` new blocks (:meth:`blocks_needed`), and a step
-    that needs more than are free is where the run must stop (the general path preempts)."""
+    that needs more than are free is where the run must stop (the general path preempts).
+    (A tuple: :meth:`Scheduler.decode_run` builds one per scheduler pass.)"""
 
     sequences: int
     steps: int
@@ -173,6 +180,27 @@ class Scheduler:
         if self.total_blocks is not None and self.free_blocks is not None:
             return 1.0 - self.free_blocks / self.total_blocks if self.total_blocks else 0.0
         return float(len(self.running))  # the engine divides by the slot count
+
+    def sync(self) -> None:
+        """Bring every running sequence's fields up to date: a sequence that decoded in each
+        step since ``since`` gets those steps' tokens (its blocks are what they need)."""
+        step = self.steps
+        block = self.settings.block_size
+        paged = self.free_blocks is not None
+        for q in self.running:
+            d = step - q.since
+            if d:
+                since = q.since
+                c = q.computed = q.computed + d
+                q.generated += d
+                seg = q.token_steps
+                if seg and seg[-1] == since:
+                    seg[-1] = step
+                else:
+                    seg += (since, step)
+                if paged:
+                    q.blocks = -(-c // block)
+                q.since = step
 
     # -- KV blocks ------------------------------------------------------------------------
 
@@ -246,22 +274,22 @@ class Scheduler:
                 and self.total_blocks is not None
                 and batch[4] < self.total_blocks * block
             ):
+                # the sequences stay as they are (``since``): their contexts are their
+                # cached tokens plus the steps they lag, and the blocks the boundary ones
+                # take now are theirs when they are brought up to date
                 new = tuple.__new__
+                step = self.steps
+                chunks = [new(Chunk, (q, 1, q.computed + step - q.since, False)) for q in running]
                 if grow:
-                    for q in running:
-                        c = q.computed
-                        if c % block == 0:
-                            q.blocks += 1
-                        chunks.append(new(Chunk, (q, 1, c, False)))
                     assert free is not None
                     self.free_blocks = free - grow
                     if self.cache is not None:  # as ``grow`` calls of allocate(1) would
                         self.cache.allocate(grow)
-                else:
-                    chunks = [new(Chunk, (q, 1, q.computed, False)) for q in running]
                 budget -= len(running)
                 self._bulk = (chunks, len(running), batch)
                 running = []  # done: the loop below has nothing left to do
+        if running:
+            self.sync()
         for seq in list(running):
             if budget <= 0:
                 break
@@ -297,7 +325,7 @@ class Scheduler:
                     self.free_blocks -= need
                     if self.cache is not None:
                         self.cache.allocate(need)
-            chunks.append(Chunk(seq, n, seq.computed, seq.prompt_left > 0))
+            chunks.append(tuple.__new__(Chunk, (seq, n, seq.computed, seq.prompt_left > 0)))
             if not seq.scheduled:
                 seq.scheduled = True
                 self.started.append(seq)
@@ -340,9 +368,10 @@ class Scheduler:
                 break
             self.waiting.popleft()
             self.running.append(seq)
+            seq.since = self.steps
             if n > 0:
                 self._grow(seq, n)
-                chunks.append(Chunk(seq, n, seq.computed, seq.prompt_left > 0))
+                chunks.append(tuple.__new__(Chunk, (seq, n, seq.computed, seq.prompt_left > 0)))
                 if not seq.scheduled:
                     seq.scheduled = True
                     self.started.append(seq)
@@ -410,11 +439,12 @@ class Scheduler:
                 if need <= free - counts[0]:  # it would join at the first step
                     return None
                 # free blocks only shrink during the run: it stays out
-        return DecodeRun(n, steps, total, first, free, counts)
+        return tuple.__new__(DecodeRun, (n, steps, total, first, free, counts))
 
     def scan(self) -> Batch | None:
         """The running batch's aggregates for :meth:`decode_run`, from scratch (None: some
         sequence is not decoding, or holds other blocks than its tokens need)."""
+        self.sync()
         running = self.running
         block = self.settings.block_size
         first = running[0].computed
@@ -428,7 +458,7 @@ class Scheduler:
             total += c
             if c != first:
                 uniform = False
-            left = (q.output_tokens if q.output_tokens > 0 else 1) - q.generated  # target
+            left = q.target - q.generated
             if left < steps:
                 steps = left
         counts: list[int] = []
@@ -449,34 +479,43 @@ class Scheduler:
         schedule/complete pairs would do); the sequences finished by the last one. The
         survivors' aggregates are carried to the next :meth:`decode_run` (all of them are
         decoding, and hold the blocks their tokens need)."""
+        batch = self.carried  # the aggregates ``decode_run`` booked the run from
+        if batch is None:
+            batch = self.scan()
+            assert batch is not None, "advance needs a batch that decode_run would run"
         block = self.settings.block_size
         paged = self.free_blocks is not None
         finished: list[Sequence] = []
-        grown = 0
         first = self.steps
         self.steps = last = first + steps
-        batch = self.carried  # the aggregates ``decode_run`` booked the run from
-        if batch is not None and steps < batch[2]:  # nothing finishes: carry them forward
-            self._advance_all(steps, first, last, batch)
+        self.started = []
+        if paged:
+            # step k takes a block for each sequence k tokens short of a boundary (as
+            # ``DecodeRun.blocks_needed``): whole turns of the histogram, then the rest
+            counts = batch[3]
+            grown = steps // block * len(self.running)
+            for k in range(steps % block):
+                grown += counts[-k % block]
+            if grown:
+                assert self.free_blocks is not None
+                self.free_blocks -= grown
+                if self.cache is not None:
+                    self.cache.allocate(grown)
+        if steps < batch[2]:  # nothing finishes: carry the aggregates forward
+            self._advance_all(steps, batch)
             return finished
+        # someone finishes: the survivors' aggregates from a look at each (the fewest
+        # tokens left among them), their own fields left lagging; the finished brought up
+        # to date
         total, head, uniform, most, top = 0, -1, True, 1 << 62, 0
         counts = [0] * block if paged else []
         for q in self.running:
-            c = q.computed = q.computed + steps
-            q.generated += steps
-            seg = q.token_steps
-            if seg and seg[-1] == first:
-                seg[-1] = last
-            else:
-                seg += (first, last)
-            if paged:
-                blocks = -(-c // block)
-                grown += blocks - q.blocks
-                q.blocks = blocks
-            left = (q.output_tokens if q.output_tokens > 0 else 1) - q.generated  # target
+            d = last - q.since
+            left = q.target - q.generated - d
             if left <= 0:
                 finished.append(q)
                 continue
+            c = q.computed + d
             total += c
             if head < 0:
                 head = c
@@ -488,11 +527,19 @@ class Scheduler:
                 counts[c % block] += 1
                 if c > top:
                     top = c
-        self.started = []
-        if self.free_blocks is not None:
-            self.free_blocks -= grown
-            if self.cache is not None:
-                self.cache.allocate(grown)
+        for q in finished:
+            since = q.since
+            d = last - since
+            c = q.computed = q.computed + d
+            q.generated += d
+            seg = q.token_steps
+            if seg and seg[-1] == since:
+                seg[-1] = last
+            else:
+                seg += (since, last)
+            q.since = last
+            if paged:
+                q.blocks = -(-c // block)
         if finished:
             if len(finished) == 1:  # the usual case: one C-level scan, in place
                 self.running.remove(finished[0])  # identity: Sequence compares by id
@@ -504,33 +551,15 @@ class Scheduler:
         self.carried = (total, head if uniform else -1, most, counts, top) if self.running else None
         return finished
 
-    def _advance_all(self, steps: int, first: int, last: int, batch: Batch) -> None:
-        """:meth:`advance` when no sequence finishes: every sequence moves ``steps`` tokens
-        on and the aggregates follow without a scan (the sum grows by ``steps`` per
-        sequence, the common context and the largest by ``steps``, the fewest left shrinks
-        by ``steps``, and the block histogram rotates by ``steps``)."""
-        block = self.settings.block_size
-        paged = self.free_blocks is not None
-        grown = 0
-        for q in self.running:
-            c = q.computed = q.computed + steps
-            q.generated += steps
-            seg = q.token_steps
-            if seg and seg[-1] == first:
-                seg[-1] = last
-            else:
-                seg += (first, last)
-            if paged:
-                blocks = -(-c // block)
-                grown += blocks - q.blocks
-                q.blocks = blocks
-        self.started = []
+    def _advance_all(self, steps: int, batch: Batch) -> None:
+        """:meth:`advance` when no sequence finishes: the sequences stay as they are (they
+        lag by ``steps`` more, see ``Sequence.since``) and the aggregates follow without a
+        scan (the sum grows by ``steps`` per sequence, the common context and the largest by
+        ``steps``, the fewest left shrinks by ``steps``, and the block histogram rotates by
+        ``steps``)."""
         total, head, most, counts, top = batch
         if self.free_blocks is not None:
-            self.free_blocks -= grown
-            if self.cache is not None:
-                self.cache.allocate(grown)
-            r = steps % block
+            r = steps % self.settings.block_size
             counts = counts[-r:] + counts[:-r] if r else counts[:]
             top += steps
         n = len(self.running)
@@ -538,13 +567,24 @@ class Scheduler:
         self.carried = (total + n * steps, head, most - steps, counts, top)
 
     def complete(self, chunks: list[Chunk]) -> tuple[list[Sequence], list[Sequence]]:
-        """Apply a finished step: (sequences that emitted a token, sequences now done).
+        """Apply a finished step: (sequences that emitted their first token, sequences now
+        done; a preempted sequence's first token after its recomputation is not its first).
         When every running sequence ran in it, the survivors' aggregates for the next
         :meth:`decode_run` are gathered on the way (``carried``: what :meth:`scan` would
         find; None where it would find none)."""
         self.carried = None
-        emitted: list[Sequence] = []
+        firsts: list[Sequence] = []
         finished: list[Sequence] = []
+        bulk, self._bulk = self._bulk, None
+        lead = bulk is not None and bulk[0] is chunks and bulk[2][2] > 1
+        if not lead:
+            self.sync()  # every chunk's sequence up to date (a lead built in bulk lags)
+            if bulk is not None and bulk[0] is chunks and self.free_blocks is not None:
+                # and holding the block ``schedule`` took for its token at a boundary
+                block = self.settings.block_size
+                for c in chunks[: bulk[1]]:
+                    q = c[0]
+                    q.blocks = -(-(q.computed + 1) // block)
         step = self.steps
         self.steps = step + 1
         block = self.settings.block_size
@@ -552,24 +592,15 @@ class Scheduler:
         gather = self.settings.policy != "static" and len(chunks) == len(self.running)
         total, head, uniform, most, top = 0, -1, True, 1 << 62, 0
         counts = [0] * block if paged and gather else []
-        bulk, self._bulk = self._bulk, None
         rest = chunks
-        if bulk is not None and bulk[0] is chunks and bulk[2][2] > 1:
+        if lead:
             # the leading decode chunks of a batch none of which finishes now: one token
-            # each, and their aggregates moved on by one step (as ``_advance_all``)
+            # each, which their sequences take by lagging one more step (``since``; none
+            # of them emits its first token: all are decoding), and their aggregates moved
+            # on by one step (as ``_advance_all``)
+            assert bulk is not None
             m = bulk[1]
             rest = chunks[m:]
-            nxt = step + 1
-            for c in chunks[:m]:
-                seq = c[0]
-                seq.computed += 1
-                seq.generated += 1
-                emitted.append(seq)
-                seg = seq.token_steps
-                if seg and seg[-1] == step:
-                    seg[-1] = nxt
-                else:
-                    seg += (step, nxt)
             if gather:
                 total, head, most, counts, top = bulk[2]
                 total += m
@@ -581,6 +612,7 @@ class Scheduler:
                     top += 1
         for c in rest:
             seq = c.seq
+            seq.since = step + 1
             seq.computed += c.tokens
             if c.prefill:
                 emits = c.tokens == seq.prompt_left
@@ -591,13 +623,14 @@ class Scheduler:
                 emits = True
             if emits:
                 seq.generated += 1
-                emitted.append(seq)
+                if seq.generated == 1:
+                    firsts.append(seq)
                 seg = seq.token_steps
                 if seg and seg[-1] == step:
                     seg[-1] = step + 1
                 else:
                     seg += (step, step + 1)
-                left = (seq.output_tokens if seq.output_tokens > 0 else 1) - seq.generated
+                left = seq.target - seq.generated
                 if seq.prompt_left == 0 and left <= 0:
                     finished.append(seq)
                     continue
@@ -619,6 +652,9 @@ class Scheduler:
                     counts[cc % block] += 1
                     if cc > top:
                         top = cc
+        if not lead:  # those that ran in it are up to date, and so are those that did not
+            for q in self.running:
+                q.since = step + 1
         if finished:
             if len(finished) == 1:  # the usual case: one C-level scan, in place
                 self.running.remove(finished[0])  # identity: Sequence compares by id
@@ -629,7 +665,7 @@ class Scheduler:
                 self._release(q)
         if gather and self.running:
             self.carried = (total, head if uniform else -1, most, counts, top)
-        return emitted, finished
+        return firsts, finished
 
 
 def run_alone(sched: Scheduler, seq: Sequence) -> None:
@@ -641,4 +677,5 @@ def run_alone(sched: Scheduler, seq: Sequence) -> None:
     sched.add(seq)
     while not seq.done:
         sched.complete(sched.schedule())
+        sched.sync()
     sched.steps, sched.preemptions, sched.started = steps, preemptions, []

@@ -47,6 +47,7 @@ def test_gaps_match_numpy_bit_for_bit(reqs: list[RequestRecord], chunk: int) -> 
     every = [g for r in reqs for g in r.itl_s]
     gaps = Gaps(reqs)
     gaps.CHUNK = chunk  # small chunks walk the pairwise tree deep and narrow every bucket
+    gaps.STEP_CHUNK = chunk
     assert len(gaps) == len(every)
     assert gaps.array().tolist() == every
     if not every:

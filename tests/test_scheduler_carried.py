@@ -98,3 +98,80 @@ def test_carried_batch_is_used_and_right() -> None:
     assert sched.carried is not None and sched.carried == sched.scan()
     assert sched.carried[0] == sum(q.computed for q in sched.running)
     assert sched.carried[2] == 50 - 20  # fewest tokens left: the first request's
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_lagging_sequences_catch_up_exactly(
+    history: tuple[Settings, list[tuple[int, int]], list[int]],
+) -> None:
+    """A decoding batch's sequences lag (``Sequence.since``) through merged runs and mixed
+    steps; brought up to date at any point (``Scheduler.sync``) each one's tokens equal its
+    token-step segments, its blocks what its tokens need, and every block is free or held."""
+    cfg, lengths, choices = history
+    sched = Scheduler(cfg)
+    pending = list(enumerate(lengths))
+    seqs: list[Sequence] = []
+
+    def check() -> None:
+        sched.sync()
+        for q in sched.running:
+            assert q.since == sched.steps
+            segs = q.token_steps
+            assert sum(b - a for a, b in zip(segs[::2], segs[1::2], strict=True)) == q.generated
+            if sched.free_blocks is not None and not q.prompt_left:
+                assert q.blocks == -(-q.computed // cfg.block_size)
+        if sched.free_blocks is not None:
+            held = sum(q.blocks for q in seqs)
+            assert sched.free_blocks + held == sched.total_blocks
+
+    try:
+        for c in choices:
+            if pending and c < 20:
+                i, (p, o) = pending.pop(0)
+                seqs.append(Sequence(i, p, o))
+                sched.add(seqs[-1])
+                continue
+            run = sched.decode_run()
+            if run is not None and c % 3:
+                k, free = 0, run.free_blocks
+                while k < 1 + c % run.steps:
+                    if free is not None:
+                        if run.blocks_needed(k) > free:
+                            break
+                        free -= run.blocks_needed(k)
+                    k += 1
+                if k:
+                    sched.advance(k)
+                    if c % 5 == 0:
+                        check()
+                    continue
+            chunks = sched.schedule()
+            if not chunks:
+                if not pending:
+                    break
+                continue
+            sched.complete(chunks)
+            if c % 5 == 0:
+                check()
+        check()
+    except CannotRun:
+        return
+
+
+def test_a_lead_with_a_finish_keeps_the_block_taken_at_a_boundary() -> None:
+    """A mixed step scheduled in bulk in which one of the lead finishes: the lead is brought
+    up to date before the step is applied, and a sequence at a block boundary keeps the
+    block ``schedule`` took for its token (one block leaked otherwise)."""
+    s = Scheduler(Settings("continuous", 0, 2048, True, 4, 256))
+    a, b = Sequence(0, 3, 2), Sequence(1, 4, 6)
+    s.add(a)
+    s.add(b)
+    s.complete(s.schedule())  # prompts in: 3 and 4 tokens cached, one token each
+    assert s.decode_run() is not None  # (its scan is what schedule builds the lead from)
+    chunks = s.schedule()
+    assert s.lead() is not None and [c.context for c in chunks] == [3, 4]
+    _, finished = s.complete(chunks)
+    assert finished == [a]
+    assert (b.computed, b.blocks) == (5, 2)
+    assert s.free_blocks == s.total_blocks - 2
