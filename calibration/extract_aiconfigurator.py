@@ -1,4 +1,4 @@
-"""Extract a small, cited all-reduce table from the aiconfigurator-core wheel's perf database.
+"""Extract small, cited all-reduce and GEMM tables from aiconfigurator-core's perf database.
 
 The wheel (Apache-2.0, NVIDIA) ships measured kernel and collective timings per system as
 parquet files. This script reads the all-reduce rows of two systems that bracket vLLM's
@@ -11,6 +11,13 @@ the package never imports pyarrow.
     pip download --no-deps aiconfigurator-core -d /tmp/aic
     pip install pyarrow   # only to run this script
     python calibration/extract_aiconfigurator.py /tmp/aic/aiconfigurator_core-*.whl
+
+It also writes ``calibration/data/gemm_kernels.csv``: vLLM's BF16 GEMM timings
+(``torch.nn.functional.linear``, i.e. cuBLAS, as vLLM calls it for unquantized weights) on the
+H100 SXM and the L40S (vLLM 0.24.0 tables) and the A100 SXM (vLLM 0.14.0), for Llama-3-8B's
+projection shapes at m = 16 .. 8192 tokens (``GEMM_SHAPES``; where the table has no exact n
+or k, the nearest measured one). ``calibration/gemm_efficiency.py`` turns them into the
+efficiency the simulator's roofline implies.
 
 ``message_size`` is an element count (aiconfigurator's perf_database.py factors "an element
 count"); the rows kept are 16-bit (NCCL ``half``, vLLM ``bfloat16``), so a message is 2 bytes
@@ -47,6 +54,23 @@ FILES = {
         ],
     ),
 }
+GEMM_FILES = {
+    # system -> parquet path of its vLLM BF16 GEMM table
+    "h100_sxm": "h100_sxm/gemm/vllm/0.24.0/gemm_perf.parquet",
+    "l40s": "l40s/gemm/vllm/0.24.0/gemm_perf.parquet",
+    "a100_sxm": "a100_sxm/gemm/vllm/0.14.0/gemm_perf.parquet",
+}
+GEMM_OUT = OUT.parent / "gemm_kernels.csv"
+# Llama-3-8B's projections as (name, n, k) -> the (n, k) measured: the tables' n and k grid is
+# 32 .. 16384, 51200, 65536 (no 28672 or 14336), so gate_up takes n = 16384 and down
+# k = 16384, the nearest on every system (A100 has no 51200)
+GEMM_SHAPES = (
+    ("qkv", 6144, 4096, 6144, 4096),
+    ("o", 4096, 4096, 4096, 4096),
+    ("gate_up", 28672, 4096, 16384, 4096),
+    ("down", 4096, 14336, 4096, 16384),
+)
+GEMM_TOKENS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 SIZES = (2**12, 2**15, 2**18, 2**21, 2**24)  # elements: 8 KiB (one decode token) .. 32 MiB
 
 
@@ -82,7 +106,45 @@ def extract(wheel: Path) -> pd.DataFrame:
     return out.drop_duplicates(["system", "kernel", "num_gpus", "message_bytes"])
 
 
+def extract_gemm(wheel: Path) -> pd.DataFrame:
+    """The BF16 GEMM rows of ``GEMM_FILES`` at ``GEMM_SHAPES`` x ``GEMM_TOKENS``."""
+    version = wheel.name.split("-")[1]
+    rows = []
+    with zipfile.ZipFile(wheel) as z:
+        for system, rel in GEMM_FILES.items():
+            d = pd.read_parquet(io.BytesIO(z.read(ROOT + rel)))
+            d = d[(d["op_name"] == "gemm") & (d["gemm_dtype"] == "bfloat16")]
+            for shape, n_model, k_model, n, k in GEMM_SHAPES:
+                for m in GEMM_TOKENS:
+                    hit = d[(d["m"] == m) & (d["n"] == n) & (d["k"] == k)]
+                    if len(hit) != 1:
+                        raise ValueError(f"{system} {shape} m={m}: {len(hit)} rows")
+                    r = next(hit.itertuples())
+                    rows.append(
+                        {
+                            "system": system,
+                            "device": r.device,
+                            "framework_version": f"{r.framework} {r.version}",
+                            "kernel": r.kernel_source,
+                            "dtype": "bfloat16",
+                            "shape": shape,
+                            "m_tokens": m,
+                            "n": n,
+                            "k": k,
+                            "model_n": n_model,
+                            "model_k": k_model,
+                            "latency_s": float(r.latency) * 1e-3,
+                            "source": f"pypi:aiconfigurator-core=={version}/{ROOT}{rel}",
+                            "note": "source: latency in ms; m x k activations times k x n weights",
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
 if __name__ == "__main__":
     table = extract(Path(sys.argv[1]))
     table.to_csv(OUT, index=False)
     print(f"{OUT}: {len(table)} rows")
+    gemm = extract_gemm(Path(sys.argv[1]))
+    gemm.to_csv(GEMM_OUT, index=False)
+    print(f"{GEMM_OUT}: {len(gemm)} rows")

@@ -4,8 +4,10 @@ and the serving fit's held-out errors."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import replace
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ from simulator.workload import requests
 from tests.conftest import ROOT
 
 ALLREDUCE_CSV = ROOT / "calibration" / "data" / "vllm_allreduce.csv"
+GEMM_SCRIPT = ROOT / "calibration" / "gemm_efficiency.py"
 
 
 def test_cuda_graph_padding_and_eager_overhead() -> None:
@@ -119,6 +122,38 @@ def test_allreduce_model_against_measured_timings() -> None:
     beyond = d[d["picked"] & far]
     assert len(beyond) == 4
     assert (beyond["ratio"] < 0.5).all()  # the documented gap, so it is not forgotten
+
+
+def _gemm_efficiency_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gemm_efficiency", GEMM_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_measured_gemms_imply_one_efficiency_above_the_fitted_one() -> None:
+    """vLLM's BF16 GEMMs (aiconfigurator, Llama-3-8B projections) imply, over the peak x the
+    power-limited clock share, one efficiency on Hopper and Ada at >= 512 tokens: the median
+    is 0.92 on H100 SXM and on L40S. The fitted compute_efficiency is lower (~0.72): the
+    serving rows' steps are ~200-256 tokens, where the kernels run at 0.56-0.60 and the
+    roofline max(compute, memory) under-prices them even at the fitted value (the gap,
+    recorded so it is not forgotten; DESIGN.md "GEMM efficiency from measured kernels")."""
+    mod = _gemm_efficiency_script()
+    t = mod.implied()
+    assert set(t["source"].str.split("/").str[0]) == {"pypi:aiconfigurator-core==0.12.0"}
+    assert len(t) == 3 * 4 * 10
+    big = t[t["m_tokens"] >= mod.SUMMARY_MIN_TOKENS]
+    med = big.groupby("system")["implied_efficiency"].median()
+    assert abs(med["h100_sxm"] / med["l40s"] - 1) < 0.02
+    assert 0.88 < mod.summary_value(t) < 0.95
+    fitted = profile("vllm").num("compute_efficiency")
+    assert fitted < mod.summary_value(t) - 0.1
+    mid = t[(t["m_tokens"] == 256) & t["system"].isin(mod.SUMMARY_SYSTEMS)]
+    assert mid["implied_efficiency"].between(0.5, 0.76).all()
+    # roofline at the fitted efficiency, as a fraction of the measured latency: below 1
+    roof = np.maximum(mid["implied_efficiency"] / fitted, mid["mem_floor"])
+    assert (roof < 1.0).all() and roof.median() < 0.9
 
 
 def test_stratified_lognormal_lengths() -> None:
