@@ -440,8 +440,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in moverall.items()))
         fitted_profile = profiles.uncalibrated(pid).with_params(**fit.params())
         if pid in calibrate.SERVING_PROFILES:
+            from simulator import calibrate_tensor_parallel as ctp
+
             held_out[pid] = calibrate.held_out_serving(fitted_profile)
             print(_serving_held_out_text(held_out[pid]))
+            tp_path = ctp.write(held_out[pid], fitted_profile, list(fit.names), today)
+            print("  tensor-parallel prediction ranges -> " + str(tp_path))
+            print("\n".join("    " + line for line in ctp.summary_lines(held_out[pid], ranges)))
         else:
             held_out[pid] = calibrate.held_out_predictions(pid, fitted_profile)
             print(_held_out_text(pid, held_out[pid]))

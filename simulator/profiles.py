@@ -36,6 +36,10 @@ class EngineProfile:
     calibrated_from: str | None = None
     # metric -> (p10, p90) of simulated / measured with each GPU left out of the fit
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # regime ("serving", "light_load") -> metric -> (p10, p90) of simulated / measured on
+    # never-fitted tensor-parallel runs (vllm.tensor_parallel.toml); used instead of
+    # ``ranges`` when the tensor degree is > 1
+    tensor_parallel_ranges: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     def get(self, key: str) -> Any:
         if key not in self.params:
@@ -97,10 +101,17 @@ def _calibrated(
     with path.open("rb") as fh:
         raw = tomllib.load(fh)
     values = {k: float(v["value"]) for k, v in raw.get("parameters", {}).items()}
-    ranges = {
-        k: (float(v["ratio_p10"]), float(v["ratio_p90"])) for k, v in raw.get("ranges", {}).items()
-    }
-    return values, str(path.name), ranges
+    return values, str(path.name), _ratio_ranges(raw.get("ranges", {}), path.name)
+
+
+def _ratio_ranges(table: dict[str, Any], where: str = "") -> dict[str, tuple[float, float]]:
+    try:
+        return {k: (float(v["ratio_p10"]), float(v["ratio_p90"])) for k, v in table.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"{where}: a range is not {{ ratio_p10 = ..., ratio_p90 = ... }} ({exc!r}); "
+            "rerun the command named in the file's first line"
+        ) from None
 
 
 @cache
@@ -112,15 +123,28 @@ def profile(profile_id: str, config_key: str = "engine.profile") -> EngineProfil
     if cal is None:
         return base
     values, name, ranges = cal
+    tp_ranges: dict[str, dict[str, tuple[float, float]]] = {}
     for extra in sorted(CALIBRATED_DIR.glob(f"{entry.id}.*.toml")):
-        # a separate fit of a few parameters (e.g. llama.cpp.expert_offload.toml)
+        # a separate fit of a few parameters (e.g. llama.cpp.expert_offload.toml), or the
+        # tensor-parallel ranges (vllm.tensor_parallel.toml)
         with extra.open("rb") as fh:
             raw = tomllib.load(fh)
-        values = {**values, **{k: float(v["value"]) for k, v in raw["parameters"].items()}}
+        params = raw.get("parameters", {})
+        values = {**values, **{k: float(v["value"]) for k, v in params.items()}}
+        for regime, table in raw.get("tensor_parallel_ranges", {}).items():
+            tp_ranges[regime] = _ratio_ranges(
+                table, f"{extra.name} [tensor_parallel_ranges.{regime}]"
+            )
     unknown = set(values) - set(base.params)
     if unknown:
         raise DataError(f"{name}: parameters not in the profile: {sorted(unknown)}")
-    return replace(base, params={**base.params, **values}, calibrated_from=name, ranges=ranges)
+    return replace(
+        base,
+        params={**base.params, **values},
+        calibrated_from=name,
+        ranges=ranges,
+        tensor_parallel_ranges=tp_ranges,
+    )
 
 
 def uncalibrated(profile_id: str) -> EngineProfile:

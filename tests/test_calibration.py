@@ -65,7 +65,7 @@ def test_predictions_carry_ranges_from_the_cross_validation() -> None:
     assert m["decode_tok_s_low"] < m["decode_tok_s"] < m["decode_tok_s_high"]
     assert m["decode_tok_s_high"] <= r["bound"]["ceiling_decode_tok_s"]
     assert m["prefill_tok_s_low"] < m["prefill_tok_s"] < m["prefill_tok_s_high"]
-    vllm = evaluate(cfgmod.load(CONFIGS / "dual3090_nvlink_tp_vllm.toml"))
+    vllm = evaluate(cfgmod.load(CONFIGS / "serve8_dual3090_nvlink_pp.toml"))  # tensor 1
     v = vllm["metrics"]
     # fitted on serving rows: TPOT and TTFT ranges; decode tok/s = 1 / ITL takes TPOT's
     tpot_lo, tpot_hi = profile("vllm").ranges["tpot_s"]
