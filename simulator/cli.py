@@ -438,7 +438,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 model_cv[pid].groupby("metric_kind")["rel_error"].apply(lambda e: e.abs().mean())
             )
             print("  overall: " + ", ".join(f"{k} {v:.1%}" for k, v in moverall.items()))
-        fitted_profile = profiles.uncalibrated(pid).with_params(**fit.params())
+        # Predict held-out rows with the parameters as written to the file (6 significant
+        # figures), so this and `python -m simulator.calibrate_tensor_parallel` agree.
+        written_params = {k: float(f"{v:.6g}") for k, v in fit.params().items()}
+        fitted_profile = profiles.uncalibrated(pid).with_params(**written_params)
         if pid in calibrate.SERVING_PROFILES:
             from simulator import calibrate_tensor_parallel as ctp
 
