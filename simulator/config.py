@@ -29,6 +29,10 @@ REQUIRED = object()
 SCHEDULERS = ("continuous", "slots", "static")
 ROUTERS = ("round_robin", "least_loaded")
 LENGTH_DISTRIBUTIONS = ("fixed", "uniform", "lognormal", "lognormal_stratified")
+# How open-loop send times are drawn (workload.arrival_process): ``poisson`` from the run's own
+# generator; ``benchmark_serving`` the gaps vLLM's benchmark_serving.py draws with --seed
+# = workload.seed (see workload.py), so a published run's send times are replayed exactly.
+ARRIVAL_PROCESSES = ("poisson", "benchmark_serving")
 KV_PAD_TOKENS = 256  # llama.cpp: cparams.n_ctx = GGML_PAD(n_ctx, 256), and each slot's share
 KV_CACHE_DTYPES = {"f16": 2.0, "bf16": 2.0, "fp8": 1.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
@@ -192,6 +196,11 @@ SCHEMA: dict[str, Key | dict[str, Key]] = {
         ),
         "arrival_rate": Key("float", 0.0, _rate, "requests/s, Poisson; 0: closed loop"),
         "seed": Key("int", 0, _min(0)),
+        "arrival_process": Key(
+            "str",
+            "poisson",
+            doc="poisson, or benchmark_serving: the gaps vLLM benchmark_serving.py draws for seed",
+        ),
         "length_distribution": Key(
             "str",
             "fixed",
@@ -467,6 +476,7 @@ class RunConfig:
     resolved: dict[str, Any] = field(compare=False, hash=False)
     # llama.cpp --n-cpu-moe: layers 0..N-1 keep their routed experts on the host
     cpu_moe_layers: int = 0
+    arrival_process: str = "poisson"  # workload.arrival_process (ARRIVAL_PROCESSES)
     speculative: SpeculativeSpec | None = None  # [engine.speculative]
     context_size: int | None = None  # llama.cpp -c (all slots together) / vLLM max_model_len
     prefix_caching: bool = False  # vLLM automatic prefix caching (continuous scheduler)
@@ -832,6 +842,17 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
     mem_util = eng["gpu_memory_utilization"]
     if mem_util is None:
         mem_util = profile.num("gpu_memory_utilization")
+    process = wl["arrival_process"]
+    if process not in ARRIVAL_PROCESSES:
+        raise ConfigError(
+            f"workload.arrival_process: {process!r}; {choices_hint(process, ARRIVAL_PROCESSES)}"
+        )
+    if process != "poisson" and not wl["arrival_rate"] > 0:
+        raise ConfigError(
+            f"workload.arrival_process: {process!r} draws open-loop send times and needs "
+            f"workload.arrival_rate > 0 (got {wl['arrival_rate']:g}); valid: poisson for a "
+            "closed loop"
+        )
     dist = wl["length_distribution"]
     if dist not in LENGTH_DISTRIBUTIONS:
         raise ConfigError(
@@ -926,6 +947,7 @@ def resolve(raw: Mapping[str, Any]) -> RunConfig:
         requests=requests,
         arrival_rate=wl["arrival_rate"],
         seed=wl["seed"],
+        arrival_process=process,
         scheduler=scheduler,
         max_num_seqs=max_seqs,
         max_num_batched_tokens=batched,

@@ -45,6 +45,16 @@ SHAREGPT_LENGTH_SIGMA = 0.6
 SERVING_SWEEPS_REQ_S = {
     "github:IOG-Foundation/llm-inference-benchmarks@4990a80": (32.0, 16.0, 8.0, 4.0, 1.0),
 }
+# The --seed each source's benchmark_serving runs were started with: the send times are then
+# those gaps exactly (workload.arrival_process = "benchmark_serving"). The same repository's
+# run_benchmark.sh (line 102, COMMON_PARAMS) passes --seed 42 to every run, and its
+# scripts/benchmarks/benchmark_serving.py (v0.8.5) seeds numpy with it and draws the gaps in
+# get_request; a check against the published durations: at 1 req/s the 200th send is at
+# 187.6 s with seed 42 (196.4 s with the default seed 0), and the four 1 req/s runs end at
+# 190.2-192.1 s. A source not listed is simulated with Poisson gaps of its own seed.
+SERVING_BENCHMARK_SEEDS = {
+    "github:IOG-Foundation/llm-inference-benchmarks@4990a80": 42,
+}
 # Whether the serving rows are simulated with vLLM's prefix cache (replaying their sweep). On:
 # the committed vllm fit ran with it. Replayed faithfully, the H100's warm runs prefill
 # nothing, so its only prefill signal is the cold 32 req/s run. Replayed with the vllm profile's
@@ -144,6 +154,9 @@ def row_config(row: Any, profile: EngineProfile | None = None) -> cfgmod.RunConf
             "prior_runs": prior_runs(row),
             "warmup_request": True,  # benchmark_serving's test prompt
         }
+        seed = SERVING_BENCHMARK_SEEDS.get(str(row.source).split()[0])
+        if seed is not None:
+            raw["workload"] |= {"arrival_process": "benchmark_serving", "seed": seed}
     cfg = cfgmod.resolve(raw)
     if profile is not None:
         cfg = replace(cfg, profile=profile)

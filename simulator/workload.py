@@ -13,7 +13,9 @@ requests.
 * Arrivals: open loop with ``arrival_rate`` > 0 (a Poisson process: exponential gaps of mean
   1 / rate; the first request at time 0 and each gap before the next, as vLLM's
   ``benchmark_serving`` sends them: ``get_request`` yields a request, then sleeps a gap, so
-  ``first_request_arrivals``); closed loop otherwise (``concurrency`` clients each
+  ``first_request_arrivals``; with ``arrival_process = "benchmark_serving"`` the gaps are the
+  ones that script draws for ``--seed`` = ``seed``, ``benchmark_serving_gaps``, not from the
+  run's generator); closed loop otherwise (``concurrency`` clients each
   send their next request when the previous one ends; the engine decides those times).
 """
 
@@ -226,6 +228,17 @@ def first_request_arrivals(gaps: np.ndarray) -> list[float]:
     return [0.0, *(float(t) for t in np.cumsum(gaps[:-1]))] if len(gaps) else []
 
 
+def benchmark_serving_gaps(seed: int, rate_per_s: float, n: int) -> np.ndarray:
+    """The ``n`` gaps vLLM's benchmark_serving.py (v0.8.5, ``get_request``, burstiness 1) sleeps
+    between sends when run with ``--seed seed``: it calls ``np.random.seed(seed)`` and then
+    ``np.random.gamma(shape=1.0, scale=1/rate)`` once per request, from numpy's legacy global
+    generator (MT19937), with nothing else drawn from it before for the ShareGPT and random
+    datasets' Python-``random`` sampling. The same draws as ``RandomState(seed)``; the
+    ``asyncio.sleep`` overshoot of the real client (well under a millisecond a gap when idle) is
+    not added."""
+    return np.random.RandomState(seed).gamma(1.0, 1.0 / rate_per_s, size=n)
+
+
 @dataclass(frozen=True)
 class Columns:
     """The run's requests as arrays, row ``i`` request ``i`` (the engine creates a request
@@ -245,7 +258,10 @@ def columns(cfg: RunConfig) -> Columns:
     prompts, outputs = length_columns(cfg, rng)
     arrivals = None
     if cfg.arrival_rate > 0:
-        gaps = rng().exponential(1.0 / cfg.arrival_rate, size=len(prompts))
+        if cfg.arrival_process == "benchmark_serving":
+            gaps = benchmark_serving_gaps(cfg.seed, cfg.arrival_rate, len(prompts))
+        else:
+            gaps = rng().exponential(1.0 / cfg.arrival_rate, size=len(prompts))
         # first_request_arrivals as an array (the same floats)
         arrivals = np.concatenate((np.zeros(min(len(gaps), 1)), np.cumsum(gaps[:-1])))
     return Columns(prompts, outputs, arrivals)

@@ -226,6 +226,14 @@ SERVING_CASES = [
         ["workload.length_spread", "1.5"],
     ),
     ({"workload": {"lengths_csv": "missing.csv"}}, ["workload.lengths_csv", "missing.csv"]),
+    (
+        {"workload": {"arrival_process": "gamma", "arrival_rate": 2.0}},
+        ["workload.arrival_process", "gamma", "poisson", "benchmark_serving"],
+    ),
+    (
+        {"workload": {"arrival_process": "benchmark_serving"}},
+        ["workload.arrival_process", "workload.arrival_rate > 0", "poisson"],
+    ),
 ]
 
 
