@@ -61,6 +61,13 @@ GEMM_FILES = {
     "a100_sxm": "a100_sxm/gemm/vllm/0.14.0/gemm_perf.parquet",
 }
 GEMM_OUT = OUT.parent / "gemm_kernels.csv"
+# dtype -> the kernels vLLM runs for it (the tables' labels): cuBLAS for unquantized weights
+# ("vllm_default" in the older A100 table), CUTLASS scaled_mm for FP8 W8A8 checkpoints
+# (per-tensor scales; Hopper and Ada only: the A100 table has none)
+GEMM_KERNELS = {
+    "bfloat16": ("torch.nn.functional.linear", "vllm_default"),
+    "fp8": ("CutlassFP8ScaledMMLinearKernel",),
+}
 # Llama-3-8B's projections as (name, n, k) -> the (n, k) measured: the tables' n and k grid is
 # 32 .. 16384, 51200, 65536 (no 28672 or 14336), so gate_up takes n = 16384 and down
 # k = 16384, the nearest on every system (A100 has no 51200)
@@ -107,18 +114,27 @@ def extract(wheel: Path) -> pd.DataFrame:
 
 
 def extract_gemm(wheel: Path) -> pd.DataFrame:
-    """The BF16 GEMM rows of ``GEMM_FILES`` at ``GEMM_SHAPES`` x ``GEMM_TOKENS``."""
+    """The GEMM rows of ``GEMM_FILES`` at ``GEMM_SHAPES`` x ``GEMM_TOKENS`` for each dtype of
+    ``GEMM_KERNELS`` the system's table has."""
     version = wheel.name.split("-")[1]
     rows = []
     with zipfile.ZipFile(wheel) as z:
+        tables = {s: pd.read_parquet(io.BytesIO(z.read(ROOT + r))) for s, r in GEMM_FILES.items()}
+    for dtype, kernels in GEMM_KERNELS.items():
         for system, rel in GEMM_FILES.items():
-            d = pd.read_parquet(io.BytesIO(z.read(ROOT + rel)))
-            d = d[(d["op_name"] == "gemm") & (d["gemm_dtype"] == "bfloat16")]
+            table = tables[system]
+            d = table[
+                (table["op_name"] == "gemm")
+                & (table["gemm_dtype"] == dtype)
+                & table["kernel_source"].isin(kernels)
+            ]
+            if d.empty:
+                continue
             for shape, n_model, k_model, n, k in GEMM_SHAPES:
                 for m in GEMM_TOKENS:
                     hit = d[(d["m"] == m) & (d["n"] == n) & (d["k"] == k)]
                     if len(hit) != 1:
-                        raise ValueError(f"{system} {shape} m={m}: {len(hit)} rows")
+                        raise ValueError(f"{system} {dtype} {shape} m={m}: {len(hit)} rows")
                     r = next(hit.itertuples())
                     rows.append(
                         {
@@ -126,7 +142,7 @@ def extract_gemm(wheel: Path) -> pd.DataFrame:
                             "device": r.device,
                             "framework_version": f"{r.framework} {r.version}",
                             "kernel": r.kernel_source,
-                            "dtype": "bfloat16",
+                            "dtype": dtype,
                             "shape": shape,
                             "m_tokens": m,
                             "n": n,

@@ -18,40 +18,29 @@ memory roofline and its implied efficiency says nothing about the compute rate.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from simulator import costs
-from simulator.hardware import gpu
+from simulator import calibrate_gemm
 from simulator.profiles import profile
 
-CSV = Path(__file__).resolve().parent / "data" / "gemm_kernels.csv"
-SYSTEM_GPU = {"h100_sxm": "h100-sxm", "l40s": "l40s", "a100_sxm": "a100-80g-sxm"}
 # the one number the table is summarised by (what a single compute_efficiency would be):
 # median over these systems (the serving rows' two chip families, Hopper and Ada) and the
 # GEMMs with at least this many tokens (compute-bound). Tried as the vllm profile's
-# compute_efficiency (not fitted) and rejected: DESIGN.md "GEMM efficiency from measured kernels"
-SUMMARY_SYSTEMS = ("h100_sxm", "l40s")
+# compute_efficiency (not fitted) and rejected: DESIGN.md "GEMM efficiency from measured kernels";
+# python -m simulator.calibrate_gemm fits it with the roofline's sharpness instead
+SUMMARY_SYSTEMS = calibrate_gemm.FIT_SYSTEMS
 SUMMARY_MIN_TOKENS = 512
-BYTES_PER_ELEMENT = 2  # bfloat16
 
 
 def implied(table: pd.DataFrame | None = None) -> pd.DataFrame:
-    t = pd.read_csv(CSV) if table is None else table.copy()
-    prof = profile("vllm")
-    peak, clock, bw = {}, {}, {}
-    for system, gid in SYSTEM_GPU.items():
-        g = gpu(gid)
-        peak[system] = costs.matmul_peak_flops(g, prof)
-        clock[system] = costs.power_clock_fraction(g, prof)
-        bw[system] = costs.achieved_bandwidth(g, prof)
-    flops = 2.0 * t["m_tokens"] * t["n"] * t["k"]
-    bytes_ = BYTES_PER_ELEMENT * (t["n"] * t["k"] + t["m_tokens"] * (t["k"] + t["n"]))
-    t["peak_tflops"] = t["system"].map(peak) / 1e12
-    t["clock_fraction"] = t["system"].map(clock)
-    t["implied_efficiency"] = flops / t["latency_s"] / (t["system"].map(peak) * t["clock_fraction"])
-    t["mem_floor"] = bytes_ / t["system"].map(bw) / t["latency_s"]
+    """The kernels with their implied efficiency and memory floor, from the terms the
+    simulator prices them with (``calibrate_gemm.kernel_terms``)."""
+    t = calibrate_gemm.load(profile("vllm")) if table is None else table.copy()
+    t = t[t["dtype"] == calibrate_gemm.FIT_DTYPE].copy()
+    if "compute_s_at_peak" not in t:
+        t = calibrate_gemm.kernel_terms(t, profile("vllm"))
+    t["implied_efficiency"] = t["compute_s_at_peak"] / t["latency_s"]
+    t["mem_floor"] = t["memory_s"] / t["latency_s"]
     return t
 
 
@@ -70,13 +59,12 @@ def main() -> None:
     print("\nmemory floor / measured latency (>= ~0.7: memory-bound, efficiency meaningless)")
     floor = t.pivot_table(index="system", columns="m_tokens", values="mem_floor")
     print(floor.round(2).to_string())
-    print("\nper system: clock fraction, median implied efficiency over the shapes")
+    print("\nper system: median implied efficiency over the shapes")
     for s, g in t.groupby("system"):
         big = g[g["m_tokens"] >= SUMMARY_MIN_TOKENS]["implied_efficiency"]
         mid = g[g["m_tokens"] == 256]["implied_efficiency"].median()
         print(
-            f"  {s:9s} peak {g['peak_tflops'].iloc[0]:6.1f} TFLOPS x clock "
-            f"{g['clock_fraction'].iloc[0]:.3f}: m=256 {mid:.3f}, m>={SUMMARY_MIN_TOKENS} "
+            f"  {s:9s} m=256 {mid:.3f}, m>={SUMMARY_MIN_TOKENS} "
             f"median {big.median():.3f} (min {big.min():.3f}, max {big.max():.3f})"
         )
     print(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from simulator import calibrate
-from simulator.profiles import uncalibrated
+from simulator.profiles import fit_start
 
 PID = "vllm"
 
@@ -31,7 +31,7 @@ def main(parts: list[str]) -> None:
         print("fitted:", {k: round(v, 6) for k, v in fit.params().items()}, flush=True)
         print("fitted rows (%):\n" + mae(fit.rows), flush=True)
         if "held-out" in parts:
-            prof = uncalibrated(PID).with_params(**fit.params())
+            prof = fit_start(PID).with_params(**fit.params())
             print("held-out TP runs (%):\n" + mae(calibrate.held_out_serving(prof)), flush=True)
     folds = calibrate.cv_folds(PID, prob)
     for part, column in (("gpu", "gpu"), ("rates", "arrival_rate")):

@@ -42,7 +42,7 @@ from simulator.measured import (
 from simulator.metrics import summarize
 from simulator.placement import Placement, place
 from simulator.prefix_cache import PrefixState
-from simulator.profiles import CALIBRATED_DIR, EngineProfile, uncalibrated
+from simulator.profiles import CALIBRATED_DIR, EngineProfile, fit_start
 from simulator.server_history import run_key
 
 # parameter -> (lower, upper) bounds; the starting value is the profile file's
@@ -74,7 +74,6 @@ FITTED: dict[str, dict[str, tuple[float, float]]] = {
     # fitted on vLLM benchmark_serving runs through the event engine (ServingProblem)
     "vllm": {
         "memory_efficiency": (0.3, 1.0),
-        "compute_efficiency": (0.1, 1.0),
         "token_overhead_s": (0.0, 0.02),
         "step_overhead_per_seq_s": (0.0, 5e-4),
         "stream_delay_s": (0.0, 0.05),
@@ -148,7 +147,7 @@ class Problem:
 
     def __init__(self, profile_id: str, rows: pd.DataFrame):
         self.profile_id = profile_id
-        self.base = uncalibrated(profile_id)
+        self.base = fit_start(profile_id)
         self.names = list(FITTED[profile_id])
         self.rows = rows[
             (rows["profile"] == profile_id) & rows["metric_kind"].isin(METRICS)
@@ -258,7 +257,7 @@ class ServingProblem(Problem):
 
     def __init__(self, profile_id: str, rows: pd.DataFrame):
         self.profile_id = profile_id
-        self.base = uncalibrated(profile_id)
+        self.base = fit_start(profile_id)
         self.names = list(FITTED[profile_id])
         keep = (
             (rows["profile"] == profile_id)

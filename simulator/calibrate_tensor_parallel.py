@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.export import write_atomic
-from simulator.profiles import CALIBRATED_DIR, EngineProfile, profile
+from simulator.profiles import CALIBRATED_DIR, EngineProfile, held_fit_values, profile
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_CSV = ROOT / "calibration" / "data" / "vllm_serving.csv"
@@ -72,7 +72,8 @@ def ranges_toml(
         f"rows = {len(pred)}",
         f"# rows per GPU x tensor degree: {per_group}",
         "",
-        "[made_with]  # the vllm parameters the rows were predicted with (vllm.toml)",
+        "[made_with]  # the vllm parameters the rows were predicted with (vllm.toml and the "
+        "fits it holds)",
     ]
     lines += [f"{n} = {prof.num(n):.6g}" for n in names]
     what = {
@@ -105,6 +106,8 @@ def write(pred: pd.DataFrame, prof: EngineProfile, names: list[str], date: str) 
     """Write the ranges file from ``pred`` (``calibrate.held_out_serving`` with ``prof``, whose
     fitted parameters are ``names``); ``sim calibrate --profile vllm`` calls it after a fit."""
     sha = hashlib.sha256(DATA_CSV.read_bytes()).hexdigest()
+    # and the held separate fits' parameters (vllm.gemm_kernels.toml), which move them too
+    names = [*names, *(n for n in held_fit_values("vllm") if n not in names)]
     write_atomic(RANGES_TOML, ranges_toml(pred, prof, sha, date, names))
     return RANGES_TOML
 

@@ -441,7 +441,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         # Predict held-out rows with the parameters as written to the file (6 significant
         # figures), so this and `python -m simulator.calibrate_tensor_parallel` agree.
         written_params = {k: float(f"{v:.6g}") for k, v in fit.params().items()}
-        fitted_profile = profiles.uncalibrated(pid).with_params(**written_params)
+        fitted_profile = profiles.fit_start(pid).with_params(**written_params)
         if pid in calibrate.SERVING_PROFILES:
             from simulator import calibrate_tensor_parallel as ctp
 

@@ -175,7 +175,7 @@ def achieved_bandwidth(gpu: GpuSpec, profile: EngineProfile) -> float:
 
 
 _RateKey = tuple[int, int, str | None, bool]
-_RATES: dict[_RateKey, tuple[GpuSpec, EngineProfile, tuple[float, float, float, float]]]
+_RATES: dict[_RateKey, tuple[GpuSpec, EngineProfile, tuple[float, float, float, float, float]]]
 _RATES = {}
 
 
@@ -184,9 +184,10 @@ def _rates(
     profile: EngineProfile,
     weight_dtype: str | None,
     flash_attention: bool,
-) -> tuple[float, float, float, float]:
+) -> tuple[float, float, float, float, float]:
     """The rates :func:`kernel_time` needs that depend only on the GPU and the profile
-    (attention and GEMM FLOP/s, bandwidth, KV read passes), memoised: they
+    (attention and GEMM FLOP/s, bandwidth, KV read passes, the GEMM roofline's sharpness
+    ``gemm_roofline_p``, infinite when the profile does not give it), memoised: they
     are asked for every layer kind of every step. Keyed by the objects' identity, each entry
     holding the objects so an id is never reused while cached (specs and profiles are
     frozen; no code changes ``EngineProfile.params`` in place)."""
@@ -200,6 +201,7 @@ def _rates(
         sustained_flops(gpu, profile, weight_dtype),
         achieved_bandwidth(gpu, profile),
         backend_num(profile, gpu, kv_key, 1.0),
+        backend_num(profile, gpu, "gemm_roofline_p", float("inf")),
     )
     if len(_RATES) >= 1024:  # a long sweep resolves new specs per point: stay bounded
         _RATES.clear()
@@ -247,7 +249,7 @@ def kernel_time(
     tile = profile.num("compute_tile_tokens")
     padded = cuda_graph_tokens(profile, tokens)
     padding = max(1.0, tile / tokens, padded / tokens) if tokens > 0 else 1.0
-    _, gemm_flops, bw, kv_passes = _rates(gpu, profile, weight_dtype, flash_attention)
+    _, gemm_flops, bw, kv_passes, roofline_p = _rates(gpu, profile, weight_dtype, flash_attention)
     gemm_rate = gemm_flops / padding
     share = compute_share
     # attention's QK^T and PV FLOPs share the GEMMs' compute roofline (as they always have:
@@ -263,8 +265,20 @@ def kernel_time(
     attn_m = (work.kv_read_bytes * kv_passes + work.kv_write_bytes) * share / bw
     aux_m = extra_bytes / bw
     overhead_s = layer_overhead_s(profile, tokens) * layers
-    seconds = max(gemm_c, gemm_m) + attn_m + aux_m + overhead_s
+    seconds = gemm_roofline_s(gemm_c, gemm_m, roofline_p) + attn_m + aux_m + overhead_s
     return KernelTime(seconds, gemm_c, gemm_m + attn_m + aux_m, overhead_s)
+
+
+def gemm_roofline_s(compute_s: float, memory_s: float, p: float) -> float:
+    """A GEMM's time from its compute and memory times: ``max`` (the plain roofline) when
+    ``p`` is infinite, else the smooth ``(compute^p + memory^p)^(1/p)``, which lies above the
+    max by at most 2^(1/p) where the two are equal (the ridge point) and meets it far from
+    there. Measured kernels reach neither roof near the ridge (``gemm_roofline_p``)."""
+    if p == float("inf") or compute_s <= 0.0 or memory_s <= 0.0:
+        return max(compute_s, memory_s)
+    hi = max(compute_s, memory_s)
+    lo = min(compute_s, memory_s)
+    return float(hi * (1.0 + (lo / hi) ** p) ** (1.0 / p))
 
 
 def cuda_graph_tokens(profile: EngineProfile, tokens: float) -> float:

@@ -24,6 +24,10 @@ CALIBRATED_DIR = Path(__file__).resolve().parent / "data" / "calibrated"
 # in ``chip_power_profile`` takes these from that profile's fit (vLLM's GEMMs run on the same
 # chips under the same board limits as llama.cpp's, whose prompt rows fit them).
 CHIP_POWER_PARAMS = ("tensor_energy_nj_per_sm_cycle", "tensor_energy_pj_per_flop")
+# Separate fits a profile's main fit starts from and holds (``<id>.<name>.toml``, written by
+# their own module): the vllm GEMM rate and roofline sharpness come from measured kernels
+# (``python -m simulator.calibrate_gemm``), not from the serving rows.
+HELD_FITS: dict[str, tuple[str, ...]] = {"vllm": ("gemm_kernels",)}
 
 
 @dataclass(frozen=True)
@@ -148,5 +152,24 @@ def profile(profile_id: str, config_key: str = "engine.profile") -> EngineProfil
 
 
 def uncalibrated(profile_id: str) -> EngineProfile:
-    """The profile's starting values, ignoring calibration (what the fit starts from)."""
+    """The profile's starting values, ignoring calibration."""
     return _from_entry(shelf("profiles").lookup(profile_id, "engine.profile"))
+
+
+def held_fit_values(profile_id: str) -> dict[str, float]:
+    """The parameters of the separate fits ``profile_id``'s main fit holds (``HELD_FITS``);
+    empty when a fit has not been written yet (its starting values then stand)."""
+    values: dict[str, float] = {}
+    for name in HELD_FITS.get(profile_id, ()):
+        path = CALIBRATED_DIR / f"{profile_id}.{name}.toml"
+        if path.exists():
+            with path.open("rb") as fh:
+                raw = tomllib.load(fh)
+            values.update({k: float(v["value"]) for k, v in raw.get("parameters", {}).items()})
+    return values
+
+
+def fit_start(profile_id: str) -> EngineProfile:
+    """What ``sim calibrate`` starts from: the starting values, with the held separate fits'
+    parameters (``held_fit_values``) in place."""
+    return uncalibrated(profile_id).with_params(**held_fit_values(profile_id))

@@ -37,7 +37,7 @@ from simulator.calibrate import (
 )
 from simulator.claims import ClaimResult, claimed_text, fmt
 from simulator.export import write_atomic, write_atomic_bytes
-from simulator.profiles import uncalibrated
+from simulator.profiles import HELD_FITS, held_fit_values, uncalibrated
 
 CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "calibration"
 REPORT_NAME = "report.md"
@@ -520,7 +520,8 @@ def _serving_section(
         f"TTFT, output throughput) from {fit.rows['gpu'].nunique()} GPUs and "
         f"{fit.rows['model_id'].nunique()} model architectures, one GPU each "
         "(calibration/data/measured.csv and the fit split of vllm_serving.csv), each run "
-        "simulated by the event engine (Poisson arrivals, stratified lognormal ShareGPT "
+        "simulated by the event engine (the benchmark's own send times, stratified "
+        "lognormal ShareGPT "
         "lengths; see DESIGN.md). Robust least squares (soft-L1) on log(simulated / measured); "
         "standard errors from the Jacobian at the optimum.",
         "",
@@ -530,6 +531,16 @@ def _serving_section(
     for name, v, e in zip(fit.names, fit.values, fit.stderr, strict=True):
         lo, hi = bounds[name]
         out.append(f"| {name} | {v:.6g} | {e:.3g} | {lo:g} .. {hi:g} | {start.num(name):.6g} |")
+    held_values = held_fit_values(fit.profile)
+    if held_values:
+        files = ", ".join(f"{fit.profile}.{n}.toml" for n in HELD_FITS[fit.profile])
+        out += [
+            "",
+            "Held, not fitted on these rows: "
+            + ", ".join(f"{k} = {v:.6g}" for k, v in held_values.items())
+            + f" (simulator/data/calibrated/{files}, fitted on measured kernels by the module "
+            'its first line names; DESIGN.md "The GEMM roofline from measured kernels").',
+        ]
     out += [
         "",
         "### Errors",

@@ -10,7 +10,7 @@ import pytest
 
 from simulator import calibrate_tensor_parallel as ctp
 from simulator import config as cfgmod
-from simulator.profiles import CALIBRATED_DIR, profile
+from simulator.profiles import CALIBRATED_DIR, held_fit_values, profile
 from simulator.result import evaluate
 from tests.conftest import CONFIGS
 
@@ -33,10 +33,12 @@ def test_the_ranges_file_was_made_with_the_committed_vllm_parameters() -> None:
     with (CALIBRATED_DIR / "vllm.tensor_parallel.toml").open("rb") as fh:
         raw = tomllib.load(fh)
     with (CALIBRATED_DIR / "vllm.toml").open("rb") as fh:
-        fitted = tomllib.load(fh)["parameters"]
-    assert set(raw["made_with"]) == set(fitted)
-    for name, entry in fitted.items():
-        assert raw["made_with"][name] == pytest.approx(entry["value"], rel=1e-5), name
+        fitted = {k: v["value"] for k, v in tomllib.load(fh)["parameters"].items()}
+    used = {**fitted, **held_fit_values("vllm")}  # and the GEMM fit the serving fit holds
+    assert "gemm_roofline_p" in used
+    assert set(raw["made_with"]) == set(used)
+    for name, value in used.items():
+        assert raw["made_with"][name] == pytest.approx(value, rel=1e-5), name
     assert raw["data_sha256"] == ctp.hashlib.sha256(ctp.DATA_CSV.read_bytes()).hexdigest()
     assert profile("vllm").tensor_parallel_ranges == {
         regime: {k: (v["ratio_p10"], v["ratio_p90"]) for k, v in table.items()}
