@@ -352,15 +352,34 @@ def transfer_time(path: Path, size_bytes: float, profile: EngineProfile) -> floa
     if size_bytes <= 0:
         return 0.0
     link = path.link
-    eff = profile.num("link_efficiency")
     if path.host_staged:
         latency = link.host_staged_latency_s or link.latency_s
-        if link.host_staged_bandwidth_per_direction_bytes_per_s is not None:
-            bw = link.host_staged_bandwidth_per_direction_bytes_per_s
-        else:  # two crossings, store and forward through host memory
-            bw = link.bandwidth_per_direction_bytes_per_s * eff / 2
-        return latency + size_bytes / bw
+        return latency + size_bytes / host_staged_bandwidth(link, profile)
+    eff = profile.num("link_efficiency")
     return link.latency_s + size_bytes / (link.bandwidth_per_direction_bytes_per_s * eff)
+
+
+def host_staged_bandwidth(link: LinkSpec, profile: EngineProfile) -> float:
+    """Bytes/s of a copy that bounces through host memory (no P2P): the link's measured bounce
+    rate, else two crossings store-and-forward (half the link's effective rate)."""
+    if link.host_staged_bandwidth_per_direction_bytes_per_s is not None:
+        return link.host_staged_bandwidth_per_direction_bytes_per_s
+    return link.bandwidth_per_direction_bytes_per_s * profile.num("link_efficiency") / 2
+
+
+def nccl_host_staged_bandwidth(link: LinkSpec, profile: EngineProfile) -> float:
+    """Bytes/s of one NCCL ring step without P2P: NCCL's SHM transport through host memory.
+
+    The copy bounce (``host_staged_bandwidth``) bounds it, and so does the host's staging rate
+    ``nccl_shm_bandwidth_gb_per_s`` (profile; NCCL's measured all-reduce bus bandwidth through
+    host memory on GeForce cards, which the ring's per-step rate equals), when the profile
+    gives it. That rate is a property of the host platform: 3.6-4.5 GB/s on EPYC Rome and
+    Milan, 16.8-18.4 on Sapphire Rapids and Genoa (calibration/data/nccl_shm_allreduce.csv).
+    """
+    bounce = host_staged_bandwidth(link, profile)
+    if "nccl_shm_bandwidth_gb_per_s" not in profile.params:
+        return bounce
+    return min(bounce, profile.num("nccl_shm_bandwidth_gb_per_s") * units.GBPS)
 
 
 CUSTOM_ALLREDUCE_WORLD_SIZES = (2, 4, 6, 8)  # vLLM custom_all_reduce.py _SUPPORTED_WORLD_SIZES
@@ -417,8 +436,14 @@ def allreduce_time(path: Path, size_bytes: float, ranks: int, profile: EnginePro
 
 def nccl_ring_simple_s(path: Path, size_bytes: float, ranks: int, profile: EngineProfile) -> float:
     """NCCL's ring with the Simple protocol: 2(n-1) steps of size/n, each a point-to-point
-    copy on ``path`` (its latency, or the host-staged latency and bounce rate without P2P)."""
-    return 2 * (ranks - 1) * transfer_time(path, size_bytes / ranks, profile)
+    copy on ``path`` (its latency; without P2P the host-staged latency and NCCL's SHM rate,
+    ``nccl_host_staged_bandwidth``)."""
+    if not path.host_staged:
+        return 2 * (ranks - 1) * transfer_time(path, size_bytes / ranks, profile)
+    link = path.link
+    latency = link.host_staged_latency_s or link.latency_s
+    step = latency + size_bytes / ranks / nccl_host_staged_bandwidth(link, profile)
+    return 2 * (ranks - 1) * step
 
 
 def nccl_ring_ll_s(path: Path, size_bytes: float, ranks: int, profile: EngineProfile) -> float:
@@ -435,10 +460,8 @@ def nccl_ring_ll_s(path: Path, size_bytes: float, ranks: int, profile: EnginePro
     if "nccl_ll_step_latency_s" not in profile.params or ranks <= 1:
         return float("inf")
     link = path.link
-    if path.host_staged and link.host_staged_bandwidth_per_direction_bytes_per_s is not None:
-        bw = link.host_staged_bandwidth_per_direction_bytes_per_s
-    elif path.host_staged:
-        bw = link.bandwidth_per_direction_bytes_per_s * profile.num("link_efficiency") / 2
+    if path.host_staged:
+        bw = nccl_host_staged_bandwidth(link, profile)
     else:
         bw = link.bandwidth_per_direction_bytes_per_s * profile.num("link_efficiency")
     bw *= profile.num("nccl_ll_bandwidth_fraction")

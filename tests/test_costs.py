@@ -197,14 +197,17 @@ def test_tensor_energy_grows_with_the_datapath_width() -> None:
 
 def test_nccl_ll_protocol_hand_computed() -> None:
     """NCCL's LL ring (nccl tuning.cc constants): 2(n-1) x 1.0 us + the ring bytes at half the
-    path's rate; the all-reduce takes the cheaper of LL and Simple, plus the fixed floor."""
+    path's rate; the all-reduce takes the cheaper of LL and Simple, plus the fixed floor.
+    Without P2P the path's rate is NCCL's SHM rate through host memory (4.1 GB/s), below the
+    link's 11.28 GB/s cudaMemcpy bounce."""
     p = profile("vllm").with_params(nccl_ll_step_latency_s=1.0e-6, nccl_ll_bandwidth_fraction=0.5)
+    assert p.num("nccl_shm_bandwidth_gb_per_s") == 4.1
     lk = links.link("pcie4-x16")
     staged = costs.Path(lk, host_staged=True)
     n, small = 8, 8 * 5120 * 2.0  # 8 decode tokens x hidden 5120 x 2 bytes = 81,920 B
-    ll = 14 * 1.0e-6 + 2 * 7 / 8 * small / (11.28e9 * 0.5)  # 14 us + 25.4 us
+    ll = 14 * 1.0e-6 + 2 * 7 / 8 * small / (4.1e9 * 0.5)  # 14 us + 69.9 us
     assert costs.nccl_ring_ll_s(staged, small, n, p) == pytest.approx(ll)
-    simple = 14 * (15.23e-6 + small / 8 / 11.28e9)  # 14 host-staged copies of size/8
+    simple = 14 * (15.23e-6 + small / 8 / 4.1e9)  # 14 host-staged steps of size/8
     assert costs.nccl_ring_simple_s(staged, small, n, p) == pytest.approx(simple)
     floor = p.num("collective_overhead_s")
     assert costs.allreduce_time(staged, small, n, p) == pytest.approx(floor + ll)
@@ -223,5 +226,6 @@ def test_nccl_ll_is_off_without_its_parameter() -> None:
     path = costs.Path(links.link("pcie4-x16"), host_staged=True)
     size, n = 81920.0, 8
     assert costs.nccl_ring_ll_s(path, size, n, p) == float("inf")
-    want = p.num("collective_overhead_s") + 14 * costs.transfer_time(path, size / n, p)
+    step = 15.23e-6 + size / n / 4.1e9  # host-staged latency, NCCL's SHM rate
+    want = p.num("collective_overhead_s") + 14 * step
     assert costs.allreduce_time(path, size, n, p) == pytest.approx(want)

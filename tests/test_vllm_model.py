@@ -515,3 +515,59 @@ def test_vllm_takes_the_chip_power_parameters_from_llama_cpps_fit() -> None:
     share = costs.power_clock_fraction(h100, vllm)
     assert share == costs.power_clock_fraction(h100, llama)
     assert 0.4 < share < 0.75
+
+
+NCCL_SHM_CSV = ROOT / "calibration" / "data" / "nccl_shm_allreduce.csv"
+
+
+def test_nccl_shm_rate_is_the_median_of_the_measured_host_platforms() -> None:
+    """nccl_shm_bandwidth_gb_per_s is what calibration/data/nccl_shm_allreduce.csv gives by its
+    rule (2-4 GPUs on one socket, none known at x8; the median per host platform, then the
+    median over platforms), in both NCCL profiles; and the spread it hides is a host one."""
+    d = pd.read_csv(NCCL_SHM_CSV)
+    assert d["source"].str.startswith("https://github.com/").all()
+    keep = (
+        d["one_socket"]
+        & d["num_gpus"].between(2, 4)
+        & (d["all_gpus_gen4_x16"].astype(str).str.lower() != "false")
+    )
+    per_platform = d[keep].groupby("platform")["busbw_stock_gb_s"].median()
+    assert len(per_platform) == 7
+    value = float(per_platform.median())
+    for pid in ("vllm", "trtllm"):
+        assert profile(pid).num("nccl_shm_bandwidth_gb_per_s") == pytest.approx(value)
+    epyc_old = per_platform[per_platform.index.str.startswith(("rome", "milan"))]
+    assert epyc_old.between(3.5, 4.6).all()
+    assert (per_platform[["genoa_9554_rtx4090_48g", "spr_4416_rtx4090_48g"]] > 15).all()
+    # with P2P the same sets run 5-7x faster on Rome: the stock figure is the host's staging
+    rome = d[(d["platform"] == "rome_7402_rtx4090") & d["busbw_p2p_gb_s"].notna()]
+    assert (rome["busbw_p2p_gb_s"] / rome["busbw_stock_gb_s"] > 5).all()
+
+
+def test_nccl_without_p2p_runs_at_the_hosts_shm_rate() -> None:
+    """Two RTX 4090s without P2P, an 8 MiB all-reduce (above the custom kernel's limit, which
+    needs P2P anyway): NCCL's fixed cost plus 2 ring steps of host-staged latency and 4 MiB at
+    the SHM rate, not at the link's cudaMemcpy bounce. Copies (pipeline activations) and
+    engines that do not run NCCL keep the bounce."""
+    vllm = profile("vllm")
+    staged = _path("pcie4-x16", True)
+    size = 8 * 2**20
+    shm = vllm.num("nccl_shm_bandwidth_gb_per_s") * 1e9
+    lat = staged.link.host_staged_latency_s
+    assert lat is not None
+    want = vllm.num("collective_overhead_s") + 2 * (lat + size / 2 / shm)
+    assert costs.allreduce_time(staged, size, 2, vllm) == pytest.approx(want)
+    bounce = staged.link.host_staged_bandwidth_per_direction_bytes_per_s
+    assert bounce is not None and bounce > 2 * shm
+    assert costs.transfer_time(staged, size, vllm) == pytest.approx(lat + size / bounce)
+    llama = profile("llama.cpp")
+    assert "nccl_shm_bandwidth_gb_per_s" not in llama.params
+    assert costs.nccl_ring_simple_s(staged, size, 2, llama) == pytest.approx(
+        2 * (lat + size / 2 / bounce)
+    )
+    # with P2P nothing changes
+    direct = _path("pcie4-x16")
+    stripped = vllm.with_params(nccl_shm_bandwidth_gb_per_s=1e6)
+    assert costs.allreduce_time(direct, size, 2, vllm) == costs.allreduce_time(
+        direct, size, 2, stripped
+    )
