@@ -33,6 +33,7 @@ them unmeasured. The result goes to ``simulator/data/calibrated/vllm.gemm_kernel
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from datetime import date
@@ -200,7 +201,7 @@ def write(f: GemmFit, prof: EngineProfile, path: Path = PARAMS_TOML) -> None:
             f'data_sha256 = "{digest}"',
             f'date = "{date.today().isoformat()}"',
             f"rows = {f.rows}",
-            f"systems = [{', '.join(repr(s).replace(chr(39), chr(34)) for s in FIT_SYSTEMS)}]",
+            f"systems = {json.dumps(list(FIT_SYSTEMS))}",
             f'dtype = "{FIT_DTYPE}"',
             "",
             "[inputs]  # the calibrated values the kernels were priced with",

@@ -353,10 +353,14 @@ def transfer_time(path: Path, size_bytes: float, profile: EngineProfile) -> floa
         return 0.0
     link = path.link
     if path.host_staged:
-        latency = link.host_staged_latency_s or link.latency_s
-        return latency + size_bytes / host_staged_bandwidth(link, profile)
+        return host_staged_latency_s(link) + size_bytes / host_staged_bandwidth(link, profile)
     eff = profile.num("link_efficiency")
     return link.latency_s + size_bytes / (link.bandwidth_per_direction_bytes_per_s * eff)
+
+
+def host_staged_latency_s(link: LinkSpec) -> float:
+    """Latency of a copy that bounces through host memory: measured, else the link's own."""
+    return link.host_staged_latency_s or link.latency_s
 
 
 def host_staged_bandwidth(link: LinkSpec, profile: EngineProfile) -> float:
@@ -441,8 +445,9 @@ def nccl_ring_simple_s(path: Path, size_bytes: float, ranks: int, profile: Engin
     if not path.host_staged:
         return 2 * (ranks - 1) * transfer_time(path, size_bytes / ranks, profile)
     link = path.link
-    latency = link.host_staged_latency_s or link.latency_s
-    step = latency + size_bytes / ranks / nccl_host_staged_bandwidth(link, profile)
+    step = host_staged_latency_s(link) + size_bytes / ranks / nccl_host_staged_bandwidth(
+        link, profile
+    )
     return 2 * (ranks - 1) * step
 
 

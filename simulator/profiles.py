@@ -104,8 +104,13 @@ def _calibrated(
         return None
     with path.open("rb") as fh:
         raw = tomllib.load(fh)
-    values = {k: float(v["value"]) for k, v in raw.get("parameters", {}).items()}
+    values = _parameter_values(raw)
     return values, str(path.name), _ratio_ranges(raw.get("ranges", {}), path.name)
+
+
+def _parameter_values(raw: dict[str, Any]) -> dict[str, float]:
+    """The ``[parameters]`` table of a calibrated file as name -> value."""
+    return {k: float(v["value"]) for k, v in raw.get("parameters", {}).items()}
 
 
 def _ratio_ranges(table: dict[str, Any], where: str = "") -> dict[str, tuple[float, float]]:
@@ -133,8 +138,7 @@ def profile(profile_id: str, config_key: str = "engine.profile") -> EngineProfil
         # tensor-parallel ranges (vllm.tensor_parallel.toml)
         with extra.open("rb") as fh:
             raw = tomllib.load(fh)
-        params = raw.get("parameters", {})
-        values = {**values, **{k: float(v["value"]) for k, v in params.items()}}
+        values = {**values, **_parameter_values(raw)}
         for regime, table in raw.get("tensor_parallel_ranges", {}).items():
             tp_ranges[regime] = _ratio_ranges(
                 table, f"{extra.name} [tensor_parallel_ranges.{regime}]"
@@ -165,7 +169,7 @@ def held_fit_values(profile_id: str) -> dict[str, float]:
         if path.exists():
             with path.open("rb") as fh:
                 raw = tomllib.load(fh)
-            values.update({k: float(v["value"]) for k, v in raw.get("parameters", {}).items()})
+            values.update(_parameter_values(raw))
     return values
 
 
